@@ -1,0 +1,47 @@
+//! `netsight serve`: the daemon.
+
+use std::sync::Arc;
+
+use anyhow::Context;
+use tokio::net::TcpListener;
+use tokio::signal::unix::{signal, SignalKind};
+
+use super::{load_config, ServeArgs};
+use crate::daemon::{run_collection, scheduler_for, Shared};
+
+pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
+    let mut cfg = load_config(&args.common)?;
+    if let Some(l) = args.listen {
+        cfg.listen = l;
+    }
+    if let Some(i) = args.interval {
+        cfg.interval = i;
+    }
+    cfg.validate()?;
+    let sched = scheduler_for(&cfg)?;
+    let listener = TcpListener::bind(&cfg.listen)
+        .await
+        .with_context(|| format!("cannot listen on {}", cfg.listen))?;
+    tracing::info!(
+        listen = %listener.local_addr()?,
+        interval = ?cfg.interval,
+        collectors = ?sched.collector_names(),
+        "netsight serving"
+    );
+    let shared = Arc::new(Shared::new(cfg.history_points));
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let collection = tokio::spawn(run_collection(sched, shared.clone(), cfg.interval, stop_rx));
+
+    let mut term = signal(SignalKind::terminate())?;
+    let mut int = signal(SignalKind::interrupt())?;
+    let shutdown = async move {
+        tokio::select! {
+            _ = term.recv() => tracing::info!("SIGTERM: shutting down"),
+            _ = int.recv() => tracing::info!("SIGINT: shutting down"),
+        }
+    };
+    crate::export::http::serve(listener, shared, shutdown).await?;
+    let _ = stop_tx.send(true);
+    let _ = collection.await;
+    Ok(())
+}

@@ -1,0 +1,358 @@
+//! Runs the collectors each tick with a time budget and a CPU budget, and assembles
+//! one immutable snapshot from whatever they produced.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime};
+
+use tokio::task::JoinHandle;
+
+use super::{
+    CollectContext, Collector, BUILD_INFO, COLLECTOR_CPU, COLLECTOR_DURATION, COLLECTOR_ERRORS,
+    COLLECTOR_INTERVAL, COLLECTOR_UP, SNAPSHOT_SERIES, SNAPSHOT_TIMESTAMP,
+};
+use crate::snapshot::{Emitter, Family, Snapshot};
+
+/// The most a collector may slow itself down: 64 ticks between runs.
+const MAX_SKIP: u32 = 64;
+/// Runs needed before the CPU average is trusted to change a cadence.
+const WARMUP_RUNS: u32 = 3;
+
+struct RunResult {
+    outcome: Result<Vec<Family>, String>,
+    wall: Duration,
+    cpu: Duration,
+}
+
+struct Slot {
+    name: &'static str,
+    collector: Arc<Mutex<Box<dyn Collector>>>,
+    running: Arc<AtomicBool>,
+    last_families: Vec<Family>,
+    up: bool,
+    errors_total: u64,
+    cpu_total: f64,
+    last_wall: f64,
+    cpu_avg: f64,
+    runs: u32,
+    every: u32,
+    countdown: u32,
+    logged_error: Option<String>,
+}
+
+pub struct Scheduler {
+    slots: Vec<Slot>,
+    ctx: Arc<CollectContext>,
+    interval: Duration,
+    timeout: Duration,
+    cpu_budget: f64,
+}
+
+fn thread_cpu_time() -> Duration {
+    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    // SAFETY: clock_gettime writes into the timespec we own; the clock id is valid.
+    let rc = unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
+    if rc != 0 {
+        return Duration::ZERO;
+    }
+    Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32)
+}
+
+fn run_one(collector: &Mutex<Box<dyn Collector>>, ctx: &CollectContext) -> RunResult {
+    let start = Instant::now();
+    let cpu0 = thread_cpu_time();
+    let mut out = Emitter::new();
+    let outcome = match collector.lock() {
+        Ok(mut c) => match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            c.collect(ctx, &mut out)
+        })) {
+            Ok(Ok(())) => Ok(out.into_families()),
+            Ok(Err(e)) => Err(e.to_string()),
+            Err(_) => Err("collector panicked".to_string()),
+        },
+        Err(_) => Err("collector state poisoned by an earlier panic".to_string()),
+    };
+    RunResult { outcome, wall: start.elapsed(), cpu: thread_cpu_time().saturating_sub(cpu0) }
+}
+
+impl Scheduler {
+    /// `cpu_percent` is the average share of one core all collectors together may use.
+    pub fn new(
+        collectors: Vec<Box<dyn Collector>>,
+        ctx: CollectContext,
+        interval: Duration,
+        timeout: Duration,
+        cpu_percent: f64,
+    ) -> Self {
+        let slots = collectors
+            .into_iter()
+            .map(|c| Slot {
+                name: c.name(),
+                collector: Arc::new(Mutex::new(c)),
+                running: Arc::new(AtomicBool::new(false)),
+                last_families: Vec::new(),
+                up: false,
+                errors_total: 0,
+                cpu_total: 0.0,
+                last_wall: 0.0,
+                cpu_avg: 0.0,
+                runs: 0,
+                every: 1,
+                countdown: 0,
+                logged_error: None,
+            })
+            .collect();
+        Scheduler {
+            slots,
+            ctx: Arc::new(ctx),
+            interval,
+            timeout,
+            cpu_budget: cpu_percent / 100.0,
+        }
+    }
+
+    pub fn collector_names(&self) -> Vec<&'static str> {
+        self.slots.iter().map(|s| s.name).collect()
+    }
+
+    /// Runs every due collector once and returns the new snapshot.
+    pub async fn tick(&mut self) -> Snapshot {
+        let taken_at = SystemTime::now();
+        let deadline = tokio::time::Instant::now() + self.timeout;
+        let mut pending: Vec<(usize, JoinHandle<RunResult>)> = Vec::new();
+        for (i, slot) in self.slots.iter_mut().enumerate() {
+            if slot.countdown > 0 {
+                slot.countdown -= 1;
+                continue;
+            }
+            slot.countdown = slot.every - 1;
+            if slot.running.swap(true, Ordering::AcqRel) {
+                record_failure(slot, "still running from an earlier tick".into());
+                continue;
+            }
+            let collector = slot.collector.clone();
+            let running = slot.running.clone();
+            let ctx = self.ctx.clone();
+            pending.push((
+                i,
+                tokio::task::spawn_blocking(move || {
+                    let r = run_one(&collector, &ctx);
+                    running.store(false, Ordering::Release);
+                    r
+                }),
+            ));
+        }
+        for (i, handle) in pending {
+            let slot = &mut self.slots[i];
+            match tokio::time::timeout_at(deadline, handle).await {
+                Ok(Ok(r)) => record_run(slot, r),
+                Ok(Err(e)) => record_failure(slot, format!("collector task failed: {e}")),
+                Err(_) => record_failure(
+                    slot,
+                    format!("exceeded its time budget of {:?}", self.timeout),
+                ),
+            }
+        }
+        self.adjust_cadence();
+        self.assemble(taken_at)
+    }
+
+    /// Slows the costliest collectors while the total exceeds the CPU budget, and
+    /// speeds them back up once there is room again.
+    fn adjust_cadence(&mut self) {
+        let interval = self.interval.as_secs_f64();
+        let share = |s: &Slot| s.cpu_avg / (interval * s.every as f64);
+        let mut total: f64 = self.slots.iter().map(share).sum();
+        while total > self.cpu_budget {
+            let Some(slot) = self
+                .slots
+                .iter_mut()
+                .filter(|s| s.runs >= WARMUP_RUNS && s.every < MAX_SKIP)
+                .max_by(|a, b| share(a).total_cmp(&share(b)))
+            else {
+                break;
+            };
+            let before = share(slot);
+            slot.every *= 2;
+            total -= before / 2.0;
+            tracing::warn!(
+                collector = slot.name,
+                cpu_ms_per_run = slot.cpu_avg * 1e3,
+                interval_s = interval * slot.every as f64,
+                budget_percent = self.cpu_budget * 100.0,
+                "collector exceeds the CPU budget; lowering its cadence"
+            );
+        }
+        for slot in self.slots.iter_mut().filter(|s| s.every > 1) {
+            let gain = share(slot);
+            if total + gain < self.cpu_budget * 0.5 {
+                slot.every /= 2;
+                total += gain;
+                tracing::info!(
+                    collector = slot.name,
+                    interval_s = interval * slot.every as f64,
+                    "CPU budget has room again; raising the collector's cadence"
+                );
+            }
+        }
+    }
+
+    fn assemble(&self, taken_at: SystemTime) -> Snapshot {
+        let mut core = Emitter::new();
+        let interval = self.interval.as_secs_f64();
+        for s in &self.slots {
+            let l = || vec![s.name.to_string()];
+            core.push(&COLLECTOR_UP, l(), if s.up { 1.0 } else { 0.0 });
+            core.push(&COLLECTOR_DURATION, l(), s.last_wall);
+            core.push(&COLLECTOR_CPU, l(), s.cpu_total);
+            core.push(&COLLECTOR_ERRORS, l(), s.errors_total as f64);
+            core.push(&COLLECTOR_INTERVAL, l(), interval * s.every as f64);
+        }
+        core.push(&BUILD_INFO, vec![env!("CARGO_PKG_VERSION").to_string()], 1.0);
+        let ts = taken_at
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .map(|d| d.as_secs_f64())
+            .unwrap_or(0.0);
+        core.push0(&SNAPSHOT_TIMESTAMP, ts);
+        let mut families = core.into_families();
+        for s in &self.slots {
+            families.extend(s.last_families.iter().cloned());
+        }
+        let series: usize = families.iter().map(|f| f.samples.len()).sum::<usize>() + 1;
+        let mut tail = Emitter::new();
+        tail.push0(&SNAPSHOT_SERIES, series as f64);
+        families.extend(tail.into_families());
+        Snapshot { taken_at, families }
+    }
+}
+
+fn record_run(slot: &mut Slot, r: RunResult) {
+    let cpu = r.cpu.as_secs_f64();
+    slot.cpu_total += cpu;
+    slot.last_wall = r.wall.as_secs_f64();
+    slot.cpu_avg = if slot.runs == 0 { cpu } else { slot.cpu_avg * 0.7 + cpu * 0.3 };
+    slot.runs = slot.runs.saturating_add(1);
+    match r.outcome {
+        Ok(families) => {
+            if slot.logged_error.take().is_some() {
+                tracing::info!(collector = slot.name, "collector recovered");
+            }
+            slot.up = true;
+            slot.last_families = families;
+        }
+        Err(e) => record_failure(slot, e),
+    }
+}
+
+/// Marks the collector down and logs the reason once per distinct reason.
+fn record_failure(slot: &mut Slot, reason: String) {
+    slot.up = false;
+    slot.errors_total += 1;
+    slot.last_families.clear();
+    if slot.logged_error.as_deref() != Some(reason.as_str()) {
+        tracing::warn!(collector = slot.name, %reason, "collector disabled for this tick");
+        slot.logged_error = Some(reason);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::collect::CollectError;
+
+    struct Fixed(&'static str, f64);
+    impl Collector for Fixed {
+        fn name(&self) -> &'static str {
+            self.0
+        }
+        fn collect(&mut self, _: &CollectContext, out: &mut Emitter) -> Result<(), CollectError> {
+            out.push0(&SNAPSHOT_SERIES, self.1);
+            Ok(())
+        }
+    }
+
+    struct Failing;
+    impl Collector for Failing {
+        fn name(&self) -> &'static str {
+            "failing"
+        }
+        fn collect(&mut self, _: &CollectContext, _: &mut Emitter) -> Result<(), CollectError> {
+            Err(CollectError::Unavailable("module not loaded".into()))
+        }
+    }
+
+    struct Hanging;
+    impl Collector for Hanging {
+        fn name(&self) -> &'static str {
+            "hanging"
+        }
+        fn collect(&mut self, _: &CollectContext, _: &mut Emitter) -> Result<(), CollectError> {
+            std::thread::sleep(Duration::from_millis(600));
+            Ok(())
+        }
+    }
+
+    /// Burns CPU so the budget logic has something to react to.
+    struct Busy;
+    impl Collector for Busy {
+        fn name(&self) -> &'static str {
+            "busy"
+        }
+        fn collect(&mut self, _: &CollectContext, _: &mut Emitter) -> Result<(), CollectError> {
+            let start = Instant::now();
+            let mut x = 0u64;
+            while start.elapsed() < Duration::from_millis(5) {
+                x = std::hint::black_box(x.wrapping_mul(31).wrapping_add(7));
+            }
+            Ok(())
+        }
+    }
+
+    fn up(s: &Snapshot, name: &str) -> Option<f64> {
+        s.value("netsight_collector_up", &[("collector", name)])
+    }
+
+    #[tokio::test]
+    async fn a_failing_or_hanging_collector_does_not_stop_the_others() {
+        let mut sched = Scheduler::new(
+            vec![Box::new(Fixed("fixed", 7.0)), Box::new(Failing), Box::new(Hanging)],
+            CollectContext::new("/nonexistent", "/nonexistent"),
+            Duration::from_secs(1),
+            Duration::from_millis(100),
+            100.0,
+        );
+        let started = Instant::now();
+        let snap = sched.tick().await;
+        assert!(started.elapsed() < Duration::from_millis(500), "tick waited for the hang");
+        assert_eq!(up(&snap, "fixed"), Some(1.0));
+        assert_eq!(up(&snap, "failing"), Some(0.0));
+        assert_eq!(up(&snap, "hanging"), Some(0.0));
+        assert_eq!(
+            snap.value("netsight_collector_errors_total", &[("collector", "hanging")]),
+            Some(1.0)
+        );
+        // The hung run is still going: the next tick must not start a second one.
+        let snap = sched.tick().await;
+        assert_eq!(up(&snap, "hanging"), Some(0.0));
+        assert_eq!(up(&snap, "fixed"), Some(1.0));
+    }
+
+    #[tokio::test]
+    async fn a_tiny_cpu_budget_lowers_the_cadence() {
+        let mut sched = Scheduler::new(
+            vec![Box::new(Busy)],
+            CollectContext::new("/nonexistent", "/nonexistent"),
+            Duration::from_secs(1),
+            Duration::from_secs(1),
+            0.01,
+        );
+        let mut interval = 1.0;
+        for _ in 0..12 {
+            let snap = sched.tick().await;
+            interval = snap
+                .value("netsight_collector_interval_seconds", &[("collector", "busy")])
+                .unwrap_or(0.0);
+        }
+        assert!(interval >= 4.0, "cadence stayed at {interval}s");
+    }
+}

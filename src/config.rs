@@ -1,0 +1,196 @@
+//! Daemon configuration: the embedded default YAML, overridden by a user file.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::{Deserialize, Deserializer};
+
+pub const DEFAULT_CONFIG_YAML: &str = include_str!("../config/default.yaml");
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read {path}: {source}")]
+    Read { path: PathBuf, source: std::io::Error },
+    #[error("{path}:{line}:{column}: {message}")]
+    Parse { path: String, line: usize, column: usize, message: String },
+    #[error("{0}")]
+    Invalid(String),
+}
+
+fn duration<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+    let s = String::deserialize(d)?;
+    humantime::parse_duration(&s).map_err(serde::de::Error::custom)
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    pub listen: String,
+    #[serde(deserialize_with = "duration")]
+    pub interval: Duration,
+    pub paths: Paths,
+    pub history_points: usize,
+    pub budget: Budget,
+    pub collectors: Collectors,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Paths {
+    pub procfs: PathBuf,
+    pub sysfs: PathBuf,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Budget {
+    pub cpu_percent: f64,
+    #[serde(deserialize_with = "duration")]
+    pub collector_timeout: Duration,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Collectors {
+    pub netdev: NetdevConfig,
+    pub sockstat: Toggle,
+    pub netstat: Toggle,
+    pub softnet: Toggle,
+    pub conntrack: Toggle,
+    pub sockets: SocketsConfig,
+    pub sysctl: Toggle,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Toggle {
+    pub enabled: bool,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NetdevConfig {
+    pub enabled: bool,
+    pub include: Option<String>,
+    pub exclude: Option<String>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SocketsConfig {
+    pub enabled: bool,
+    pub max_ports: usize,
+    pub max_processes: usize,
+    #[serde(deserialize_with = "duration")]
+    pub process_refresh: Duration,
+    pub processes: bool,
+    pub rtt_buckets_seconds: Vec<f64>,
+}
+
+/// Recursively overlays `over` onto `base` (maps merge, everything else replaces).
+fn merge(base: &mut serde_yaml::Value, over: serde_yaml::Value) {
+    match (base, over) {
+        (serde_yaml::Value::Mapping(b), serde_yaml::Value::Mapping(o)) => {
+            for (k, v) in o {
+                match b.get_mut(&k) {
+                    Some(slot) => merge(slot, v),
+                    None => {
+                        b.insert(k, v);
+                    }
+                }
+            }
+        }
+        (slot, v) => *slot = v,
+    }
+}
+
+fn parse_yaml(path: &str, text: &str) -> Result<serde_yaml::Value, ConfigError> {
+    serde_yaml::from_str(text).map_err(|e| yaml_error(path, &e))
+}
+
+fn yaml_error(path: &str, e: &serde_yaml::Error) -> ConfigError {
+    let (line, column) = e.location().map(|l| (l.line(), l.column())).unwrap_or((0, 0));
+    ConfigError::Parse { path: path.to_string(), line, column, message: e.to_string() }
+}
+
+impl Config {
+    /// The embedded defaults alone.
+    pub fn embedded() -> Result<Config, ConfigError> {
+        Self::from_yaml_over_defaults("<embedded>", "{}")
+    }
+
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|source| ConfigError::Read { path: path.to_path_buf(), source })?;
+        Self::from_yaml_over_defaults(&path.display().to_string(), &text)
+    }
+
+    pub fn from_yaml_over_defaults(name: &str, text: &str) -> Result<Config, ConfigError> {
+        let mut base = parse_yaml("<embedded>", DEFAULT_CONFIG_YAML)?;
+        let over = parse_yaml(name, text)?;
+        if !over.is_null() {
+            merge(&mut base, over);
+        }
+        let cfg: Config = serde_yaml::from_value(base).map_err(|e| {
+            ConfigError::Parse { path: name.to_string(), line: 0, column: 0, message: e.to_string() }
+        })?;
+        cfg.validate()?;
+        Ok(cfg)
+    }
+
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if self.interval < Duration::from_secs(1) {
+            return Err(ConfigError::Invalid(format!(
+                "interval {:?} is below the 1s minimum",
+                self.interval
+            )));
+        }
+        if !(self.budget.cpu_percent > 0.0) {
+            return Err(ConfigError::Invalid("budget.cpu_percent must be > 0".into()));
+        }
+        for (what, re) in [
+            ("collectors.netdev.include", &self.collectors.netdev.include),
+            ("collectors.netdev.exclude", &self.collectors.netdev.exclude),
+        ] {
+            if let Some(re) = re {
+                regex::Regex::new(re)
+                    .map_err(|e| ConfigError::Invalid(format!("{what}: {e}")))?;
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn embedded_defaults_parse() {
+        let c = Config::embedded().expect("embedded config");
+        assert_eq!(c.interval, Duration::from_secs(5));
+        assert_eq!(c.listen, "0.0.0.0:9977");
+        assert!(c.collectors.sockets.enabled);
+    }
+
+    #[test]
+    fn user_file_overrides_one_key() {
+        let c = Config::from_yaml_over_defaults("u.yaml", "collectors:\n  sockets:\n    max_ports: 3\n")
+            .expect("merged");
+        assert_eq!(c.collectors.sockets.max_ports, 3);
+        assert_eq!(c.collectors.sockets.max_processes, 64);
+    }
+
+    #[test]
+    fn syntax_error_names_line_and_column() {
+        let e = Config::from_yaml_over_defaults("u.yaml", "interval: 5s\n  bad: [\n").unwrap_err();
+        let msg = e.to_string();
+        assert!(msg.starts_with("u.yaml:2:"), "{msg}");
+    }
+
+    #[test]
+    fn too_short_interval_is_rejected() {
+        let e = Config::from_yaml_over_defaults("u.yaml", "interval: 200ms").unwrap_err();
+        assert!(e.to_string().contains("1s minimum"));
+    }
+}

@@ -1,0 +1,98 @@
+//! HTTP endpoints (hyper 1): `/metrics`, `/healthz`, `/`. Handlers only read the
+//! last published snapshot, so scrapes cost a pointer copy and a write.
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use http_body_util::Full;
+use hyper::body::Incoming;
+use hyper::header::{HeaderValue, CONTENT_TYPE};
+use hyper::{Method, Request, Response, StatusCode};
+use hyper_util::rt::TokioIo;
+use hyper_util::server::graceful::GracefulShutdown;
+use tokio::net::TcpListener;
+
+use crate::daemon::Shared;
+
+const INDEX: &str = "<!doctype html><html><head><title>netsight</title></head><body>\
+<h1>netsight</h1><ul>\
+<li><a href=\"/metrics\">/metrics</a>: Prometheus exposition of the latest snapshot</li>\
+<li><a href=\"/healthz\">/healthz</a>: liveness and snapshot age</li>\
+</ul></body></html>\n";
+
+fn response(status: StatusCode, ctype: &'static str, body: impl Into<Bytes>) -> Response<Full<Bytes>> {
+    let mut r = Response::new(Full::new(body.into()));
+    *r.status_mut() = status;
+    r.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static(ctype));
+    r
+}
+
+pub fn route(shared: &Shared, req: &Request<Incoming>) -> Response<Full<Bytes>> {
+    if req.method() != Method::GET && req.method() != Method::HEAD {
+        return response(StatusCode::METHOD_NOT_ALLOWED, "text/plain", "only GET\n");
+    }
+    match req.uri().path() {
+        "/metrics" => {
+            let p = shared.latest();
+            response(StatusCode::OK, crate::export::prometheus::CONTENT_TYPE, p.text.clone())
+        }
+        "/healthz" => {
+            let p = shared.latest();
+            if p.snapshot.families.is_empty() {
+                response(StatusCode::SERVICE_UNAVAILABLE, "text/plain", "no snapshot yet\n")
+            } else {
+                let age = p.snapshot.taken_at.elapsed().map(|d| d.as_secs_f64()).unwrap_or(0.0);
+                response(StatusCode::OK, "text/plain", format!("ok, snapshot age {age:.1}s\n"))
+            }
+        }
+        "/" => response(StatusCode::OK, "text/html; charset=utf-8", INDEX),
+        _ => response(StatusCode::NOT_FOUND, "text/plain", "not found\n"),
+    }
+}
+
+/// Serves until `shutdown` resolves, then lets open connections finish (up to 5 s).
+pub async fn serve(
+    listener: TcpListener,
+    shared: Arc<Shared>,
+    shutdown: impl std::future::Future<Output = ()>,
+) -> anyhow::Result<()> {
+    let graceful = GracefulShutdown::new();
+    tokio::pin!(shutdown);
+    loop {
+        tokio::select! {
+            accepted = listener.accept() => {
+                let (stream, peer): (_, SocketAddr) = match accepted {
+                    Ok(a) => a,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "accept failed");
+                        continue;
+                    }
+                };
+                let shared = shared.clone();
+                let svc = hyper::service::service_fn(move |req: Request<Incoming>| {
+                    let r = route(&shared, &req);
+                    async move { Ok::<_, Infallible>(r) }
+                });
+                let conn = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(TokioIo::new(stream), svc);
+                let conn = graceful.watch(conn);
+                tokio::spawn(async move {
+                    if let Err(e) = conn.await {
+                        tracing::debug!(%peer, error = %e, "connection ended with an error");
+                    }
+                });
+            }
+            _ = &mut shutdown => break,
+        }
+    }
+    drop(listener);
+    tokio::select! {
+        _ = graceful.shutdown() => {}
+        _ = tokio::time::sleep(std::time::Duration::from_secs(5)) => {
+            tracing::warn!("connections still open after 5s; closing");
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,5 @@
+//! Outputs. Each reads snapshots; none touches the kernel.
+
+pub mod http;
+pub mod json;
+pub mod prometheus;

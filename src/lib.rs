@@ -1,0 +1,14 @@
+//! netsight: Linux network observability.
+//!
+//! Data flows one way: collectors ([`collect`]) → snapshot ([`snapshot`]) →
+//! outputs ([`export`]). Parsers ([`parse`], [`netlink`]) are pure functions.
+
+pub mod catalog;
+pub mod cli;
+pub mod collect;
+pub mod config;
+pub mod daemon;
+pub mod export;
+pub mod netlink;
+pub mod parse;
+pub mod snapshot;

@@ -1,0 +1,51 @@
+use std::process::ExitCode;
+
+use clap::Parser;
+use netsight::cli::{self, Cli, Command};
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let log = match &cli.command {
+        Command::Serve(a) => a.common.log_level.clone(),
+        Command::Collect(a) => a.common.log_level.clone(),
+        _ => "warn".to_string(),
+    };
+    cli::init_logging(&log);
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .max_blocking_threads(16)
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("netsight: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(async {
+        match cli.command {
+            Command::Serve(a) => cli::serve::run(a).await,
+            Command::Collect(a) => cli::collect::run(a).await,
+            Command::Catalog(a) => {
+                if a.markdown {
+                    print!("{}", netsight::catalog::render_markdown());
+                } else {
+                    println!("{}", serde_json::to_string_pretty(&netsight::catalog::all_metrics_json())?);
+                }
+                Ok(())
+            }
+            Command::Version => {
+                println!("netsight {}", env!("CARGO_PKG_VERSION"));
+                Ok(())
+            }
+        }
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("netsight: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

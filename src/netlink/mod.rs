@@ -1,0 +1,2 @@
+//! Netlink message code: request building and pure reply parsers for sock_diag and
+//! ctnetlink. Socket I/O lives in the collectors; parsers here take bytes.

@@ -1,0 +1,114 @@
+//! The kernel's MIB tables: `/proc/net/snmp` and `/proc/net/netstat` print a header
+//! line of field names and a value line per group (`Tcp: RtoAlgorithm RtoMin …` then
+//! `Tcp: 1 200 …`); `/proc/net/snmp6` prints `Ip6InReceives 123` per line.
+//!
+//! Written by hand because `procfs` drops fields it does not know and has no parser
+//! for `/proc/net/netstat`; this one keeps every field, unknown future ones included.
+
+use super::{utf8, ParseError};
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct MibGroup {
+    /// `Tcp`, `TcpExt`, `Ip6`…
+    pub name: String,
+    pub fields: Vec<(String, i64)>,
+}
+
+/// Parses the header-line / value-line format of `/proc/net/snmp` and `/proc/net/netstat`.
+pub fn parse_mib_table(bytes: &[u8]) -> Result<Vec<MibGroup>, ParseError> {
+    let text = utf8(bytes)?;
+    let mut groups = Vec::new();
+    let mut lines = text.lines().enumerate().filter(|(_, l)| !l.trim().is_empty());
+    while let Some((hn, header)) = lines.next() {
+        let (hname, hfields) = split_group(header, hn + 1)?;
+        let Some((vn, values)) = lines.next() else {
+            return Err(ParseError::line(hn + 1, format!("{hname}: header without a value line")));
+        };
+        let (vname, vfields) = split_group(values, vn + 1)?;
+        if vname != hname {
+            return Err(ParseError::line(
+                vn + 1,
+                format!("value line for {vname:?} follows header for {hname:?}"),
+            ));
+        }
+        let names: Vec<&str> = hfields.split_whitespace().collect();
+        let vals: Vec<&str> = vfields.split_whitespace().collect();
+        if names.len() != vals.len() {
+            return Err(ParseError::line(
+                vn + 1,
+                format!("{hname}: {} names but {} values", names.len(), vals.len()),
+            ));
+        }
+        let mut fields = Vec::with_capacity(names.len());
+        for (n, v) in names.iter().zip(vals) {
+            let v: i64 = v.parse().map_err(|_| {
+                ParseError::line(vn + 1, format!("{hname} {n}: {v:?} is not an integer"))
+            })?;
+            fields.push((n.to_string(), v));
+        }
+        groups.push(MibGroup { name: hname.to_string(), fields });
+    }
+    Ok(groups)
+}
+
+fn split_group(line: &str, lineno: usize) -> Result<(&str, &str), ParseError> {
+    line.split_once(':')
+        .map(|(g, rest)| (g.trim(), rest))
+        .ok_or_else(|| ParseError::line(lineno, "no `Group:` prefix"))
+}
+
+/// Parses `/proc/net/snmp6`: one `NameValue` pair per line, the group being the name
+/// up to and including its `6` (`Ip6`, `Icmp6`, `Udp6`, `UdpLite6`).
+pub fn parse_snmp6(bytes: &[u8]) -> Result<Vec<MibGroup>, ParseError> {
+    let text = utf8(bytes)?;
+    let mut groups: Vec<MibGroup> = Vec::new();
+    for (n, line) in text.lines().enumerate() {
+        let mut it = line.split_whitespace();
+        let Some(name) = it.next() else { continue };
+        let Some(value) = it.next() else {
+            return Err(ParseError::line(n + 1, format!("{name}: no value")));
+        };
+        let v: i64 = value
+            .parse()
+            .map_err(|_| ParseError::line(n + 1, format!("{name}: {value:?} is not an integer")))?;
+        let Some(split) = name.find('6') else {
+            return Err(ParseError::line(n + 1, format!("{name}: no IPv6 group prefix")));
+        };
+        let (group, field) = name.split_at(split + 1);
+        match groups.last_mut() {
+            Some(g) if g.name == group => g.fields.push((field.to_string(), v)),
+            _ => groups.push(MibGroup { name: group.to_string(), fields: vec![(field.to_string(), v)] }),
+        }
+    }
+    Ok(groups)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn header_and_value_lines_pair_up() {
+        let t = b"Tcp: RtoAlgorithm RtoMin MaxConn\nTcp: 1 200 -1\nUdp: InDatagrams\nUdp: 5\n";
+        let g = parse_mib_table(t).expect("parse");
+        assert_eq!(g.len(), 2);
+        assert_eq!(g[0].fields, vec![("RtoAlgorithm".into(), 1), ("RtoMin".into(), 200), ("MaxConn".into(), -1)]);
+        assert_eq!(g[1].name, "Udp");
+    }
+
+    #[test]
+    fn truncated_table_is_an_error() {
+        assert!(parse_mib_table(b"Tcp: A B\n").is_err());
+        assert!(parse_mib_table(b"Tcp: A B\nTcp: 1\n").is_err());
+        assert!(parse_mib_table(b"Tcp: A\nUdp: 1\n").is_err());
+        assert!(parse_mib_table(b"Tcp: A\nTcp: x\n").is_err());
+    }
+
+    #[test]
+    fn snmp6_groups_by_prefix() {
+        let g = parse_snmp6(b"Ip6InReceives 4\nIp6InOctets 100\nIcmp6InMsgs 2\nUdpLite6InErrors 0\n").expect("parse");
+        let names: Vec<_> = g.iter().map(|g| g.name.as_str()).collect();
+        assert_eq!(names, ["Ip6", "Icmp6", "UdpLite6"]);
+        assert_eq!(g[0].fields[1], ("InOctets".into(), 100));
+    }
+}

@@ -1,0 +1,55 @@
+//! `/proc/net/sockstat` and `sockstat6`: `TCP: inuse 5 orphan 0 tw 2 alloc 7 mem 1`.
+
+use super::{utf8, ParseError};
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct SockstatLine {
+    /// `sockets`, `TCP`, `UDP`, `UDPLITE`, `RAW`, `FRAG`, `TCP6`…
+    pub protocol: String,
+    pub fields: Vec<(String, i64)>,
+}
+
+pub fn parse_sockstat(bytes: &[u8]) -> Result<Vec<SockstatLine>, ParseError> {
+    let text = utf8(bytes)?;
+    let mut out = Vec::new();
+    for (n, line) in text.lines().enumerate() {
+        if line.trim().is_empty() {
+            continue;
+        }
+        let (proto, rest) = line
+            .split_once(':')
+            .ok_or_else(|| ParseError::line(n + 1, "no `PROTO:` prefix"))?;
+        let words: Vec<&str> = rest.split_whitespace().collect();
+        if words.len() % 2 != 0 {
+            return Err(ParseError::line(n + 1, format!("{proto}: odd number of words")));
+        }
+        let mut fields = Vec::with_capacity(words.len() / 2);
+        for pair in words.chunks(2) {
+            let v: i64 = pair[1].parse().map_err(|_| {
+                ParseError::line(n + 1, format!("{proto} {}: {:?} is not an integer", pair[0], pair[1]))
+            })?;
+            fields.push((pair[0].to_string(), v));
+        }
+        out.push(SockstatLine { protocol: proto.trim().to_string(), fields });
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_every_pair() {
+        let l = parse_sockstat(b"sockets: used 10\nTCP: inuse 1 orphan 0 tw 2 alloc 3 mem 4\n").expect("ok");
+        assert_eq!(l[1].protocol, "TCP");
+        assert_eq!(l[1].fields[2], ("tw".into(), 2));
+    }
+
+    #[test]
+    fn malformed_lines_are_errors() {
+        assert!(parse_sockstat(b"TCP: inuse\n").is_err());
+        assert!(parse_sockstat(b"TCP inuse 1\n").is_err());
+        assert!(parse_sockstat(b"TCP: inuse x\n").is_err());
+    }
+}
