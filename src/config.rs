@@ -145,7 +145,7 @@ impl Config {
                 self.interval
             )));
         }
-        if !(self.budget.cpu_percent > 0.0) {
+        if self.budget.cpu_percent.is_nan() || self.budget.cpu_percent <= 0.0 {
             return Err(ConfigError::Invalid("budget.cpu_percent must be > 0".into()));
         }
         for (what, re) in [

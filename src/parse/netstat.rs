@@ -48,6 +48,10 @@ pub fn parse_mib_table(bytes: &[u8]) -> Result<Vec<MibGroup>, ParseError> {
         }
         groups.push(MibGroup { name: hname.to_string(), fields });
     }
+    // The kernel always prints its groups; an empty file means nothing was read.
+    if groups.is_empty() {
+        return Err(ParseError::Format("empty file".into()));
+    }
     Ok(groups)
 }
 
@@ -102,6 +106,7 @@ mod tests {
         assert!(parse_mib_table(b"Tcp: A B\nTcp: 1\n").is_err());
         assert!(parse_mib_table(b"Tcp: A\nUdp: 1\n").is_err());
         assert!(parse_mib_table(b"Tcp: A\nTcp: x\n").is_err());
+        assert!(parse_mib_table(b"").is_err());
     }
 
     #[test]

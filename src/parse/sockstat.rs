@@ -32,6 +32,10 @@ pub fn parse_sockstat(bytes: &[u8]) -> Result<Vec<SockstatLine>, ParseError> {
         }
         out.push(SockstatLine { protocol: proto.trim().to_string(), fields });
     }
+    // The kernel always prints every protocol line; an empty file is not a socket-less host.
+    if out.is_empty() {
+        return Err(ParseError::Format("empty file".into()));
+    }
     Ok(out)
 }
 
@@ -51,5 +55,7 @@ mod tests {
         assert!(parse_sockstat(b"TCP: inuse\n").is_err());
         assert!(parse_sockstat(b"TCP inuse 1\n").is_err());
         assert!(parse_sockstat(b"TCP: inuse x\n").is_err());
+        assert!(parse_sockstat(b"").is_err());
+        assert!(parse_sockstat(b"\n").is_err());
     }
 }

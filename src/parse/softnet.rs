@@ -39,6 +39,10 @@ pub fn parse_softnet(bytes: &[u8]) -> Result<Vec<SoftnetCpu>, ParseError> {
             backlog_len: col(11),
         });
     }
+    // One line per online CPU: there is always at least one.
+    if out.is_empty() {
+        return Err(ParseError::Format("empty file".into()));
+    }
     Ok(out)
 }
 
@@ -61,5 +65,6 @@ mod tests {
         assert_eq!(v[0].cpu, 0);
         assert!(parse_softnet(b"0001 zz 00\n").is_err());
         assert!(parse_softnet(b"0001\n").is_err());
+        assert!(parse_softnet(b"").is_err());
     }
 }
