@@ -32,6 +32,16 @@ pub struct Config {
     pub history_points: usize,
     pub budget: Budget,
     pub collectors: Collectors,
+    pub rules: RulesConfig,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RulesConfig {
+    pub embedded: bool,
+    pub paths: Vec<PathBuf>,
+    pub event_log_size: usize,
+    pub state_file: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Deserialize)]

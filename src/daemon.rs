@@ -1,13 +1,15 @@
-//! The daemon's data path: tick → collect → snapshot → history → published text.
+//! The daemon's data path: tick → collect → snapshot → history → rules → published
+//! text. One task owns the loop; HTTP handlers only read what it publishes.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
-use std::time::Duration;
 
 use bytes::Bytes;
 use tokio::time::MissedTickBehavior;
 
 use crate::collect::{self, CollectContext, Scheduler};
-use crate::config::Config;
+use crate::config::{Config, RulesConfig};
+use crate::rules::{self, Engine};
 use crate::snapshot::{History, Snapshot};
 
 /// What scrapes read: a snapshot and its pre-encoded exposition.
@@ -19,16 +21,25 @@ pub struct Published {
 pub struct Shared {
     latest: RwLock<Arc<Published>>,
     pub history: Mutex<History>,
+    pub engine: Mutex<Engine>,
+    /// Set by SIGHUP; the collection loop reloads rules before its next evaluation.
+    pub reload_requested: AtomicBool,
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    match m.lock() {
+        Ok(g) => g,
+        Err(poisoned) => poisoned.into_inner(),
+    }
 }
 
 impl Shared {
-    pub fn new(history_points: usize) -> Self {
+    pub fn new(history_points: usize, engine: Engine) -> Self {
         Shared {
-            latest: RwLock::new(Arc::new(Published {
-                snapshot: Arc::new(Snapshot::empty()),
-                text: Bytes::new(),
-            })),
+            latest: RwLock::new(Arc::new(Published { snapshot: Arc::new(Snapshot::empty()), text: Bytes::new() })),
             history: Mutex::new(History::new(history_points)),
+            engine: Mutex::new(engine),
+            reload_requested: AtomicBool::new(false),
         }
     }
 
@@ -39,6 +50,21 @@ impl Shared {
         }
     }
 
+    pub fn engine(&self) -> std::sync::MutexGuard<'_, Engine> {
+        lock(&self.engine)
+    }
+
+    /// Records history, runs the rules and publishes the result.
+    pub fn process(&self, mut snapshot: Snapshot) {
+        {
+            let mut hist = lock(&self.history);
+            hist.record(&snapshot);
+            let outputs = lock(&self.engine).evaluate(&snapshot, &hist);
+            snapshot.families.extend(outputs);
+        }
+        self.publish(snapshot);
+    }
+
     pub fn publish(&self, snapshot: Snapshot) {
         let text = match crate::export::prometheus::encode(&snapshot) {
             Ok(t) => Bytes::from(t),
@@ -47,13 +73,28 @@ impl Shared {
                 return;
             }
         };
-        if let Ok(mut h) = self.history.lock() {
-            h.record(&snapshot);
-        }
         let p = Arc::new(Published { snapshot: Arc::new(snapshot), text });
         match self.latest.write() {
             Ok(mut g) => *g = p,
             Err(poisoned) => *poisoned.into_inner() = p,
+        }
+    }
+
+    /// Reloads the rules; a broken set is reported and the running rules stay.
+    pub fn reload_rules(&self, cfg: &RulesConfig) -> bool {
+        match rules::load_configured(cfg) {
+            Ok(set) => {
+                tracing::info!(rules = set.rules.len(), "rules reloaded");
+                self.engine().replace(set);
+                true
+            }
+            Err(errors) => {
+                for e in &errors {
+                    tracing::error!(error = %e, "rule file rejected; keeping the previous rules");
+                }
+                self.engine().reload_failed();
+                false
+            }
         }
     }
 }
@@ -69,21 +110,30 @@ pub fn scheduler_for(cfg: &Config) -> anyhow::Result<Scheduler> {
     ))
 }
 
-/// Collects every `interval` until `stop` is set.
+/// Collects every `interval` until `stop` is set, reloading rules on request or
+/// when a configured rule file changes.
 pub async fn run_collection(
     mut sched: Scheduler,
     shared: Arc<Shared>,
-    interval: Duration,
+    cfg: Config,
     mut stop: tokio::sync::watch::Receiver<bool>,
 ) {
-    let mut ticker = tokio::time::interval(interval);
+    let mut ticker = tokio::time::interval(cfg.interval);
     ticker.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    let mut fingerprint = rules::sources::fingerprint(&cfg.rules.paths);
     loop {
         tokio::select! {
             _ = ticker.tick() => {}
             _ = stop.changed() => break,
         }
+        let current = rules::sources::fingerprint(&cfg.rules.paths);
+        if shared.reload_requested.swap(false, Ordering::AcqRel) || current != fingerprint {
+            fingerprint = current;
+            shared.reload_rules(&cfg.rules);
+        }
         let snap = sched.tick().await;
-        shared.publish(snap);
+        let shared2 = shared.clone();
+        // Rule evaluation is CPU work: keep it off the async workers.
+        let _ = tokio::task::spawn_blocking(move || shared2.process(snap)).await;
     }
 }

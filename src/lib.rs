@@ -11,4 +11,5 @@ pub mod daemon;
 pub mod export;
 pub mod netlink;
 pub mod parse;
+pub mod rules;
 pub mod snapshot;

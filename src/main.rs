@@ -23,8 +23,18 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    if let Command::Rules(a) = cli.command {
+        return match cli::rules::run(a) {
+            Ok(code) => ExitCode::from(code),
+            Err(e) => {
+                eprintln!("netsight: {e:#}");
+                ExitCode::from(2)
+            }
+        };
+    }
     let result = runtime.block_on(async {
         match cli.command {
+            Command::Rules(_) => Ok(()),
             Command::Serve(a) => cli::serve::run(a).await,
             Command::Collect(a) => cli::collect::run(a).await,
             Command::Catalog(a) => {

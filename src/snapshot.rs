@@ -73,6 +73,26 @@ pub struct Sample {
 pub struct Family {
     pub desc: DescRef,
     pub samples: Vec<Sample>,
+    /// Label names decided at run time (the rule engine's outputs carry the union of
+    /// the loaded rules' group labels); `None` means the descriptor's `labels`.
+    pub dynamic_labels: Option<Arc<[String]>>,
+}
+
+impl Family {
+    pub fn label_names(&self) -> Vec<&str> {
+        match &self.dynamic_labels {
+            Some(names) => names.iter().map(String::as_str).collect(),
+            None => self.desc.labels.to_vec(),
+        }
+    }
+
+    /// Index of label `name`, if the family has it.
+    pub fn label_index(&self, name: &str) -> Option<usize> {
+        match &self.dynamic_labels {
+            Some(names) => names.iter().position(|n| n == name),
+            None => self.desc.labels.iter().position(|n| *n == name),
+        }
+    }
 }
 
 /// What a collector writes into during one collection.
@@ -93,7 +113,7 @@ impl Emitter {
             None => {
                 let i = self.families.len();
                 self.index.insert(desc.name.to_string(), i);
-                self.families.push(Family { desc, samples: Vec::new() });
+                self.families.push(Family { desc, samples: Vec::new(), dynamic_labels: None });
                 i
             }
         };
@@ -121,6 +141,20 @@ impl Emitter {
         let desc = desc.into();
         debug_assert_eq!(desc.kind, MetricKind::Histogram);
         self.family(desc).samples.push(Sample { labels, value: Value::Histogram(value) });
+    }
+
+    /// Records a sample of a family whose label names are decided at run time.
+    pub fn push_dynamic(
+        &mut self,
+        desc: impl Into<DescRef>,
+        names: &Arc<[String]>,
+        labels: Vec<String>,
+        value: f64,
+    ) {
+        debug_assert_eq!(names.len(), labels.len());
+        let fam = self.family(desc.into());
+        fam.dynamic_labels = Some(names.clone());
+        fam.samples.push(Sample { labels, value: Value::Scalar(value) });
     }
 
     /// Makes sure a family appears even when it has no samples this tick.
@@ -164,12 +198,7 @@ impl Snapshot {
             .iter()
             .find(|s| {
                 matchers.iter().all(|(l, v)| {
-                    fam.desc
-                        .labels
-                        .iter()
-                        .position(|n| n == l)
-                        .and_then(|i| s.labels.get(i))
-                        .is_some_and(|x| x == v)
+                    fam.label_index(l).and_then(|i| s.labels.get(i)).is_some_and(|x| x == v)
                 })
             })
             .and_then(|s| s.value.as_f64())

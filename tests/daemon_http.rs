@@ -188,3 +188,46 @@ fn live_host_exposition_passes_promtool() {
         String::from_utf8_lossy(&res.stderr)
     );
 }
+
+#[test]
+fn a_tiny_cpu_budget_slows_collectors_down_and_says_so() {
+    let ns = Netns::new("ndh");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let cfg = dir.path().join("budget.yaml");
+    std::fs::write(&cfg, "budget:\n  cpu_percent: 0.0001\n").expect("write");
+    let cfg = cfg.to_string_lossy().into_owned();
+    let mut d = start(&ns, &["--interval", "1s", "--config", &cfg]);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let slowed = loop {
+        let (_, _, body) = get(&ns, "/metrics").expect("scrape");
+        let max = body
+            .lines()
+            .filter(|l| l.starts_with("netsight_collector_interval_seconds{"))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .fold(0.0, f64::max);
+        if max > 1.0 {
+            break max;
+        }
+        assert!(Instant::now() < deadline, "no collector lowered its cadence");
+        std::thread::sleep(Duration::from_millis(500));
+    };
+    assert!(slowed >= 2.0);
+    let _ = d.child.kill();
+    let out = d.child.wait_with_output_stderr();
+    assert!(out.contains("lowering its cadence"), "no log line: {out}");
+}
+
+trait StderrOf {
+    fn wait_with_output_stderr(&mut self) -> String;
+}
+
+impl StderrOf for Child {
+    fn wait_with_output_stderr(&mut self) -> String {
+        let _ = self.wait();
+        let mut s = String::new();
+        if let Some(mut e) = self.stderr.take() {
+            let _ = e.read_to_string(&mut s);
+        }
+        s
+    }
+}

@@ -1,6 +1,7 @@
 //! Command line: argument definitions and one module per command.
 
 pub mod collect;
+pub mod rules;
 pub mod serve;
 
 use std::path::PathBuf;
@@ -27,6 +28,8 @@ pub enum Command {
     Serve(ServeArgs),
     /// Collect one snapshot and print it (no server).
     Collect(CollectArgs),
+    /// Check and unit-test rule files.
+    Rules(rules::RulesArgs),
     /// Print the metric catalog.
     Catalog(CatalogArgs),
     /// Print the version.

@@ -28,9 +28,26 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         collectors = ?sched.collector_names(),
         "netsight serving"
     );
-    let shared = Arc::new(Shared::new(cfg.history_points));
+    let rules = crate::rules::load_configured(&cfg.rules).map_err(|errs| {
+        anyhow::anyhow!(
+            "rules rejected:\n{}",
+            errs.iter().map(|e| format!("  {e}")).collect::<Vec<_>>().join("\n")
+        )
+    })?;
+    tracing::info!(rules = rules.rules.len(), "rules loaded");
+    let mut engine = crate::rules::Engine::new(rules);
+    engine.events = crate::rules::events::EventLog::new(cfg.rules.event_log_size);
+    let shared = Arc::new(Shared::new(cfg.history_points, engine));
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    let collection = tokio::spawn(run_collection(sched, shared.clone(), cfg.interval, stop_rx));
+    let collection = tokio::spawn(run_collection(sched, shared.clone(), cfg.clone(), stop_rx));
+    let mut hup = signal(SignalKind::hangup())?;
+    let hup_shared = shared.clone();
+    tokio::spawn(async move {
+        while hup.recv().await.is_some() {
+            tracing::info!("SIGHUP: reloading rules");
+            hup_shared.reload_requested.store(true, std::sync::atomic::Ordering::Release);
+        }
+    });
 
     let mut term = signal(SignalKind::terminate())?;
     let mut int = signal(SignalKind::interrupt())?;

@@ -1,24 +1,587 @@
 //! Connection tracking: table size and per-CPU statistics.
+//!
+//! Table size comes from `/proc/sys/net/netfilter`. Per-CPU statistics (what
+//! `conntrack -S` prints) come from ctnetlink so they work on kernels built without
+//! `CONFIG_NF_CONNTRACK_PROCFS`; `/proc/net/stat/nf_conntrack` is the fallback when
+//! netlink fails (no `CAP_NET_ADMIN`, `nf_conntrack_netlink` unavailable) and the only
+//! source when reading a fixture tree.
+
+use std::collections::HashMap;
+use std::io;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use netlink_sys::{protocols::NETLINK_NETFILTER, Socket, SocketAddr};
+
 use super::{CollectContext, CollectError, Collector};
-use crate::catalog::CollectorDoc;
+use crate::catalog::{CollectorDoc, DynamicFamily, MetricDesc, MetricKind};
+use crate::netlink::ctnetlink::{
+    parse_stats_cpu_reply, stats_cpu_request, CpuStats, CtnlError, StatsDump,
+};
+use crate::parse::conntrack::{parse_nf_conntrack_stat, proc_stat_name};
+use crate::parse::sysctl::parse_sysctl_values;
 use crate::snapshot::Emitter;
+
+const C: MetricKind = MetricKind::Counter;
+const G: MetricKind = MetricKind::Gauge;
+const L: &[&str] = &["cpu"];
+
+pub static ENTRIES: MetricDesc = MetricDesc::new(
+    "netsight_conntrack_entries",
+    G,
+    "",
+    "Entries in the connection tracking table of this network namespace (nf_conntrack_count).",
+    &[],
+    "netsight.conntrack.entries",
+);
+pub static LIMIT: MetricDesc = MetricDesc::new("netsight_conntrack_entries_limit", G, "", "Maximum number of entries (nf_conntrack_max); new connections are dropped beyond it once nothing can be early-dropped.", &[], "netsight.conntrack.entries.limit");
+pub static BUCKETS: MetricDesc = MetricDesc::new(
+    "netsight_conntrack_buckets",
+    G,
+    "",
+    "Size of the conntrack hash table (nf_conntrack_buckets).",
+    &[],
+    "netsight.conntrack.buckets",
+);
+pub static STATS_AVAILABLE: MetricDesc = MetricDesc::new("netsight_conntrack_stats_available", G, "", "1 when the per-CPU statistics were read this run (ctnetlink or /proc/net/stat/nf_conntrack), 0 when neither source worked (see the log for why, usually missing CAP_NET_ADMIN on a kernel without CONFIG_NF_CONNTRACK_PROCFS).", &[], "netsight.conntrack.stats.available");
+
+macro_rules! stat {
+    ($id:ident, $field:literal, $help:literal) => {
+        pub static $id: MetricDesc = MetricDesc::new(
+            concat!("netsight_conntrack_stat_", $field, "_total"),
+            C,
+            "",
+            $help,
+            L,
+            concat!("netsight.conntrack.stat.", $field),
+        );
+    };
+}
+
+stat!(
+    FOUND,
+    "found",
+    "Lookups that found an existing entry (CTA_STATS_FOUND)."
+);
+stat!(INVALID, "invalid", "Packets that could not be tracked and were marked INVALID: malformed, or not matching the protocol state machine (CTA_STATS_INVALID).");
+stat!(
+    INSERT,
+    "insert",
+    "Entries inserted into the table (CTA_STATS_INSERT)."
+);
+stat!(INSERT_FAILED, "insert_failed", "Entries that could not be inserted, e.g. because an identical entry was inserted first by another CPU and the clash was not resolvable (CTA_STATS_INSERT_FAILED).");
+stat!(DROP, "drop", "Packets dropped because conntrack failed: table full with nothing to early-drop, allocation failure or a failed insertion (CTA_STATS_DROP).");
+stat!(EARLY_DROP, "early_drop", "Not-yet-assured entries evicted to make room for new ones while the table was full (CTA_STATS_EARLY_DROP).");
+stat!(ERROR, "error", "Packets a protocol tracker rejected as erroneous, e.g. ICMP errors matching no connection or bad checksums; procfs calls it icmp_error (CTA_STATS_ERROR).");
+stat!(SEARCH_RESTART, "search_restart", "Table lookups restarted because of a concurrent hash-table resize or entry move (CTA_STATS_SEARCH_RESTART).");
+stat!(CLASH_RESOLVE, "clash_resolve", "Insertion races between CPUs for the same new flow that were resolved without a drop; procfs calls it clashres (CTA_STATS_CLASH_RESOLVE, Linux ≥ 5.10).");
+stat!(CHAIN_TOO_LONG, "chain_too_long", "Insertions refused because the hash chain was too long, a protection against hash flooding; procfs calls it chainlength, conntrack -S chaintoolong (CTA_STATS_CHAIN_TOOLONG, Linux ≥ 5.15).");
+stat!(EXPECT_NEW, "expect_new", "Connections created from an existing expectation (related flows predicted by a helper such as FTP) (CTA_STATS_EXP_NEW).");
+stat!(
+    EXPECT_CREATE,
+    "expect_create",
+    "Expectations created (CTA_STATS_EXP_CREATE)."
+);
+stat!(
+    EXPECT_DELETE,
+    "expect_delete",
+    "Expectations deleted (CTA_STATS_EXP_DELETE)."
+);
+
+/// Static descriptors by field name (the names of [`StatsDump::stat_name`]).
+static STATS: &[(&str, &MetricDesc)] = &[
+    ("found", &FOUND),
+    ("invalid", &INVALID),
+    ("insert", &INSERT),
+    ("insert_failed", &INSERT_FAILED),
+    ("drop", &DROP),
+    ("early_drop", &EARLY_DROP),
+    ("error", &ERROR),
+    ("search_restart", &SEARCH_RESTART),
+    ("clash_resolve", &CLASH_RESOLVE),
+    ("chain_too_long", &CHAIN_TOO_LONG),
+    ("expect_new", &EXPECT_NEW),
+    ("expect_create", &EXPECT_CREATE),
+    ("expect_delete", &EXPECT_DELETE),
+];
 
 pub static DOC: CollectorDoc = CollectorDoc {
     collector: "conntrack",
-    source: "ctnetlink, /proc/sys/net/netfilter",
-    capabilities: "CAP_NET_ADMIN for per-CPU statistics",
-    metrics: &[],
-    dynamic: &[],
+    source: "/proc/sys/net/netfilter/nf_conntrack_{count,max,buckets}; per-CPU statistics from ctnetlink (IPCTNL_MSG_CT_GET_STATS_CPU and IPCTNL_MSG_EXP_GET_STATS_CPU dumps, what `conntrack -S` shows), falling back to /proc/net/stat/nf_conntrack. All values are for the network namespace netsight runs in; the kernel's per-CPU counters are 32-bit and wrap",
+    capabilities: "none for entries, limit and buckets. The per-CPU statistics need CAP_NET_ADMIN for ctnetlink; without it they are read from /proc/net/stat/nf_conntrack (world-readable, exists only with CONFIG_NF_CONNTRACK_PROCFS). When neither works the `netsight_conntrack_stat_*` metrics are absent, `netsight_conntrack_stats_available` is 0 and the reason is logged once; the collector itself stays up. It is down (`netsight_collector_up` 0, reason logged) only when nf_conntrack is not loaded",
+    metrics: &[
+        &ENTRIES, &LIMIT, &BUCKETS, &STATS_AVAILABLE, &FOUND, &INVALID, &INSERT, &INSERT_FAILED,
+        &DROP, &EARLY_DROP, &ERROR, &SEARCH_RESTART, &CLASH_RESOLVE, &CHAIN_TOO_LONG,
+        &EXPECT_NEW, &EXPECT_CREATE, &EXPECT_DELETE,
+    ],
+    dynamic: &[DynamicFamily {
+        pattern: "netsight_conntrack_stat_<field>_total",
+        source: "ctnetlink per-CPU statistics attributes or /proc/net/stat/nf_conntrack columns this version does not know",
+        help: "Counters a newer kernel adds are kept: from ctnetlink named by attribute number (`attr16`, `expect_attr4`), from procfs by column name in snake_case. The fields the kernel no longer maintains (searched, new, ignore, delete, delete_list) and the procfs `entries` column (same as `netsight_conntrack_entries`) are not exported.",
+        labels: L,
+        otel_pattern: "netsight.conntrack.stat.<field>",
+    }],
 };
 
+/// How long one netlink receive may block before the dump is abandoned.
+const RECV_TIMEOUT: Duration = Duration::from_secs(2);
+/// Upper bound on datagrams in one dump (the kernel sends about one per few CPUs).
+const MAX_DATAGRAMS: usize = 65_536;
+
 #[derive(Default)]
-pub struct Conntrack;
+pub struct Conntrack {
+    dynamic: HashMap<String, Arc<MetricDesc>>,
+    /// Last logged problem with the per-CPU statistics, to log each one once.
+    logged: Option<String>,
+}
+
+/// One CPU's statistics with exported field names, from either source.
+struct Row {
+    cpu: u32,
+    fields: Vec<(String, u64)>,
+}
 
 impl Collector for Conntrack {
     fn name(&self) -> &'static str {
         "conntrack"
     }
-    fn collect(&mut self, _ctx: &CollectContext, _out: &mut Emitter) -> Result<(), CollectError> {
-        Err(CollectError::Unavailable("not implemented yet".into()))
+
+    fn collect(&mut self, ctx: &CollectContext, out: &mut Emitter) -> Result<(), CollectError> {
+        let count_path = ctx.proc_path("sys/net/netfilter/nf_conntrack_count");
+        if !count_path.exists() {
+            return Err(CollectError::Unavailable(format!(
+                "nf_conntrack module not loaded ({} missing)",
+                count_path.display()
+            )));
+        }
+        out.push0(&ENTRIES, read_sysctl(ctx, "nf_conntrack_count")?);
+        out.push0(&LIMIT, read_sysctl(ctx, "nf_conntrack_max")?);
+        out.push0(&BUCKETS, read_sysctl(ctx, "nf_conntrack_buckets")?);
+
+        match self.stats(ctx) {
+            Ok((rows, note)) => {
+                out.push0(&STATS_AVAILABLE, 1.0);
+                self.log_once(note, false);
+                self.emit_rows(rows, out);
+            }
+            Err(problem) => {
+                out.push0(&STATS_AVAILABLE, 0.0);
+                self.log_once(Some(problem), true);
+            }
+        }
+        Ok(())
+    }
+}
+
+fn read_sysctl(ctx: &CollectContext, name: &str) -> Result<f64, CollectError> {
+    let path = ctx.proc_path(&format!("sys/net/netfilter/{name}"));
+    let bytes = super::read_file(&path)?;
+    let vals = parse_sysctl_values(&bytes).map_err(|e| CollectError::parse(path, e))?;
+    Ok(vals.first().copied().unwrap_or_default() as f64)
+}
+
+impl Conntrack {
+    /// Per-CPU rows plus an optional note worth logging (a fallback was used), or why
+    /// no source worked.
+    fn stats(&self, ctx: &CollectContext) -> Result<(Vec<Row>, Option<String>), String> {
+        let rel = "net/stat/nf_conntrack";
+        if !ctx.is_live() {
+            return read_proc_stats(ctx, rel)
+                .map(|rows| (rows, None))
+                .map_err(|e| format!("conntrack per-CPU statistics unavailable: {e}"));
+        }
+        let netlink_err = match netlink_rows() {
+            Ok((rows, exp_err)) => {
+                let note = exp_err.map(|e| {
+                    format!("conntrack expectation statistics unavailable: ctnetlink: {e}")
+                });
+                return Ok((rows, note));
+            }
+            Err(e) => e,
+        };
+        let hint = if netlink_err.is_permission() {
+            " (CAP_NET_ADMIN needed)"
+        } else {
+            ""
+        };
+        match read_proc_stats(ctx, rel) {
+            Ok(rows) => Ok((
+                rows,
+                Some(format!(
+                    "conntrack per-CPU statistics via ctnetlink failed: {netlink_err}{hint}; using {}",
+                    ctx.proc_path(rel).display()
+                )),
+            )),
+            Err(proc_err) => Err(format!(
+                "conntrack per-CPU statistics unavailable: ctnetlink: {netlink_err}{hint}; {proc_err}"
+            )),
+        }
+    }
+
+    fn log_once(&mut self, message: Option<String>, warn: bool) {
+        if message == self.logged {
+            return;
+        }
+        if let Some(m) = &message {
+            if warn {
+                tracing::warn!(collector = "conntrack", "{m}");
+            } else {
+                tracing::info!(collector = "conntrack", "{m}");
+            }
+        }
+        self.logged = message;
+    }
+
+    fn emit_rows(&mut self, rows: Vec<Row>, out: &mut Emitter) {
+        for row in rows {
+            let cpu = row.cpu.to_string();
+            let mut seen = std::collections::HashSet::new();
+            // A repeated field (never sent by today's kernels) would be a duplicate series.
+            for (field, v) in row
+                .fields
+                .into_iter()
+                .filter(|(f, _)| seen.insert(f.clone()))
+            {
+                match STATS.iter().find(|(n, _)| *n == field) {
+                    Some((_, desc)) => out.push(*desc, vec![cpu.clone()], v as f64),
+                    None => {
+                        let desc = self
+                            .dynamic
+                            .entry(field)
+                            .or_insert_with_key(|f| Arc::new(dynamic_desc(f)));
+                        out.push(desc.clone(), vec![cpu.clone()], v as f64);
+                    }
+                }
+            }
+        }
+    }
+}
+
+fn dynamic_desc(field: &str) -> MetricDesc {
+    MetricDesc {
+        name: format!("netsight_conntrack_stat_{field}_total").into(),
+        kind: C,
+        unit: "",
+        help: format!("Conntrack per-CPU statistic {field} (not known to this netsight version).")
+            .into(),
+        labels: L,
+        otel_name: format!("netsight.conntrack.stat.{field}").into(),
+    }
+}
+
+fn read_proc_stats(ctx: &CollectContext, rel: &str) -> Result<Vec<Row>, String> {
+    let path = ctx.proc_path(rel);
+    let bytes = std::fs::read(&path).map_err(|e| format!("{}: {e}", path.display()))?;
+    let cpus = parse_nf_conntrack_stat(&bytes).map_err(|e| format!("{}: {e}", path.display()))?;
+    Ok(cpus
+        .into_iter()
+        .map(|c| Row {
+            cpu: c.cpu,
+            fields: c
+                .fields
+                .into_iter()
+                .filter_map(|(n, v)| proc_stat_name(&n).map(|n| (n, v)))
+                .collect(),
+        })
+        .collect())
+}
+
+/// Conntrack statistics merged with the expectation statistics by CPU. The
+/// expectation dump is best effort: its failure is returned beside the rows.
+fn netlink_rows() -> Result<(Vec<Row>, Option<DumpError>), DumpError> {
+    let named = |dump: StatsDump, cpus: Vec<CpuStats>| -> Vec<Row> {
+        cpus.into_iter()
+            .map(|c| Row {
+                cpu: u32::from(c.cpu),
+                fields: c
+                    .attrs
+                    .into_iter()
+                    .filter_map(|(a, v)| dump.stat_name(a).map(|n| (n.into_owned(), v)))
+                    .collect(),
+            })
+            .collect()
+    };
+    let mut rows = named(
+        StatsDump::Conntrack,
+        dump_stats_cpu(StatsDump::Conntrack, None)?,
+    );
+    match dump_stats_cpu(StatsDump::Expect, None) {
+        Ok(exp) => {
+            for e in named(StatsDump::Expect, exp) {
+                match rows.iter_mut().find(|r| r.cpu == e.cpu) {
+                    Some(r) => r.fields.extend(e.fields),
+                    None => rows.push(e),
+                }
+            }
+            Ok((rows, None))
+        }
+        Err(e) => Ok((rows, Some(e))),
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum DumpError {
+    #[error("{op}: {source}")]
+    Io { op: &'static str, source: io::Error },
+    #[error(transparent)]
+    Reply(#[from] CtnlError),
+}
+
+impl DumpError {
+    pub fn is_permission(&self) -> bool {
+        match self {
+            DumpError::Io { source, .. } => source.kind() == io::ErrorKind::PermissionDenied,
+            DumpError::Reply(CtnlError::Kernel { errno }) => {
+                *errno == libc::EPERM || *errno == libc::EACCES
+            }
+            DumpError::Reply(_) => false,
+        }
+    }
+}
+
+fn io_err(op: &'static str) -> impl FnOnce(io::Error) -> DumpError {
+    move |source| DumpError::Io { op, source }
+}
+
+static SEQ: AtomicU32 = AtomicU32::new(1);
+
+/// Runs one per-CPU statistics dump over a fresh `NETLINK_NETFILTER` socket in the
+/// calling thread's network namespace. When `raw` is given, every received datagram
+/// is appended to it (used to capture test fixtures).
+pub fn dump_stats_cpu(
+    dump: StatsDump,
+    mut raw: Option<&mut Vec<u8>>,
+) -> Result<Vec<CpuStats>, DumpError> {
+    let mut sock = Socket::new(NETLINK_NETFILTER).map_err(io_err("socket"))?;
+    sock.bind_auto().map_err(io_err("bind"))?;
+    sock.connect(&SocketAddr::new(0, 0))
+        .map_err(io_err("connect"))?;
+    set_recv_timeout(&sock, RECV_TIMEOUT).map_err(io_err("setsockopt(SO_RCVTIMEO)"))?;
+
+    let seq = SEQ.fetch_add(1, Ordering::Relaxed);
+    let req = stats_cpu_request(dump, seq);
+    let sent = sock.send(&req, 0).map_err(io_err("send"))?;
+    if sent != req.len() {
+        return Err(DumpError::Io {
+            op: "send",
+            source: io::Error::other("short write"),
+        });
+    }
+
+    let mut cpus = Vec::new();
+    let mut buf: Vec<u8> = Vec::with_capacity(64 * 1024);
+    for _ in 0..MAX_DATAGRAMS {
+        buf.clear();
+        let n = match sock.recv(&mut buf, libc::MSG_TRUNC) {
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                return Err(DumpError::Io {
+                    op: "recv",
+                    source: io::Error::new(io::ErrorKind::TimedOut, "no reply from the kernel"),
+                });
+            }
+            Err(e) => {
+                return Err(DumpError::Io {
+                    op: "recv",
+                    source: e,
+                })
+            }
+        };
+        if n > buf.len() {
+            return Err(DumpError::Io {
+                op: "recv",
+                source: io::Error::other(format!(
+                    "datagram of {n} bytes truncated to {}",
+                    buf.len()
+                )),
+            });
+        }
+        if let Some(raw) = raw.as_deref_mut() {
+            raw.extend_from_slice(&buf);
+        }
+        let chunk = parse_stats_cpu_reply(&buf, dump, Some(seq))?;
+        cpus.extend(chunk.cpus);
+        if chunk.done {
+            return Ok(cpus);
+        }
+    }
+    Err(DumpError::Io {
+        op: "recv",
+        source: io::Error::other("dump did not end"),
+    })
+}
+
+fn set_recv_timeout(sock: &Socket, timeout: Duration) -> io::Result<()> {
+    use std::os::fd::AsRawFd;
+    let tv = libc::timeval {
+        tv_sec: timeout.as_secs() as libc::time_t,
+        tv_usec: timeout.subsec_micros() as libc::suseconds_t,
+    };
+    // SAFETY: valid socket fd, pointer and length of a live timeval.
+    let rc = unsafe {
+        libc::setsockopt(
+            sock.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_RCVTIMEO,
+            (&tv as *const libc::timeval).cast(),
+            std::mem::size_of::<libc::timeval>() as libc::socklen_t,
+        )
+    };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::snapshot::Snapshot;
+    use std::path::Path;
+    use std::time::SystemTime;
+
+    fn tree(files: &[(&str, &str)]) -> tempfile::TempDir {
+        let dir = tempfile::tempdir().expect("tempdir");
+        for (rel, text) in files {
+            let p = dir.path().join(rel);
+            std::fs::create_dir_all(p.parent().expect("parent")).expect("mkdir");
+            std::fs::write(p, text).expect("write");
+        }
+        dir
+    }
+
+    fn run(dir: &Path) -> (Result<(), CollectError>, Snapshot) {
+        let ctx = CollectContext::new(dir, dir.join("sys"));
+        let mut out = Emitter::new();
+        let r = Conntrack::default().collect(&ctx, &mut out);
+        (
+            r,
+            Snapshot {
+                taken_at: SystemTime::now(),
+                families: out.into_families(),
+            },
+        )
+    }
+
+    const SYSCTL: &[(&str, &str)] = &[
+        ("sys/net/netfilter/nf_conntrack_count", "5\n"),
+        ("sys/net/netfilter/nf_conntrack_max", "262144\n"),
+        ("sys/net/netfilter/nf_conntrack_buckets", "65536\n"),
+    ];
+
+    #[test]
+    fn fixture_tree_with_proc_stats() {
+        let mut files = SYSCTL.to_vec();
+        files.push((
+            "net/stat/nf_conntrack",
+            "entries  clashres found new invalid ignore delete chainlength insert insert_failed drop early_drop icmp_error  expect_new expect_create expect_delete search_restart  future\n\
+             00000005  00000001 0000000a 00000000 00000002 00000000 00000000 00000003 00000004 00000005 00000006 00000007 00000008  00000009 0000000a 0000000b 0000000c  0000000d\n\
+             00000005  00000000 00000000 00000000 00000000 00000000 00000000 00000000 00000000 00000000 00000000 00000000 00000000  00000000 00000000 00000000 00000000  00000000\n",
+        ));
+        let dir = tree(&files);
+        let (r, snap) = run(dir.path());
+        r.expect("collects");
+        assert_eq!(snap.value("netsight_conntrack_entries", &[]), Some(5.0));
+        assert_eq!(
+            snap.value("netsight_conntrack_entries_limit", &[]),
+            Some(262144.0)
+        );
+        assert_eq!(snap.value("netsight_conntrack_buckets", &[]), Some(65536.0));
+        assert_eq!(
+            snap.value("netsight_conntrack_stats_available", &[]),
+            Some(1.0)
+        );
+        let cpu0 = |n: &str| snap.value(n, &[("cpu", "0")]);
+        assert_eq!(
+            cpu0("netsight_conntrack_stat_clash_resolve_total"),
+            Some(1.0)
+        );
+        assert_eq!(cpu0("netsight_conntrack_stat_found_total"), Some(10.0));
+        assert_eq!(cpu0("netsight_conntrack_stat_invalid_total"), Some(2.0));
+        assert_eq!(
+            cpu0("netsight_conntrack_stat_chain_too_long_total"),
+            Some(3.0)
+        );
+        assert_eq!(cpu0("netsight_conntrack_stat_insert_total"), Some(4.0));
+        assert_eq!(
+            cpu0("netsight_conntrack_stat_insert_failed_total"),
+            Some(5.0)
+        );
+        assert_eq!(cpu0("netsight_conntrack_stat_drop_total"), Some(6.0));
+        assert_eq!(cpu0("netsight_conntrack_stat_early_drop_total"), Some(7.0));
+        assert_eq!(cpu0("netsight_conntrack_stat_error_total"), Some(8.0));
+        assert_eq!(cpu0("netsight_conntrack_stat_expect_new_total"), Some(9.0));
+        assert_eq!(
+            cpu0("netsight_conntrack_stat_expect_create_total"),
+            Some(10.0)
+        );
+        assert_eq!(
+            cpu0("netsight_conntrack_stat_expect_delete_total"),
+            Some(11.0)
+        );
+        assert_eq!(
+            cpu0("netsight_conntrack_stat_search_restart_total"),
+            Some(12.0)
+        );
+        assert_eq!(cpu0("netsight_conntrack_stat_future_total"), Some(13.0));
+        assert_eq!(
+            snap.value("netsight_conntrack_stat_found_total", &[("cpu", "1")]),
+            Some(0.0)
+        );
+        assert!(snap.family("netsight_conntrack_stat_new_total").is_none());
+        assert!(snap
+            .family("netsight_conntrack_stat_entries_total")
+            .is_none());
+        let fam = snap
+            .family("netsight_conntrack_stat_future_total")
+            .expect("dynamic");
+        assert_eq!(fam.desc.kind, MetricKind::Counter);
+    }
+
+    #[test]
+    fn fixture_tree_without_proc_stats() {
+        let dir = tree(SYSCTL);
+        let (r, snap) = run(dir.path());
+        r.expect("collects");
+        assert_eq!(snap.value("netsight_conntrack_entries", &[]), Some(5.0));
+        assert_eq!(
+            snap.value("netsight_conntrack_stats_available", &[]),
+            Some(0.0)
+        );
+        assert!(snap.family("netsight_conntrack_stat_found_total").is_none());
+    }
+
+    #[test]
+    fn module_not_loaded_is_unavailable() {
+        let dir = tree(&[("net/dev", "")]);
+        let (r, _) = run(dir.path());
+        match r {
+            Err(CollectError::Unavailable(m)) => {
+                assert!(m.contains("nf_conntrack module not loaded"), "{m}");
+                assert!(m.contains("nf_conntrack_count"), "{m}");
+            }
+            other => panic!("expected Unavailable, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn garbage_sysctl_is_a_parse_error() {
+        let dir = tree(&[
+            ("sys/net/netfilter/nf_conntrack_count", "many\n"),
+            ("sys/net/netfilter/nf_conntrack_max", "1\n"),
+            ("sys/net/netfilter/nf_conntrack_buckets", "1\n"),
+        ]);
+        assert!(matches!(run(dir.path()).0, Err(CollectError::Parse { .. })));
+    }
+
+    #[test]
+    fn doc_lists_every_static_stat() {
+        for (field, desc) in STATS {
+            assert_eq!(desc.name, format!("netsight_conntrack_stat_{field}_total"));
+            assert!(DOC.metrics.iter().any(|m| m.name == desc.name), "{field}");
+        }
     }
 }

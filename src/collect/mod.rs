@@ -7,6 +7,7 @@
 pub mod conntrack;
 pub mod netdev;
 pub mod netstat;
+pub mod procmap;
 pub mod scheduler;
 pub mod sockets;
 pub mod sockstat;

@@ -1,24 +1,685 @@
-//! TCP and UDP sockets through netlink sock_diag.
+//! TCP and UDP sockets (IPv4 and IPv6) through netlink `sock_diag`: counts by
+//! state, listener accept queues, per-listening-port connection states, RTT and
+//! volume, and per-process connection counts. Never reads `/proc/net/tcp`.
+//!
+//! Every tick runs six dumps on one netlink socket: TCP listeners (v4, v6) first, so
+//! the set of listening ports is known before the connection dumps (TCP v4, v6
+//! without listeners), then UDP (v4, v6). Each socket is folded into fixed-size
+//! aggregates the moment its netlink message is parsed; nothing per socket is kept
+//! or allocated. Label strings are built only for the capped output.
+//!
+//! Process attribution (`process` label): the comm of the process holding the
+//! socket's fd, from [`ProcMap`], rebuilt every `process_refresh`. Values:
+//! - `""`: no process owns the socket (inode 0: TIME_WAIT, SYN_RECV request
+//!   sockets, orphaned sockets closing in the kernel);
+//! - `"unknown"`: an fd owns it but netsight could not see which process (another
+//!   user's process without CAP_SYS_PTRACE + CAP_DAC_READ_SEARCH, or a socket
+//!   created since the last process scan);
+//! - `"other"`: processes beyond `max_processes`.
+
+use std::collections::BTreeMap;
+use std::net::IpAddr;
+use std::sync::Arc;
+
+use super::procmap::{FxHashMap, ProcMap};
 use super::{CollectContext, CollectError, Collector};
-use crate::catalog::CollectorDoc;
+use crate::catalog::{CollectorDoc, MetricDesc, MetricKind};
 use crate::config::SocketsConfig;
-use crate::snapshot::Emitter;
+use crate::netlink::sock_diag::{
+    state, DiagSocket, DumpRequest, InetSock, AF_INET, AF_INET6, ALL_BUT_LISTEN, ALL_STATES,
+    IPPROTO_TCP, IPPROTO_UDP, LISTEN_ONLY,
+};
+use crate::netlink::tcp_info;
+use crate::snapshot::{Emitter, HistogramValue};
+
+const G: MetricKind = MetricKind::Gauge;
+
+pub static TCP_CONNECTIONS: MetricDesc = MetricDesc::new(
+    "netsight_tcp_connections",
+    G,
+    "",
+    "TCP sockets by state, counted as `ss -tan` lists them: listeners, connections, \
+     TIME_WAIT and half-open request sockets (reported as syn_recv). \
+     `close` is a socket in TCP_CLOSE that is still hashed (ss UNCONN).",
+    &["family", "state"],
+    "netsight.tcp.connections",
+);
+pub static UDP_SOCKETS: MetricDesc = MetricDesc::new(
+    "netsight_udp_sockets",
+    G,
+    "",
+    "UDP sockets by state: `unconnected` (ss UNCONN: bound, no connect()) or \
+     `established` (connect()ed, ss ESTAB).",
+    &["family", "state"],
+    "netsight.udp.sockets",
+);
+pub static LISTEN_QUEUE: MetricDesc = MetricDesc::new(
+    "netsight_tcp_listen_queue_length",
+    G,
+    "",
+    "Connections completed by the kernel and waiting in the listener's accept queue \
+     (ss Recv-Q on LISTEN rows). When it reaches the backlog new connections are \
+     dropped (netstat TcpExtListenOverflows). Listeners sharing family, address, port \
+     and process (SO_REUSEPORT) are summed; listeners on ports beyond `max_ports` are \
+     summed into port=\"other\".",
+    &["family", "address", "port", "process"],
+    "netsight.tcp.listen.queue.length",
+);
+pub static LISTEN_BACKLOG: MetricDesc = MetricDesc::new(
+    "netsight_tcp_listen_backlog",
+    G,
+    "",
+    "Accept-queue limit of the listener: min(listen() backlog, net.core.somaxconn) \
+     (ss Send-Q on LISTEN rows). Summed like netsight_tcp_listen_queue_length.",
+    &["family", "address", "port", "process"],
+    "netsight.tcp.listen.backlog",
+);
+pub static PORT_CONNECTIONS: MetricDesc = MetricDesc::new(
+    "netsight_tcp_port_connections",
+    G,
+    "",
+    "TCP sockets whose local port is a listening port, by state; the listeners \
+     themselves count as `listen`, half-open request sockets as `syn_recv`. Only \
+     non-zero states. The `max_ports` ports with the most connections are kept; the \
+     rest are summed into port=\"other\".",
+    &["port", "state"],
+    "netsight.tcp.port.connections",
+);
+pub static PROCESS_CONNECTIONS: MetricDesc = MetricDesc::new(
+    "netsight_tcp_process_connections",
+    G,
+    "",
+    "TCP sockets by owning process (comm, summed over processes sharing it) and state; \
+     only non-zero states. process=\"\": no process owns the socket (TIME_WAIT, \
+     half-open request sockets, orphans); \"unknown\": the owner could not be \
+     inspected (needs CAP_SYS_PTRACE and CAP_DAC_READ_SEARCH for other users) or \
+     appeared after the last process scan (`process_refresh`); \"other\": processes \
+     beyond `max_processes`.",
+    &["process", "state"],
+    "netsight.tcp.process.connections",
+);
+pub static RTT: MetricDesc = MetricDesc::new(
+    "netsight_tcp_rtt_seconds",
+    MetricKind::Histogram,
+    "seconds",
+    "Smoothed round-trip time (tcpi_rtt) of the ESTABLISHED connections on each \
+     listening port at collection time: a distribution over current connections, \
+     rebuilt every tick (count and sum can decrease). Ports capped like \
+     netsight_tcp_port_connections.",
+    &["port"],
+    "netsight.tcp.rtt",
+);
+pub static PORT_RETRANS: MetricDesc = MetricDesc::new(
+    "netsight_tcp_port_retransmitted_segments",
+    G,
+    "",
+    "Sum of tcpi_total_retrans over the port's current ESTABLISHED connections. A \
+     gauge, not a counter: it drops when connections close, so do not rate() it \
+     (netsight_netstat_tcp_retrans_segs_total is the host-wide counter).",
+    &["port"],
+    "netsight.tcp.port.retransmitted_segments",
+);
+pub static PORT_SENT: MetricDesc = MetricDesc::new(
+    "netsight_tcp_port_sent_bytes",
+    G,
+    "bytes",
+    "Sum of tcpi_bytes_sent (Linux ≥ 4.19; includes retransmissions) over the port's \
+     current ESTABLISHED connections. A gauge: it drops when connections close.",
+    &["port"],
+    "netsight.tcp.port.sent",
+);
+pub static PORT_RECEIVED: MetricDesc = MetricDesc::new(
+    "netsight_tcp_port_received_bytes",
+    G,
+    "bytes",
+    "Sum of tcpi_bytes_received (Linux ≥ 4.1) over the port's current ESTABLISHED \
+     connections. A gauge: it drops when connections close.",
+    &["port"],
+    "netsight.tcp.port.received",
+);
+pub static CONGESTION: MetricDesc = MetricDesc::new(
+    "netsight_tcp_congestion_control_connections",
+    G,
+    "",
+    "ESTABLISHED TCP connections by congestion-control algorithm (INET_DIAG_CONG).",
+    &["algorithm"],
+    "netsight.tcp.congestion_control.connections",
+);
+pub static SCAN_DENIED: MetricDesc = MetricDesc::new(
+    "netsight_sockets_process_scan_denied",
+    G,
+    "",
+    "Processes whose /proc/<pid>/fd the last process scan could not read (EACCES): \
+     their sockets are attributed to process=\"unknown\". Zero with CAP_SYS_PTRACE \
+     and CAP_DAC_READ_SEARCH.",
+    &[],
+    "netsight.sockets.process_scan.denied",
+);
 
 pub static DOC: CollectorDoc = CollectorDoc {
     collector: "sockets",
-    source: "netlink sock_diag, /proc/*/fd",
-    capabilities: "none for counts; CAP_SYS_PTRACE and CAP_DAC_READ_SEARCH for process attribution",
-    metrics: &[],
+    source: "netlink sock_diag (inet_diag dumps of TCP and UDP, IPv4 and IPv6, with \
+             INET_DIAG_INFO/INET_DIAG_CONG), /proc/<pid>/fd and /proc/<pid>/comm for \
+             process attribution",
+    capabilities: "none for counts, queues, RTT and bytes (sock_diag needs no \
+                   privilege); attributing other users' sockets to processes needs \
+                   CAP_SYS_PTRACE and CAP_DAC_READ_SEARCH, without them only netsight's \
+                   own user's processes are attributed (the rest is process=\"unknown\")",
+    metrics: &[
+        &TCP_CONNECTIONS,
+        &UDP_SOCKETS,
+        &LISTEN_QUEUE,
+        &LISTEN_BACKLOG,
+        &PORT_CONNECTIONS,
+        &PROCESS_CONNECTIONS,
+        &RTT,
+        &PORT_RETRANS,
+        &PORT_SENT,
+        &PORT_RECEIVED,
+        &CONGESTION,
+        &SCAN_DENIED,
+    ],
     dynamic: &[],
 };
 
+/// Number of kernel state slots (0..=12).
+const NSTATES: usize = 13;
+
+/// TCP states in output order, with their label values.
+const TCP_STATES: [(u8, &str); 11] = [
+    (state::ESTABLISHED, "established"),
+    (state::SYN_SENT, "syn_sent"),
+    (state::SYN_RECV, "syn_recv"),
+    (state::FIN_WAIT1, "fin_wait1"),
+    (state::FIN_WAIT2, "fin_wait2"),
+    (state::TIME_WAIT, "time_wait"),
+    (state::CLOSE, "close"),
+    (state::CLOSE_WAIT, "close_wait"),
+    (state::LAST_ACK, "last_ack"),
+    (state::LISTEN, "listen"),
+    (state::CLOSING, "closing"),
+];
+
+/// Label value of a (normalised) TCP state.
+pub fn tcp_state_name(s: u8) -> &'static str {
+    TCP_STATES.iter().find(|(n, _)| *n == s).map(|(_, name)| *name).unwrap_or("unknown")
+}
+
+/// `TCP_NEW_SYN_RECV` request sockets are reported as `syn_recv`, as `ss` does;
+/// anything out of range lands in slot 0 ("unknown").
+#[inline]
+fn normalise_state(s: u8) -> u8 {
+    match s {
+        state::NEW_SYN_RECV => state::SYN_RECV,
+        s if (s as usize) < NSTATES => s,
+        _ => 0,
+    }
+}
+
+fn udp_state_name(s: u8) -> &'static str {
+    match s {
+        state::CLOSE => "unconnected",
+        state::ESTABLISHED => "established",
+        other => tcp_state_name(other),
+    }
+}
+
+#[inline]
+fn family_index(family: u8) -> usize {
+    usize::from(family == AF_INET6)
+}
+
+const FAMILIES: [&str; 2] = ["ipv4", "ipv6"];
+
+/// Owner keys in the per-process aggregation.
+const NO_OWNER: u32 = 0;
+const UNKNOWN_OWNER: u32 = u32::MAX;
+
+const OTHER: &str = "other";
+/// Distinct congestion-control names tracked before the rest is summed as "other".
+const MAX_CONG: usize = 16;
+
+/// 65 536-bit set of listening ports.
+struct PortSet([u64; 1024]);
+
+impl PortSet {
+    fn new() -> Self {
+        PortSet([0; 1024])
+    }
+    fn clear(&mut self) {
+        self.0 = [0; 1024];
+    }
+    #[inline]
+    fn insert(&mut self, p: u16) {
+        self.0[(p >> 6) as usize] |= 1 << (p & 63);
+    }
+    #[inline]
+    fn contains(&self, p: u16) -> bool {
+        self.0[(p >> 6) as usize] & (1 << (p & 63)) != 0
+    }
+}
+
+/// Per listening port.
+#[derive(Clone, Debug)]
+struct PortAgg {
+    port: u16,
+    states: [u64; NSTATES],
+    /// Non-cumulative RTT bucket counts; the last slot is +Inf.
+    rtt_buckets: Vec<u64>,
+    rtt_sum: f64,
+    retrans: u64,
+    sent: u64,
+    received: u64,
+}
+
+impl PortAgg {
+    fn new(port: u16, nbuckets: usize) -> Self {
+        PortAgg {
+            port,
+            states: [0; NSTATES],
+            rtt_buckets: vec![0; nbuckets + 1],
+            rtt_sum: 0.0,
+            retrans: 0,
+            sent: 0,
+            received: 0,
+        }
+    }
+
+    fn connections(&self) -> u64 {
+        self.states.iter().enumerate().filter(|(s, _)| *s != state::LISTEN as usize).map(|(_, n)| n).sum()
+    }
+
+    fn merge(&mut self, o: &PortAgg) {
+        for (a, b) in self.states.iter_mut().zip(&o.states) {
+            *a += b;
+        }
+        for (a, b) in self.rtt_buckets.iter_mut().zip(&o.rtt_buckets) {
+            *a += b;
+        }
+        self.rtt_sum += o.rtt_sum;
+        self.retrans += o.retrans;
+        self.sent += o.sent;
+        self.received += o.received;
+    }
+}
+
+/// One listening socket, as dumped.
+#[derive(Clone, Copy, Debug)]
+struct Listener {
+    family: u8,
+    addr: IpAddr,
+    port: u16,
+    owner: u32,
+    queue: u32,
+    backlog: u32,
+}
+
+/// Everything one tick folds sockets into. Kept across ticks to reuse capacity.
+struct Agg {
+    tcp: [[u64; NSTATES]; 2],
+    udp: [[u64; NSTATES]; 2],
+    listeners: Vec<Listener>,
+    listen_ports: PortSet,
+    port_slot: FxHashMap<u16, usize>,
+    ports: Vec<PortAgg>,
+    by_owner: FxHashMap<(u32, u8), u64>,
+    cong: Vec<([u8; 16], u64)>,
+    cong_other: u64,
+}
+
+impl Agg {
+    fn new() -> Self {
+        Agg {
+            tcp: [[0; NSTATES]; 2],
+            udp: [[0; NSTATES]; 2],
+            listeners: Vec::new(),
+            listen_ports: PortSet::new(),
+            port_slot: FxHashMap::default(),
+            ports: Vec::new(),
+            by_owner: FxHashMap::default(),
+            cong: Vec::new(),
+            cong_other: 0,
+        }
+    }
+
+    fn reset(&mut self) {
+        self.tcp = [[0; NSTATES]; 2];
+        self.udp = [[0; NSTATES]; 2];
+        self.listeners.clear();
+        self.listen_ports.clear();
+        self.port_slot.clear();
+        self.ports.clear();
+        self.by_owner.clear();
+        self.cong.clear();
+        self.cong_other = 0;
+    }
+}
+
+/// What the per-socket fold needs besides the aggregates.
+struct FoldCtx<'a> {
+    procs: Option<&'a ProcMap>,
+    bounds: &'a [f64],
+}
+
+impl FoldCtx<'_> {
+    #[inline]
+    fn owner(&self, inode: u32) -> u32 {
+        match self.procs {
+            None => NO_OWNER,
+            Some(_) if inode == 0 => NO_OWNER,
+            Some(m) => m.pid_of(inode).unwrap_or(UNKNOWN_OWNER),
+        }
+    }
+}
+
+/// Folds one TCP socket into the aggregates: the per-socket hot path.
+#[inline]
+fn fold_tcp(agg: &mut Agg, cx: &FoldCtx<'_>, s: InetSock<'_>) {
+    let st = normalise_state(s.state);
+    agg.tcp[family_index(s.family)][st as usize] += 1;
+    let owner = cx.owner(s.inode);
+    if cx.procs.is_some() {
+        *agg.by_owner.entry((owner, st)).or_insert(0) += 1;
+    }
+    if st == state::LISTEN {
+        agg.listeners.push(Listener {
+            family: s.family,
+            addr: s.local,
+            port: s.local_port,
+            owner,
+            queue: s.rqueue,
+            backlog: s.wqueue,
+        });
+        if !agg.listen_ports.contains(s.local_port) {
+            agg.listen_ports.insert(s.local_port);
+            agg.port_slot.insert(s.local_port, agg.ports.len());
+            agg.ports.push(PortAgg::new(s.local_port, cx.bounds.len()));
+        }
+    }
+    if st == state::ESTABLISHED {
+        if let Some(name) = s.cong {
+            count_cong(agg, name);
+        }
+    }
+    if !agg.listen_ports.contains(s.local_port) {
+        return;
+    }
+    let Some(&slot) = agg.port_slot.get(&s.local_port) else { return };
+    let Some(p) = agg.ports.get_mut(slot) else { return };
+    p.states[st as usize] += 1;
+    if st != state::ESTABLISHED {
+        return;
+    }
+    let Some(info) = s.tcp_info else { return };
+    if let Some(rtt) = tcp_info::rtt_us(info) {
+        let secs = rtt as f64 * 1e-6;
+        let i = cx.bounds.partition_point(|b| *b < secs);
+        if let Some(b) = p.rtt_buckets.get_mut(i) {
+            *b += 1;
+        }
+        p.rtt_sum += secs;
+    }
+    p.retrans += tcp_info::total_retrans(info).unwrap_or(0) as u64;
+    p.sent = p.sent.saturating_add(tcp_info::bytes_sent(info).unwrap_or(0));
+    p.received = p.received.saturating_add(tcp_info::bytes_received(info).unwrap_or(0));
+}
+
+fn count_cong(agg: &mut Agg, raw: &[u8]) {
+    let Some(name) = tcp_info::congestion_name(raw) else { return };
+    let mut key = [0u8; 16];
+    let n = name.len().min(16);
+    key[..n].copy_from_slice(&name.as_bytes()[..n]);
+    if let Some(e) = agg.cong.iter_mut().find(|(k, _)| *k == key) {
+        e.1 += 1;
+    } else if agg.cong.len() < MAX_CONG {
+        agg.cong.push((key, 1));
+    } else {
+        agg.cong_other += 1;
+    }
+}
+
+#[inline]
+fn fold_udp(agg: &mut Agg, s: InetSock<'_>) {
+    agg.udp[family_index(s.family)][normalise_state(s.state) as usize] += 1;
+}
+
 pub struct Sockets {
-    _cfg: SocketsConfig,
+    cfg: SocketsConfig,
+    bounds: Arc<[f64]>,
+    diag: Option<DiagSocket>,
+    procs: Option<ProcMap>,
+    agg: Agg,
+    udp_unsupported_logged: bool,
+}
+
+/// Finite, positive, ascending, without duplicates.
+fn sanitize_bounds(raw: &[f64]) -> Vec<f64> {
+    let mut b: Vec<f64> = raw.iter().copied().filter(|v| v.is_finite() && *v > 0.0).collect();
+    b.sort_by(f64::total_cmp);
+    b.dedup();
+    b
 }
 
 impl Sockets {
     pub fn new(cfg: &SocketsConfig) -> Self {
-        Sockets { _cfg: cfg.clone() }
+        let bounds = sanitize_bounds(&cfg.rtt_buckets_seconds);
+        if bounds != cfg.rtt_buckets_seconds {
+            tracing::warn!(
+                configured = ?cfg.rtt_buckets_seconds,
+                used = ?bounds,
+                "collectors.sockets.rtt_buckets_seconds must be positive, finite and \
+                 ascending; using the sorted valid values"
+            );
+        }
+        Sockets {
+            cfg: cfg.clone(),
+            bounds: bounds.into(),
+            diag: None,
+            procs: cfg.processes.then(|| ProcMap::new(cfg.process_refresh)),
+            agg: Agg::new(),
+            udp_unsupported_logged: false,
+        }
+    }
+
+    /// Runs the six dumps into `self.agg`.
+    fn dump_all(&mut self) -> Result<(), CollectError> {
+        let diag = match &mut self.diag {
+            Some(d) => d,
+            None => self.diag.insert(DiagSocket::open().map_err(|e| e.into_collect("socket"))?),
+        };
+        let cx = FoldCtx { procs: self.procs.as_ref(), bounds: &self.bounds };
+        let agg = &mut self.agg;
+        let tcp = |family, states| DumpRequest { family, protocol: IPPROTO_TCP, states, tcp_info: true };
+        // Listeners of both families first: connection dumps need the port set.
+        for req in [
+            tcp(AF_INET, LISTEN_ONLY),
+            tcp(AF_INET6, LISTEN_ONLY),
+            tcp(AF_INET, ALL_BUT_LISTEN),
+            tcp(AF_INET6, ALL_BUT_LISTEN),
+        ] {
+            diag.dump(&req, |s| fold_tcp(agg, &cx, s)).map_err(|e| e.into_collect(req.describe()))?;
+        }
+        for family in [AF_INET, AF_INET6] {
+            let req = DumpRequest { family, protocol: IPPROTO_UDP, states: ALL_STATES, tcp_info: false };
+            match diag.dump(&req, |s| fold_udp(agg, s)) {
+                Ok(_) => {}
+                Err(e) if e.is_unsupported() => {
+                    // No udp_diag: keep the TCP metrics rather than failing the tick.
+                    if !self.udp_unsupported_logged {
+                        tracing::warn!(error = %e, "UDP sockets are not reported");
+                        self.udp_unsupported_logged = true;
+                    }
+                    // The error ended the dump cleanly; the socket stays usable.
+                }
+                Err(e) => return Err(e.into_collect(req.describe())),
+            }
+        }
+        Ok(())
+    }
+
+    fn owner_label(&self, owner: u32) -> String {
+        match owner {
+            NO_OWNER => String::new(),
+            UNKNOWN_OWNER => "unknown".to_string(),
+            pid => self
+                .procs
+                .as_ref()
+                .and_then(|m| m.comm(pid))
+                .map(str::to_string)
+                .unwrap_or_else(|| "unknown".to_string()),
+        }
+    }
+
+    fn emit(&self, out: &mut Emitter) {
+        let agg = &self.agg;
+        for (fi, fam) in FAMILIES.iter().enumerate() {
+            for (st, name) in TCP_STATES {
+                out.push(&TCP_CONNECTIONS, vec![fam.to_string(), name.to_string()], agg.tcp[fi][st as usize] as f64);
+            }
+            if agg.tcp[fi][0] > 0 {
+                out.push(&TCP_CONNECTIONS, vec![fam.to_string(), "unknown".into()], agg.tcp[fi][0] as f64);
+            }
+        }
+        for (fi, fam) in FAMILIES.iter().enumerate() {
+            for st in 0..NSTATES as u8 {
+                let n = agg.udp[fi][st as usize];
+                if n > 0 || st == state::CLOSE || st == state::ESTABLISHED {
+                    out.push(&UDP_SOCKETS, vec![fam.to_string(), udp_state_name(st).to_string()], n as f64);
+                }
+            }
+        }
+        self.emit_ports(out);
+        if self.procs.is_some() {
+            self.emit_processes(out);
+        }
+        let mut cong: Vec<(String, u64)> = agg
+            .cong
+            .iter()
+            .map(|(k, n)| {
+                let end = k.iter().position(|&b| b == 0).unwrap_or(k.len());
+                (String::from_utf8_lossy(&k[..end]).into_owned(), *n)
+            })
+            .collect();
+        if agg.cong_other > 0 {
+            cong.push((OTHER.to_string(), agg.cong_other));
+        }
+        cong.sort();
+        out.declare(&CONGESTION);
+        for (name, n) in cong {
+            out.push(&CONGESTION, vec![name], n as f64);
+        }
+        if let Some(m) = &self.procs {
+            out.push0(&SCAN_DENIED, m.stats().denied as f64);
+        }
+    }
+
+    /// Port-keyed metrics and the listener queues, capped at `max_ports`.
+    fn emit_ports(&self, out: &mut Emitter) {
+        let agg = &self.agg;
+        // Rank: most connections first, then lowest port.
+        let mut order: Vec<&PortAgg> = agg.ports.iter().collect();
+        order.sort_by(|a, b| b.connections().cmp(&a.connections()).then(a.port.cmp(&b.port)));
+        let keep = order.len().min(self.cfg.max_ports);
+        let mut kept: Vec<&PortAgg> = order[..keep].to_vec();
+        kept.sort_by_key(|p| p.port);
+        let mut other: Option<PortAgg> = None;
+        for p in &order[keep..] {
+            other.get_or_insert_with(|| PortAgg::new(0, self.bounds.len())).merge(p);
+        }
+        let mut kept_set = PortSet::new();
+        for p in &kept {
+            kept_set.insert(p.port);
+        }
+        let rows = kept.iter().map(|p| (p.port.to_string(), *p)).chain(other.as_ref().map(|o| (OTHER.to_string(), o)));
+        out.declare(&PORT_CONNECTIONS);
+        out.declare(&RTT);
+        for (label, p) in rows {
+            for (st, name) in TCP_STATES {
+                let n = p.states[st as usize];
+                if n > 0 {
+                    out.push(&PORT_CONNECTIONS, vec![label.clone(), name.to_string()], n as f64);
+                }
+            }
+            let mut cumulative = Vec::with_capacity(self.bounds.len());
+            let mut acc = 0u64;
+            for c in &p.rtt_buckets[..self.bounds.len()] {
+                acc += c;
+                cumulative.push(acc);
+            }
+            let count: u64 = p.rtt_buckets.iter().sum();
+            out.push_histogram(
+                &RTT,
+                vec![label.clone()],
+                HistogramValue { bounds: self.bounds.clone(), cumulative, count, sum: p.rtt_sum },
+            );
+            out.push(&PORT_RETRANS, vec![label.clone()], p.retrans as f64);
+            out.push(&PORT_SENT, vec![label.clone()], p.sent as f64);
+            out.push(&PORT_RECEIVED, vec![label], p.received as f64);
+        }
+
+        // Listeners: (family, address, port, process) → (queue, backlog), summed.
+        let mut listen: BTreeMap<(u16, u8, IpAddr, String), (u64, u64)> = BTreeMap::new();
+        let mut listen_other: Option<(u64, u64)> = None;
+        for l in &agg.listeners {
+            if kept_set.contains(l.port) {
+                let e = listen.entry((l.port, l.family, l.addr, self.owner_label(l.owner))).or_default();
+                e.0 += l.queue as u64;
+                e.1 += l.backlog as u64;
+            } else {
+                let e = listen_other.get_or_insert((0, 0));
+                e.0 += l.queue as u64;
+                e.1 += l.backlog as u64;
+            }
+        }
+        out.declare(&LISTEN_QUEUE);
+        out.declare(&LISTEN_BACKLOG);
+        for ((port, family, addr, process), (queue, backlog)) in listen {
+            let labels = vec![FAMILIES[family_index(family)].to_string(), addr.to_string(), port.to_string(), process];
+            out.push(&LISTEN_QUEUE, labels.clone(), queue as f64);
+            out.push(&LISTEN_BACKLOG, labels, backlog as f64);
+        }
+        if let Some((queue, backlog)) = listen_other {
+            let labels = vec![String::new(), String::new(), OTHER.to_string(), String::new()];
+            out.push(&LISTEN_QUEUE, labels.clone(), queue as f64);
+            out.push(&LISTEN_BACKLOG, labels, backlog as f64);
+        }
+    }
+
+    /// Per-process counts, capped at `max_processes` (named processes only; the
+    /// `""` and `"unknown"` rows are always kept).
+    fn emit_processes(&self, out: &mut Emitter) {
+        let mut by_name: BTreeMap<String, [u64; NSTATES]> = BTreeMap::new();
+        for (&(owner, st), &n) in &self.agg.by_owner {
+            by_name.entry(self.owner_label(owner)).or_insert([0; NSTATES])[st as usize] += n;
+        }
+        let special = |name: &str| name.is_empty() || name == "unknown";
+        let mut named: Vec<(&String, u64)> =
+            by_name.iter().filter(|(k, _)| !special(k)).map(|(k, v)| (k, v.iter().sum())).collect();
+        named.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(b.0)));
+        let dropped: Vec<String> = named.iter().skip(self.cfg.max_processes).map(|(k, _)| (*k).clone()).collect();
+        let mut other = [0u64; NSTATES];
+        for name in &dropped {
+            if let Some(v) = by_name.remove(name) {
+                for (a, b) in other.iter_mut().zip(v) {
+                    *a += b;
+                }
+            }
+        }
+        if !dropped.is_empty() {
+            let e = by_name.entry(OTHER.to_string()).or_insert([0; NSTATES]);
+            for (a, b) in e.iter_mut().zip(other) {
+                *a += b;
+            }
+        }
+        out.declare(&PROCESS_CONNECTIONS);
+        for (name, states) in by_name {
+            for (st, sname) in TCP_STATES {
+                let n = states[st as usize];
+                if n > 0 {
+                    out.push(&PROCESS_CONNECTIONS, vec![name.clone(), sname.to_string()], n as f64);
+                }
+            }
+        }
     }
 }
 
@@ -26,7 +687,264 @@ impl Collector for Sockets {
     fn name(&self) -> &'static str {
         "sockets"
     }
-    fn collect(&mut self, _ctx: &CollectContext, _out: &mut Emitter) -> Result<(), CollectError> {
-        Err(CollectError::Unavailable("not implemented yet".into()))
+
+    fn collect(&mut self, ctx: &CollectContext, out: &mut Emitter) -> Result<(), CollectError> {
+        if !ctx.is_live() {
+            return Err(CollectError::Unavailable(format!(
+                "sockets come from netlink sock_diag, which only the live kernel answers \
+                 (procfs is {})",
+                ctx.procfs.display()
+            )));
+        }
+        if let Some(m) = &mut self.procs {
+            m.refresh_if_due(&ctx.procfs);
+        }
+        self.agg.reset();
+        if let Err(e) = self.dump_all() {
+            // The socket may still hold the rest of the failed dump: start afresh.
+            self.diag = None;
+            return Err(e);
+        }
+        self.emit(out);
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::net::Ipv4Addr;
+
+    fn cfg(max_ports: usize, max_processes: usize) -> SocketsConfig {
+        SocketsConfig {
+            enabled: true,
+            max_ports,
+            max_processes,
+            process_refresh: std::time::Duration::from_secs(30),
+            processes: false,
+            rtt_buckets_seconds: vec![0.001, 0.01, 0.1],
+        }
+    }
+
+    fn sock(state: u8, local_port: u16, info: Option<&[u8]>) -> InetSock<'_> {
+        InetSock {
+            family: AF_INET,
+            state,
+            local: IpAddr::V4(Ipv4Addr::LOCALHOST),
+            local_port,
+            remote: IpAddr::V4(Ipv4Addr::LOCALHOST),
+            remote_port: 40000,
+            inode: 0,
+            uid: 0,
+            rqueue: 3,
+            wqueue: 128,
+            tcp_info: info,
+            cong: Some(b"cubic\0"),
+        }
+    }
+
+    fn info(rtt_us: u32, retrans: u32, sent: u64, received: u64) -> Vec<u8> {
+        let mut b = vec![0u8; 232];
+        b[0] = state::ESTABLISHED;
+        b[68..72].copy_from_slice(&rtt_us.to_ne_bytes());
+        b[100..104].copy_from_slice(&retrans.to_ne_bytes());
+        b[128..136].copy_from_slice(&received.to_ne_bytes());
+        b[200..208].copy_from_slice(&sent.to_ne_bytes());
+        b
+    }
+
+    fn find<'a>(fams: &'a [crate::snapshot::Family], name: &str) -> &'a crate::snapshot::Family {
+        fams.iter().find(|f| f.desc.name == name).unwrap_or_else(|| panic!("no {name}"))
+    }
+
+    fn value(fams: &[crate::snapshot::Family], name: &str, labels: &[&str]) -> Option<f64> {
+        find(fams, name)
+            .samples
+            .iter()
+            .find(|s| s.labels.iter().map(String::as_str).eq(labels.iter().copied()))
+            .and_then(|s| s.value.as_f64())
+    }
+
+    /// Feeds synthetic sockets through the same fold and emit as a live tick.
+    fn run(c: &SocketsConfig, socks: &[InetSock<'_>]) -> Vec<crate::snapshot::Family> {
+        run_with(Sockets::new(c), socks)
+    }
+
+    fn run_with(mut s: Sockets, socks: &[InetSock<'_>]) -> Vec<crate::snapshot::Family> {
+        s.agg.reset();
+        let cx = FoldCtx { procs: s.procs.as_ref(), bounds: &s.bounds };
+        // Listeners first, as the collector dumps them.
+        for x in socks.iter().filter(|x| x.state == state::LISTEN) {
+            fold_tcp(&mut s.agg, &cx, *x);
+        }
+        for x in socks.iter().filter(|x| x.state != state::LISTEN) {
+            fold_tcp(&mut s.agg, &cx, *x);
+        }
+        let mut out = Emitter::new();
+        s.emit(&mut out);
+        out.into_families()
+    }
+
+    #[test]
+    fn sockets_fold_counts_states_ports_and_rtt() {
+        let a = info(500, 2, 1000, 10);
+        let b = info(20_000, 1, 500, 5);
+        let socks = [
+            sock(state::LISTEN, 80, None),
+            sock(state::ESTABLISHED, 80, Some(&a)),
+            sock(state::ESTABLISHED, 80, Some(&b)),
+            sock(state::NEW_SYN_RECV, 80, None),
+            sock(state::TIME_WAIT, 80, None),
+            sock(state::ESTABLISHED, 45000, Some(&a)), // client side: not a listening port
+        ];
+        let f = run(&cfg(64, 64), &socks);
+        assert_eq!(value(&f, "netsight_tcp_connections", &["ipv4", "established"]), Some(3.0));
+        assert_eq!(value(&f, "netsight_tcp_connections", &["ipv4", "syn_recv"]), Some(1.0));
+        assert_eq!(value(&f, "netsight_tcp_connections", &["ipv6", "listen"]), Some(0.0));
+        assert_eq!(value(&f, "netsight_tcp_port_connections", &["80", "established"]), Some(2.0));
+        assert_eq!(value(&f, "netsight_tcp_port_connections", &["80", "listen"]), Some(1.0));
+        assert_eq!(value(&f, "netsight_tcp_port_connections", &["80", "syn_recv"]), Some(1.0));
+        assert_eq!(value(&f, "netsight_tcp_port_connections", &["80", "time_wait"]), Some(1.0));
+        assert_eq!(value(&f, "netsight_tcp_port_connections", &["80", "close_wait"]), None, "zeros omitted");
+        assert!(find(&f, "netsight_tcp_port_connections").samples.iter().all(|s| s.labels[0] == "80"));
+        assert_eq!(value(&f, "netsight_tcp_port_retransmitted_segments", &["80"]), Some(3.0));
+        assert_eq!(value(&f, "netsight_tcp_port_sent_bytes", &["80"]), Some(1500.0));
+        assert_eq!(value(&f, "netsight_tcp_port_received_bytes", &["80"]), Some(15.0));
+        assert_eq!(value(&f, "netsight_tcp_listen_queue_length", &["ipv4", "127.0.0.1", "80", ""]), Some(3.0));
+        assert_eq!(value(&f, "netsight_tcp_listen_backlog", &["ipv4", "127.0.0.1", "80", ""]), Some(128.0));
+        assert_eq!(value(&f, "netsight_tcp_congestion_control_connections", &["cubic"]), Some(3.0));
+        let h = &find(&f, "netsight_tcp_rtt_seconds").samples[0];
+        let crate::snapshot::Value::Histogram(h) = &h.value else { panic!("histogram") };
+        assert_eq!(&*h.bounds, &[0.001, 0.01, 0.1]);
+        assert_eq!(h.cumulative, vec![1, 1, 2], "0.5 ms ≤ 1 ms; 20 ms ≤ 100 ms");
+        assert_eq!(h.count, 2);
+        assert!((h.sum - 0.0205).abs() < 1e-12);
+    }
+
+    #[test]
+    fn sockets_ports_beyond_the_cap_are_summed_into_other() {
+        let i = info(100, 0, 1, 1);
+        let mut socks = Vec::new();
+        // Port p gets p-8000 established connections: 8003 has most, 8001 fewest.
+        for p in [8001u16, 8002, 8003] {
+            socks.push(sock(state::LISTEN, p, None));
+            for _ in 0..(p - 8000) {
+                socks.push(sock(state::ESTABLISHED, p, Some(&i)));
+            }
+        }
+        let f = run(&cfg(2, 64), &socks);
+        let ports: Vec<&str> =
+            find(&f, "netsight_tcp_rtt_seconds").samples.iter().map(|s| s.labels[0].as_str()).collect();
+        assert_eq!(ports, ["8002", "8003", "other"], "sorted by port, other last");
+        assert_eq!(value(&f, "netsight_tcp_port_connections", &["other", "established"]), Some(1.0));
+        assert_eq!(value(&f, "netsight_tcp_port_connections", &["8003", "established"]), Some(3.0));
+        assert_eq!(value(&f, "netsight_tcp_listen_queue_length", &["", "", "other", ""]), Some(3.0));
+        assert_eq!(value(&f, "netsight_tcp_listen_backlog", &["ipv4", "127.0.0.1", "8002", ""]), Some(128.0));
+        assert_eq!(value(&f, "netsight_tcp_listen_backlog", &["ipv4", "127.0.0.1", "8001", ""]), None);
+    }
+
+    #[test]
+    fn sockets_processes_are_capped_with_special_rows_kept() {
+        // A fake procfs: nginx (2 pids) owns inodes 10, 11; sshd 20; redis 30.
+        let dir = tempfile::tempdir().expect("tempdir");
+        for (pid, comm, inodes) in
+            [("100", "nginx", &[10u32][..]), ("101", "nginx", &[11]), ("200", "sshd", &[20]), ("300", "redis", &[30])]
+        {
+            let fd = dir.path().join(pid).join("fd");
+            std::fs::create_dir_all(&fd).expect("mkdir");
+            std::fs::write(dir.path().join(pid).join("comm"), format!("{comm}\n")).expect("comm");
+            for (i, ino) in inodes.iter().enumerate() {
+                std::os::unix::fs::symlink(format!("socket:[{ino}]"), fd.join(i.to_string())).expect("link");
+            }
+        }
+        let mut c = cfg(64, 2);
+        c.processes = true;
+        let mut s = Sockets::new(&c);
+        s.procs.as_mut().expect("procs on").refresh(dir.path());
+        let owned = |state, inode| InetSock { inode, ..sock(state, 9000, None) };
+        let socks = [
+            owned(state::LISTEN, 10),
+            owned(state::ESTABLISHED, 10),
+            owned(state::ESTABLISHED, 11),
+            owned(state::ESTABLISHED, 20),
+            owned(state::CLOSE_WAIT, 20),
+            owned(state::ESTABLISHED, 30),
+            owned(state::TIME_WAIT, 0),
+            owned(state::TIME_WAIT, 0),
+            owned(state::ESTABLISHED, 999), // an fd we could not see
+        ];
+        let f = run_with(s, &socks);
+        let v = |p: &str, st: &str| value(&f, "netsight_tcp_process_connections", &[p, st]);
+        assert_eq!(v("nginx", "established"), Some(2.0), "summed over both nginx pids");
+        assert_eq!(v("nginx", "listen"), Some(1.0));
+        assert_eq!(v("sshd", "established"), Some(1.0));
+        assert_eq!(v("sshd", "close_wait"), Some(1.0));
+        assert_eq!(v("redis", "established"), None, "beyond max_processes = 2");
+        assert_eq!(v("other", "established"), Some(1.0));
+        assert_eq!(v("", "time_wait"), Some(2.0), "no owner");
+        assert_eq!(v("unknown", "established"), Some(1.0));
+        let names: Vec<&str> =
+            find(&f, "netsight_tcp_process_connections").samples.iter().map(|s| s.labels[0].as_str()).collect();
+        assert_eq!(names, ["", "nginx", "nginx", "other", "sshd", "sshd", "unknown"], "sorted");
+        assert_eq!(value(&f, "netsight_tcp_listen_backlog", &["ipv4", "127.0.0.1", "9000", "nginx"]), Some(128.0));
+        assert_eq!(value(&f, "netsight_sockets_process_scan_denied", &[]), Some(0.0));
+    }
+
+    #[test]
+    fn sockets_state_names_follow_ss() {
+        assert_eq!(tcp_state_name(normalise_state(state::NEW_SYN_RECV)), "syn_recv");
+        assert_eq!(tcp_state_name(state::CLOSE_WAIT), "close_wait");
+        assert_eq!(tcp_state_name(normalise_state(200)), "unknown");
+        assert_eq!(udp_state_name(state::CLOSE), "unconnected");
+        assert_eq!(udp_state_name(state::ESTABLISHED), "established");
+    }
+
+    #[test]
+    fn sockets_bounds_are_sanitized() {
+        assert_eq!(sanitize_bounds(&[0.1, f64::NAN, 0.01, -1.0, 0.1, f64::INFINITY]), vec![0.01, 0.1]);
+    }
+
+    #[test]
+    fn sockets_not_live_is_unavailable() {
+        let mut s = Sockets::new(&cfg(64, 64));
+        let ctx = CollectContext::new("/tmp/fixture-proc", "/sys");
+        let mut out = Emitter::new();
+        assert!(matches!(s.collect(&ctx, &mut out), Err(CollectError::Unavailable(_))));
+    }
+
+    /// A live tick in the test's own namespace: a listener with one connection is
+    /// seen, attributed to this process, with its backlog.
+    #[test]
+    fn sockets_live_tick_sees_our_listener() {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        let port = l.local_addr().expect("addr").port();
+        let _c = std::net::TcpStream::connect(("127.0.0.1", port)).expect("connect");
+        let mut c = cfg(100_000, 100_000);
+        c.processes = true;
+        let mut s = Sockets::new(&c);
+        let ctx = CollectContext::new("/proc", "/sys");
+        let mut out = Emitter::new();
+        s.collect(&ctx, &mut out).expect("collect");
+        let comm = std::fs::read_to_string("/proc/self/comm").expect("comm");
+        let labels = ["ipv4", "127.0.0.1", &port.to_string(), comm.trim_end()].map(str::to_string);
+        let labels: Vec<&str> = labels.iter().map(String::as_str).collect();
+        // The handshake completes in softirq context: allow it a moment.
+        let mut f = out.into_families();
+        for _ in 0..50 {
+            if value(&f, "netsight_tcp_listen_queue_length", &labels) == Some(1.0) {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(20));
+            let mut out = Emitter::new();
+            s.collect(&ctx, &mut out).expect("collect");
+            f = out.into_families();
+        }
+        assert_eq!(value(&f, "netsight_tcp_listen_queue_length", &labels), Some(1.0), "one connection to accept");
+        assert!(value(&f, "netsight_tcp_listen_backlog", &labels).is_some_and(|v| v > 0.0));
+        assert!(value(&f, "netsight_tcp_port_connections", &[labels[2], "established"]).is_some_and(|v| v >= 1.0));
+        // A second tick reuses the socket and buffers.
+        let mut out = Emitter::new();
+        s.collect(&ctx, &mut out).expect("second collect");
+        assert!(!out.is_empty());
     }
 }

@@ -20,6 +20,7 @@ const INDEX: &str = "<!doctype html><html><head><title>netsight</title></head><b
 <h1>netsight</h1><ul>\
 <li><a href=\"/metrics\">/metrics</a>: Prometheus exposition of the latest snapshot</li>\
 <li><a href=\"/healthz\">/healthz</a>: liveness and snapshot age</li>\
+<li><a href=\"/api/v1/events\">/api/v1/events?from=&amp;to=</a>: anomaly events (Grafana annotation shape)</li>\
 </ul></body></html>\n";
 
 fn response(status: StatusCode, ctype: &'static str, body: impl Into<Bytes>) -> Response<Full<Bytes>> {
@@ -47,9 +48,35 @@ pub fn route(shared: &Shared, req: &Request<Incoming>) -> Response<Full<Bytes>> 
                 response(StatusCode::OK, "text/plain", format!("ok, snapshot age {age:.1}s\n"))
             }
         }
+        "/api/v1/events" => {
+            let (from, to) = time_range(req.uri().query().unwrap_or(""));
+            let events = shared.engine().events.range(from, to);
+            let body: Vec<serde_json::Value> = events.iter().map(crate::rules::events::to_annotation).collect();
+            match serde_json::to_vec(&body) {
+                Ok(b) => response(StatusCode::OK, "application/json", b),
+                Err(e) => response(StatusCode::INTERNAL_SERVER_ERROR, "text/plain", format!("{e}\n")),
+            }
+        }
         "/" => response(StatusCode::OK, "text/html; charset=utf-8", INDEX),
         _ => response(StatusCode::NOT_FOUND, "text/plain", "not found\n"),
     }
+}
+
+/// `from`/`to` query parameters in unix seconds or milliseconds (Grafana sends ms).
+fn time_range(query: &str) -> (f64, f64) {
+    let mut from = 0.0;
+    let mut to = f64::MAX;
+    for pair in query.split('&') {
+        let Some((k, v)) = pair.split_once('=') else { continue };
+        let Ok(x) = v.parse::<f64>() else { continue };
+        let secs = if x > 1e11 { x / 1000.0 } else { x };
+        match k {
+            "from" => from = secs,
+            "to" => to = secs,
+            _ => {}
+        }
+    }
+    (from, to)
 }
 
 /// Serves until `shutdown` resolves, then lets open connections finish (up to 5 s).

@@ -19,10 +19,8 @@ pub fn render(snap: &Snapshot) -> Json {
                 .samples
                 .iter()
                 .map(|s| {
-                    let labels: Map<String, Json> = f
-                        .desc
-                        .labels
-                        .iter()
+                    let labels: Map<String, Json> = f.label_names()
+                    .into_iter()
                         .zip(&s.labels)
                         .map(|(k, v)| (k.to_string(), Json::String(v.clone())))
                         .collect();

@@ -29,10 +29,12 @@ fn to_proto(f: &Family) -> Option<MetricFamily> {
         .map(|s| {
             let mut m = Metric::default();
             m.set_label(
-                f.desc
-                    .labels
-                    .iter()
+                f.label_names()
+                    .into_iter()
                     .zip(&s.labels)
+                    // An empty value is the same as no label in Prometheus; runtime
+                    // families use it for labels a given rule's groups do not have.
+                    .filter(|(_, v)| !v.is_empty())
                     .map(|(n, v)| {
                         let mut lp = LabelPair::default();
                         lp.set_name(n.to_string());

@@ -1,6 +1,7 @@
 //! Pure parsers: bytes in, typed values out. No I/O here, so every parser is tested
 //! on fixtures and fuzzed input without a kernel.
 
+pub mod conntrack;
 pub mod netdev;
 pub mod netstat;
 pub mod sockstat;
@@ -35,11 +36,16 @@ pub fn snake_case(name: &str) -> String {
         if c.is_ascii_uppercase() {
             let prev = i.checked_sub(1).map(|j| chars[j]);
             let next = chars.get(i + 1).copied();
+            // `ACKs`, `OKs`, `RTOs`: a plural acronym, not an acronym then a word.
+            let plural = next == Some('s')
+                && !chars.get(i + 2).is_some_and(|n| n.is_ascii_lowercase());
             let boundary = match prev {
                 None => false,
                 Some('_') => false,
                 Some(p) if p.is_ascii_lowercase() || p.is_ascii_digit() => true,
-                Some(p) if p.is_ascii_uppercase() => next.is_some_and(|n| n.is_ascii_lowercase()),
+                Some(p) if p.is_ascii_uppercase() => {
+                    next.is_some_and(|n| n.is_ascii_lowercase()) && !plural
+                }
                 _ => false,
             };
             if boundary {
@@ -71,5 +77,9 @@ mod tests {
         assert_eq!(snake_case("TCPMD5NotFound"), "tcpmd5_not_found");
         assert_eq!(snake_case("RtoMin"), "rto_min");
         assert_eq!(snake_case("MPJoinAckHMacFailure"), "mp_join_ack_hmac_failure");
+        assert_eq!(snake_case("DelayedACKs"), "delayed_acks");
+        assert_eq!(snake_case("ReasmOKs"), "reasm_oks");
+        assert_eq!(snake_case("TCPSpuriousRTOs"), "tcp_spurious_rtos");
+        assert_eq!(snake_case("PAWSActive"), "paws_active");
     }
 }

@@ -1,0 +1,644 @@
+//! Evaluates the loaded rules against each snapshot and its history.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::Arc;
+use std::time::{Instant, SystemTime};
+
+use super::baseline::{BaselineState, Estimate};
+use super::events::{CauseReport, Event, EventLog};
+use super::expr::{Bindings, CompiledExpr, WindowFn};
+use super::load::{CompiledRule, RuleSet};
+use super::template::{format_value, render};
+use crate::catalog::{CollectorDoc, MetricDesc, MetricKind};
+use crate::snapshot::{Emitter, Family, History, Ring, Sample, Snapshot};
+
+const G: MetricKind = MetricKind::Gauge;
+const DYN: &[&str] = &["rule", "severity", "layer", "<group labels>"];
+
+pub static ANOMALY: MetricDesc = MetricDesc::new("netsight_anomaly", G, "", "1 while the rule fires for this group, 0 otherwise.", DYN, "netsight.anomaly");
+pub static SCORE: MetricDesc = MetricDesc::new("netsight_anomaly_score", G, "", "Signed distance of the rule's value from its baseline, in σ (baseline rules only).", DYN, "netsight.anomaly.score");
+pub static VALUE: MetricDesc = MetricDesc::new("netsight_rule_value", G, "", "The rule expression's current value for this group.", DYN, "netsight.rule.value");
+pub static BASELINE: MetricDesc = MetricDesc::new("netsight_baseline", G, "", "Learned baseline of the rule's value: bound=lower|expected|upper.", &["rule", "severity", "layer", "<group labels>", "bound"], "netsight.baseline");
+pub static ROOT_CAUSE: MetricDesc = MetricDesc::new("netsight_root_cause", G, "", "1 while the rule fires with this root cause attached; layer is the cause's layer.", &["rule", "severity", "layer", "<group labels>", "cause"], "netsight.root_cause");
+pub static EVAL_DURATION: MetricDesc = MetricDesc::new("netsight_rule_evaluation_duration_seconds", G, "seconds", "Wall time of the last evaluation of all rules.", &[], "netsight.rule.evaluation.duration");
+pub static RULE_ERRORS: MetricDesc = MetricDesc::new("netsight_rule_errors_total", MetricKind::Counter, "", "Evaluations of the rule that failed (expression error).", &["rule"], "netsight.rule.errors");
+pub static RULES_LOADED: MetricDesc = MetricDesc::new("netsight_rules_loaded", G, "", "Rules currently loaded.", &[], "netsight.rules.loaded");
+pub static RELOAD_OK: MetricDesc = MetricDesc::new("netsight_rules_last_reload_success", G, "", "1 when the last rule (re)load succeeded; 0 when it failed and the previous rules were kept.", &[], "netsight.rules.last_reload.success");
+pub static RELOAD_TIME: MetricDesc = MetricDesc::new("netsight_rules_last_reload_timestamp_seconds", G, "seconds", "Unix time of the last rule (re)load attempt.", &[], "netsight.rules.last_reload.timestamp");
+pub static GROUPS: MetricDesc = MetricDesc::new("netsight_rule_groups", G, "", "Label groups the rule is tracking (each with its own baseline).", &["rule"], "netsight.rule.groups");
+
+pub static DOC: CollectorDoc = CollectorDoc {
+    collector: "rules",
+    source: "the rule engine (rules/*.yaml and rules.d paths); <group labels> stands for the union of the loaded rules' group labels",
+    capabilities: "none",
+    metrics: &[&ANOMALY, &SCORE, &VALUE, &BASELINE, &ROOT_CAUSE, &EVAL_DURATION, &RULE_ERRORS, &RULES_LOADED, &RELOAD_OK, &RELOAD_TIME, &GROUPS],
+    dynamic: &[],
+};
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Phase {
+    Inactive,
+    Pending { since: f64 },
+    Firing { since: f64 },
+    Resolving { firing_since: f64, since: f64 },
+}
+
+#[derive(Debug, Clone)]
+struct GroupState {
+    names: Vec<String>,
+    phase: Phase,
+    evaluations: u32,
+    last_resolved: Option<f64>,
+    baseline: Option<BaselineState>,
+    event: Option<u64>,
+    cause: Option<CauseReport>,
+    value: f64,
+    estimate: Option<Estimate>,
+    missing: u32,
+}
+
+impl GroupState {
+    fn new(names: Vec<String>, rule: &CompiledRule) -> Self {
+        GroupState {
+            names,
+            phase: Phase::Inactive,
+            evaluations: 0,
+            last_resolved: None,
+            baseline: rule.spec.baseline.as_ref().map(BaselineState::new),
+            event: None,
+            cause: None,
+            value: f64::NAN,
+            estimate: None,
+            missing: 0,
+        }
+    }
+
+    fn firing(&self) -> bool {
+        matches!(self.phase, Phase::Firing { .. } | Phase::Resolving { .. })
+    }
+}
+
+/// Groups absent from this many evaluations are dropped (their events closed).
+const STALE_AFTER: u32 = 5;
+
+pub struct Engine {
+    set: RuleSet,
+    states: Vec<HashMap<Vec<String>, GroupState>>,
+    errors_total: HashMap<String, u64>,
+    logged: HashSet<String>,
+    pub events: EventLog,
+    last_eval_seconds: f64,
+    reload_ok: bool,
+    reload_time: f64,
+}
+
+fn unix(t: SystemTime) -> f64 {
+    t.duration_since(SystemTime::UNIX_EPOCH).map(|d| d.as_secs_f64()).unwrap_or(0.0)
+}
+
+impl Engine {
+    pub fn new(set: RuleSet) -> Self {
+        let states = set.rules.iter().map(|_| HashMap::new()).collect();
+        Engine {
+            set,
+            states,
+            errors_total: HashMap::new(),
+            logged: HashSet::new(),
+            events: EventLog::new(1000),
+            last_eval_seconds: 0.0,
+            reload_ok: true,
+            reload_time: unix(SystemTime::now()),
+        }
+    }
+
+    pub fn rules(&self) -> &RuleSet {
+        &self.set
+    }
+
+    /// Installs a new rule set, keeping the state (baselines, firing alerts) of rules
+    /// whose name is unchanged.
+    pub fn replace(&mut self, set: RuleSet) {
+        let mut old: HashMap<String, HashMap<Vec<String>, GroupState>> = self
+            .set
+            .rules
+            .iter()
+            .map(|r| r.spec.name.clone())
+            .zip(std::mem::take(&mut self.states))
+            .collect();
+        self.states = set.rules.iter().map(|r| old.remove(&r.spec.name).unwrap_or_default()).collect();
+        self.set = set;
+        self.reload_ok = true;
+        self.reload_time = unix(SystemTime::now());
+    }
+
+    /// Records a failed reload: the current rules stay.
+    pub fn reload_failed(&mut self) {
+        self.reload_ok = false;
+        self.reload_time = unix(SystemTime::now());
+    }
+
+    /// Evaluates every rule and returns the engine's output families.
+    pub fn evaluate(&mut self, snap: &Snapshot, hist: &History) -> Vec<Family> {
+        let started = Instant::now();
+        let now = unix(snap.taken_at);
+        for i in 0..self.set.rules.len() {
+            self.evaluate_rule(i, snap, hist, now);
+        }
+        self.last_eval_seconds = started.elapsed().as_secs_f64();
+        self.outputs()
+    }
+
+    fn note_error(&mut self, rule: &str, msg: String) {
+        *self.errors_total.entry(rule.to_string()).or_default() += 1;
+        if self.logged.insert(format!("{rule}\0{msg}")) {
+            tracing::warn!(rule, error = %msg, "rule evaluation failed");
+        }
+    }
+
+    fn evaluate_rule(&mut self, ri: usize, snap: &Snapshot, hist: &History, now: f64) {
+        let groups = discover_groups(&self.set.rules[ri], snap);
+        let mut seen: HashSet<Vec<String>> = HashSet::with_capacity(groups.len());
+        for (key, names, samples) in groups {
+            seen.insert(key.clone());
+            let rule = &self.set.rules[ri];
+            let state = self.states[ri]
+                .entry(key.clone())
+                .or_insert_with(|| GroupState::new(names.clone(), rule));
+            state.missing = 0;
+            let group = Group { names: &names, values: &key, own: &samples };
+            let outcome = step(rule, &self.set, &self.states, ri, &group, snap, hist, now);
+            match outcome {
+                Ok(Some(o)) => self.apply(ri, &group, o, now),
+                Ok(None) => {}
+                Err(e) => {
+                    let name = self.set.rules[ri].spec.name.clone();
+                    self.note_error(&name, e);
+                }
+            }
+        }
+        let mut closed = Vec::new();
+        self.states[ri].retain(|key, st| {
+            if seen.contains(key) {
+                return true;
+            }
+            st.missing += 1;
+            if st.missing <= STALE_AFTER {
+                return true;
+            }
+            if let Some(id) = st.event {
+                closed.push(id);
+            }
+            false
+        });
+        for id in closed {
+            if let Some(e) = self.events.get_mut(id) {
+                e.end = Some(now);
+            }
+        }
+    }
+
+    fn apply(&mut self, ri: usize, group: &Group, o: Outcome, now: f64) {
+        let rule = &self.set.rules[ri];
+        let key = group.values.to_vec();
+        let Some(st) = self.states[ri].get_mut(&key) else { return };
+        st.value = o.value;
+        st.estimate = o.estimate;
+        st.evaluations = st.evaluations.saturating_add(1);
+        let spec = &rule.spec;
+        let for_ = spec.for_.map(|d| d.as_secs_f64()).unwrap_or(0.0);
+        let keep = spec.keep_firing_for.map(|d| d.as_secs_f64()).unwrap_or(0.0);
+        let cooldown = spec.cooldown.map(|d| d.as_secs_f64()).unwrap_or(0.0);
+        let warm = st.evaluations > spec.min_samples;
+        let cooled = st.last_resolved.is_none_or(|t| now - t >= cooldown);
+        let before = st.firing();
+        st.phase = match st.phase {
+            Phase::Inactive if o.fire && warm && cooled => {
+                if for_ <= 0.0 { Phase::Firing { since: now } } else { Phase::Pending { since: now } }
+            }
+            Phase::Inactive => Phase::Inactive,
+            Phase::Pending { .. } if !o.fire => Phase::Inactive,
+            Phase::Pending { since } if now - since >= for_ => Phase::Firing { since: now },
+            p @ Phase::Pending { .. } => p,
+            Phase::Firing { since } if o.resolve => {
+                if keep <= 0.0 { Phase::Inactive } else { Phase::Resolving { firing_since: since, since: now } }
+            }
+            p @ Phase::Firing { .. } => p,
+            Phase::Resolving { firing_since, .. } if !o.resolve => Phase::Firing { since: firing_since },
+            Phase::Resolving { since, .. } if now - since >= keep => Phase::Inactive,
+            p @ Phase::Resolving { .. } => p,
+        };
+        let after = st.firing();
+        if let (Some(b), Some(spec_b)) = (st.baseline.as_mut(), spec.baseline.as_ref()) {
+            if !(after && spec_b.freeze_while_firing) && o.value.is_finite() {
+                b.update(o.value);
+            }
+        }
+        if after && st.cause.is_none() {
+            st.cause = o.cause;
+        }
+        match (before, after) {
+            (false, true) => {
+                let text = annotation(rule, group, st);
+                let ev = Event {
+                    id: 0,
+                    rule: spec.name.clone(),
+                    severity: spec.severity.as_str().into(),
+                    layer: spec.layer.as_str().into(),
+                    labels: group.label_map(),
+                    start: now,
+                    end: None,
+                    value: o.value,
+                    baseline: o.estimate.map(|e| e.expected),
+                    cause: st.cause.clone(),
+                    text,
+                };
+                tracing::info!(rule = %spec.name, labels = ?ev.labels, value = o.value, cause = ?ev.cause.as_ref().map(|c| &c.name), "anomaly firing");
+                st.event = Some(self.events.open(ev));
+            }
+            (true, true) => {
+                // A cause found after the alert started is attached to its event.
+                if let (Some(id), Some(c)) = (st.event, st.cause.clone()) {
+                    let text = annotation(rule, group, st);
+                    if let Some(e) = self.events.get_mut(id) {
+                        if e.cause.is_none() {
+                            e.cause = Some(c);
+                            e.text = text;
+                        }
+                    }
+                }
+            }
+            (true, false) => {
+                st.last_resolved = Some(now);
+                st.cause = None;
+                if let Some(id) = st.event.take() {
+                    if let Some(e) = self.events.get_mut(id) {
+                        e.end = Some(now);
+                    }
+                }
+                tracing::info!(rule = %spec.name, labels = ?group.label_map(), "anomaly resolved");
+            }
+            (false, false) => {}
+        }
+    }
+
+    /// Whether `rule` fires now for the given group (test and `rules test` helper).
+    pub fn is_firing(&self, rule: &str, labels: &[(&str, &str)]) -> bool {
+        self.firing_cause(rule, labels).is_some()
+    }
+
+    /// `Some(cause name or "")` when the rule fires for a group matching `labels`.
+    pub fn firing_cause(&self, rule: &str, labels: &[(&str, &str)]) -> Option<String> {
+        let ri = self.set.rules.iter().position(|r| r.spec.name == rule)?;
+        self.states[ri].iter().find_map(|(vals, st)| {
+            let matches = labels.iter().all(|(k, v)| {
+                st.names.iter().position(|n| n == k).and_then(|i| vals.get(i)).is_some_and(|x| x == v)
+            });
+            (matches && st.firing()).then(|| st.cause.as_ref().map(|c| c.name.clone()).unwrap_or_default())
+        })
+    }
+
+    fn outputs(&self) -> Vec<Family> {
+        let names = &self.set.output_labels;
+        let with = |extra: &str| -> Arc<[String]> {
+            names.iter().cloned().chain(std::iter::once(extra.to_string())).collect::<Vec<_>>().into()
+        };
+        let bound_names = with("bound");
+        let cause_names = with("cause");
+        let mut out = Emitter::new();
+        for (ri, rule) in self.set.rules.iter().enumerate() {
+            let spec = &rule.spec;
+            let base = [spec.name.clone(), spec.severity.as_str().to_string(), spec.layer.as_str().to_string()];
+            for (vals, st) in &self.states[ri] {
+                let mut labels: Vec<String> = base.to_vec();
+                labels.extend(names[3..].iter().map(|n| {
+                    st.names.iter().position(|x| x == n).and_then(|i| vals.get(i)).cloned().unwrap_or_default()
+                }));
+                out.push_dynamic(&ANOMALY, names, labels.clone(), if st.firing() { 1.0 } else { 0.0 });
+                if st.value.is_finite() {
+                    out.push_dynamic(&VALUE, names, labels.clone(), st.value);
+                }
+                if let (Some(e), Some(b)) = (st.estimate, spec.baseline.as_ref()) {
+                    let sigma = e.sigma.max(b.min_sigma);
+                    let est = Estimate { expected: e.expected, sigma };
+                    let z = est.zscore(st.value);
+                    if z.is_finite() {
+                        out.push_dynamic(&SCORE, names, labels.clone(), z);
+                    }
+                    for (bound, v) in [("lower", est.lower(b.k)), ("expected", e.expected), ("upper", est.upper(b.k))] {
+                        let mut l = labels.clone();
+                        l.push(bound.to_string());
+                        out.push_dynamic(&BASELINE, &bound_names, l, v);
+                    }
+                }
+                if let (true, Some(c)) = (st.firing(), st.cause.as_ref()) {
+                    let mut l = labels.clone();
+                    l[2] = c.layer.clone();
+                    l.push(c.name.clone());
+                    out.push_dynamic(&ROOT_CAUSE, &cause_names, l, 1.0);
+                }
+            }
+            out.push(&RULE_ERRORS, vec![spec.name.clone()], self.errors_total.get(&spec.name).copied().unwrap_or(0) as f64);
+            out.push(&GROUPS, vec![spec.name.clone()], self.states[ri].len() as f64);
+        }
+        out.push0(&EVAL_DURATION, self.last_eval_seconds);
+        out.push0(&RULES_LOADED, self.set.rules.len() as f64);
+        out.push0(&RELOAD_OK, if self.reload_ok { 1.0 } else { 0.0 });
+        out.push0(&RELOAD_TIME, self.reload_time);
+        out.into_families()
+    }
+}
+
+struct Group<'a> {
+    names: &'a [String],
+    values: &'a [String],
+    own: &'a [&'a Sample],
+}
+
+impl Group<'_> {
+    fn label_map(&self) -> BTreeMap<String, String> {
+        self.names.iter().cloned().zip(self.values.iter().cloned()).collect()
+    }
+}
+
+struct Outcome {
+    value: f64,
+    estimate: Option<Estimate>,
+    fire: bool,
+    resolve: bool,
+    cause: Option<CauseReport>,
+}
+
+type Groups<'a> = Vec<(Vec<String>, Vec<String>, Vec<&'a Sample>)>;
+
+/// Splits the rule's series into label groups (after matchers).
+fn discover_groups<'a>(rule: &CompiledRule, snap: &'a Snapshot) -> Groups<'a> {
+    let Some(fam) = snap.family(&rule.spec.series.metric) else { return Vec::new() };
+    let all: Vec<String> = fam.label_names().iter().map(|s| s.to_string()).collect();
+    let names = rule.by.clone().unwrap_or(all);
+    let idx: Vec<Option<usize>> = names.iter().map(|n| fam.label_index(n)).collect();
+    let matchers: Vec<(Option<usize>, &regex::Regex)> =
+        rule.matchers.iter().map(|(l, r)| (fam.label_index(l), r)).collect();
+    let mut groups: BTreeMap<Vec<String>, Vec<&Sample>> = BTreeMap::new();
+    for s in &fam.samples {
+        let ok = matchers.iter().all(|(i, re)| re.is_match(i.and_then(|i| s.labels.get(i)).map_or("", |v| v)));
+        if !ok {
+            continue;
+        }
+        let key: Vec<String> = idx.iter().map(|i| i.and_then(|i| s.labels.get(i)).cloned().unwrap_or_default()).collect();
+        groups.entry(key).or_default().push(s);
+    }
+    groups.into_iter().map(|(k, v)| (k, names.clone(), v)).collect()
+}
+
+/// The series a variable stands for in a group: samples of `metric` that agree with
+/// the group on every label both have.
+fn select<'a>(snap: &'a Snapshot, metric: &str, group: &Group) -> Option<(&'a Family, Vec<&'a Sample>)> {
+    let fam = snap.family(metric)?;
+    let shared: Vec<(usize, usize)> = group
+        .names
+        .iter()
+        .enumerate()
+        .filter_map(|(gi, n)| fam.label_index(n).map(|fi| (fi, gi)))
+        .collect();
+    let samples: Vec<&Sample> = fam
+        .samples
+        .iter()
+        .filter(|s| shared.iter().all(|&(fi, gi)| s.labels.get(fi) == group.values.get(gi)))
+        .collect();
+    (!samples.is_empty()).then_some((fam, samples))
+}
+
+fn window(func: WindowFn, ring: &Ring) -> Option<f64> {
+    let pts: Vec<(f64, f64)> = ring.iter().collect();
+    let (t_last, _) = *pts.last()?;
+    let within = |w: f64| pts.iter().filter(move |(t, _)| *t >= t_last - w - 1e-9);
+    match func {
+        WindowFn::Rate => ring.rate(),
+        WindowFn::Delta => {
+            let n = pts.len();
+            (n >= 2).then(|| pts[n - 1].1 - pts[n - 2].1)
+        }
+        WindowFn::Increase(w) => {
+            let v: Vec<f64> = within(w).map(|p| p.1).collect();
+            (v.len() >= 2).then(|| v.windows(2).map(|p| if p[1] >= p[0] { p[1] - p[0] } else { p[1] }).sum())
+        }
+        WindowFn::AvgOver(w) => {
+            let v: Vec<f64> = within(w).map(|p| p.1).collect();
+            (!v.is_empty()).then(|| v.iter().sum::<f64>() / v.len() as f64)
+        }
+        WindowFn::MaxOver(w) => within(w).map(|p| p.1).reduce(f64::max),
+        WindowFn::MinOver(w) => within(w).map(|p| p.1).reduce(f64::min),
+    }
+}
+
+fn series_window(hist: &History, fam: &Family, samples: &[&Sample], func: WindowFn) -> Option<f64> {
+    let vals: Vec<f64> = samples
+        .iter()
+        .filter_map(|s| hist.get(&fam.desc.name, &s.labels).and_then(|r| window(func, r)))
+        .collect();
+    (!vals.is_empty()).then(|| vals.iter().sum())
+}
+
+fn sum(samples: &[&Sample]) -> f64 {
+    samples.iter().filter_map(|s| s.value.as_f64()).sum()
+}
+
+/// Binds every variable and window call of `e` not bound yet. `Ok(false)` when some
+/// data is missing (a new series without history, an absent metric): not an error.
+fn bind(
+    e: &CompiledExpr,
+    rule: &CompiledRule,
+    group: &Group,
+    snap: &Snapshot,
+    hist: &History,
+    b: &mut Bindings,
+    evidence: Option<&mut BTreeMap<String, f64>>,
+) -> bool {
+    let mut ev = evidence;
+    let metric_of = |var: &str| -> String {
+        if var == "value" {
+            rule.spec.series.metric.clone()
+        } else {
+            rule.spec.vars.get(var).cloned().unwrap_or_else(|| var.to_string())
+        }
+    };
+    for v in &e.variables {
+        if b.get(v).is_some() {
+            continue;
+        }
+        let Some((_, samples)) = select(snap, &metric_of(v), group) else { return false };
+        let x = sum(&samples);
+        b.set(v, x);
+        if let Some(ev) = ev.as_deref_mut() {
+            ev.insert(v.clone(), x);
+        }
+    }
+    for c in &e.calls {
+        let found = if c.var == "value" {
+            snap.family(&rule.spec.series.metric).and_then(|f| series_window(hist, f, group.own, c.func))
+        } else {
+            select(snap, &metric_of(&c.var), group).and_then(|(f, s)| series_window(hist, f, &s, c.func))
+        };
+        let Some(x) = found else { return false };
+        b.set(&c.synthetic, x);
+        if let Some(ev) = ev.as_deref_mut() {
+            ev.insert(describe(c.func, &c.var), x);
+        }
+    }
+    true
+}
+
+fn describe(f: WindowFn, var: &str) -> String {
+    match f {
+        WindowFn::Rate => format!("rate({var})"),
+        WindowFn::Delta => format!("delta({var})"),
+        WindowFn::Increase(w) => format!("increase({var}, {w})"),
+        WindowFn::AvgOver(w) => format!("avg_over({var}, {w})"),
+        WindowFn::MaxOver(w) => format!("max_over({var}, {w})"),
+        WindowFn::MinOver(w) => format!("min_over({var}, {w})"),
+    }
+}
+
+/// Evaluates one group: `Ok(None)` when data is missing (no decision this tick).
+#[allow(clippy::too_many_arguments)]
+fn step(
+    rule: &CompiledRule,
+    set: &RuleSet,
+    states: &[HashMap<Vec<String>, GroupState>],
+    ri: usize,
+    group: &Group,
+    snap: &Snapshot,
+    hist: &History,
+    _now: f64,
+) -> Result<Option<Outcome>, String> {
+    let mut b = Bindings::default();
+    b.set("value", sum(group.own));
+    if !bind(&rule.expr, rule, group, snap, hist, &mut b, None) {
+        return Ok(None);
+    }
+    let value = rule.expr.eval_number(&b).map_err(|e| format!("expr: {e}"))?;
+    if !value.is_finite() {
+        return Ok(None);
+    }
+    let st = states[ri].get(group.values);
+    let mut cb = Bindings::default();
+    cb.set("value", value);
+    let mut estimate = None;
+    if let Some(spec_b) = &rule.spec.baseline {
+        let Some(st) = st else { return Ok(None) };
+        let Some(e) = st.baseline.as_ref().and_then(BaselineState::estimate) else {
+            // Warm-up: learn the first value, decide nothing yet.
+            return Ok(Some(Outcome { value, estimate: None, fire: false, resolve: true, cause: None }));
+        };
+        let est = Estimate { expected: e.expected, sigma: e.sigma.max(spec_b.min_sigma) };
+        cb.set("baseline", est.expected);
+        cb.set("baseline_lower", est.lower(spec_b.k));
+        cb.set("baseline_upper", est.upper(spec_b.k));
+        let z = est.zscore(value);
+        cb.set("zscore", if z.is_finite() { z } else { 1e9_f64.copysign(z) });
+        cb.set("samples", st.baseline.as_ref().map_or(0, BaselineState::samples) as f64);
+        estimate = Some(e);
+    }
+    if !bind(&rule.when, rule, group, snap, hist, &mut cb, None) {
+        return Ok(None);
+    }
+    let fire = rule.when.eval_bool(&cb).map_err(|e| format!("when: {e}"))?;
+    let resolve = match &rule.until {
+        Some(u) => {
+            if !bind(u, rule, group, snap, hist, &mut cb, None) {
+                return Ok(None);
+            }
+            u.eval_bool(&cb).map_err(|e| format!("until: {e}"))?
+        }
+        None => !fire,
+    };
+    let already = st.is_some_and(|s| s.firing() && s.cause.is_some());
+    let will_fire = fire || st.is_some_and(GroupState::firing);
+    let cause = if will_fire && !already { find_cause(rule, set, states, group, snap, hist, &cb) } else { None };
+    Ok(Some(Outcome { value, estimate, fire, resolve, cause }))
+}
+
+/// Walks the rule's causes in order and returns the first that holds, with evidence.
+fn find_cause(
+    rule: &CompiledRule,
+    set: &RuleSet,
+    states: &[HashMap<Vec<String>, GroupState>],
+    group: &Group,
+    snap: &Snapshot,
+    hist: &History,
+    base: &Bindings,
+) -> Option<CauseReport> {
+    for c in &rule.causes {
+        let mut evidence = BTreeMap::new();
+        if let Some(target) = c.rule {
+            let compatible = states[target].iter().find(|(vals, st)| {
+                st.firing()
+                    && st.names.iter().enumerate().all(|(i, n)| {
+                        match group.names.iter().position(|g| g == n) {
+                            Some(gi) => group.values.get(gi) == vals.get(i),
+                            None => true,
+                        }
+                    })
+            });
+            let Some((_, st)) = compatible else { continue };
+            evidence.insert(format!("rule {} value", set.rules[target].spec.name), st.value);
+        }
+        if let Some(w) = &c.when {
+            let mut b = base.clone();
+            if !bind(w, rule, group, snap, hist, &mut b, Some(&mut evidence)) {
+                continue;
+            }
+            match w.eval_bool(&b) {
+                Ok(true) => {}
+                _ => continue,
+            }
+        }
+        let mut values: BTreeMap<String, String> = group
+            .names
+            .iter()
+            .zip(group.values)
+            .map(|(n, x)| (format!("labels.{n}"), x.clone()))
+            .collect();
+        for (k, x) in &evidence {
+            values.insert(format!("evidence.{k}"), format_value(*x, None));
+        }
+        if let Some(v) = base.get("value") {
+            values.insert("value".into(), format_value(v, rule.spec.unit.as_deref()));
+        }
+        return Some(CauseReport {
+            name: c.spec.name.clone(),
+            layer: c.spec.layer.as_str().to_string(),
+            explanation: render(&c.spec.explanation, &values),
+            recommendation: render(&c.spec.recommendation, &values),
+            evidence,
+        });
+    }
+    None
+}
+
+fn annotation(rule: &CompiledRule, group: &Group, st: &GroupState) -> String {
+    let unit = rule.spec.unit.as_deref();
+    let mut v = BTreeMap::new();
+    v.insert("rule".to_string(), rule.spec.name.clone());
+    v.insert("value".to_string(), format_value(st.value, unit));
+    if let Some(e) = st.estimate {
+        v.insert("baseline".to_string(), format_value(e.expected, unit));
+    }
+    for (n, x) in group.names.iter().zip(group.values) {
+        v.insert(format!("labels.{n}"), x.clone());
+    }
+    if let Some(c) = &st.cause {
+        v.insert("cause".to_string(), c.explanation.clone());
+        v.insert("recommendation".to_string(), c.recommendation.clone());
+        for (k, x) in &c.evidence {
+            v.insert(format!("evidence.{k}"), format_value(*x, None));
+        }
+    }
+    let default = if st.cause.is_some() {
+        "{{ rule }}: {{ value }} (baseline {{ baseline }}) — {{ cause }}. {{ recommendation }}"
+    } else {
+        "{{ rule }}: {{ value }} (baseline {{ baseline }})"
+    };
+    let text = render(rule.spec.annotation.as_deref().unwrap_or(default), &v);
+    render(&text, &v).replace(" (baseline {{ baseline }})", "")
+}

@@ -1,0 +1,241 @@
+//! Rule expressions: `evalexpr` over numbers, with window functions over a series'
+//! history (`rate(x)`, `delta(x)`, `increase(x, 60)`, `avg_over(x, 300)`,
+//! `max_over(x, 300)`, `min_over(x, 300)`).
+//!
+//! evalexpr evaluates a function's argument before calling it, so a function could
+//! never see *which* series `x` is. Compilation therefore rewrites every window call
+//! into a synthetic variable (`__w0`…) that the engine computes from history before
+//! evaluating; the expression itself then only combines numbers.
+
+use evalexpr::{Context, EvalexprError, EvalexprResult, Node, Operator, Value};
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum WindowFn {
+    /// Per-second increase of a counter over the last two points (reset-aware).
+    Rate,
+    /// Difference between the last two points (gauges).
+    Delta,
+    /// Counter increase over the window (reset-aware).
+    Increase(f64),
+    AvgOver(f64),
+    MaxOver(f64),
+    MinOver(f64),
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct WindowCall {
+    pub func: WindowFn,
+    /// The series variable the function reads (`value`, a `vars` name or a metric name).
+    pub var: String,
+    pub synthetic: String,
+}
+
+#[derive(Debug, Clone)]
+pub struct CompiledExpr {
+    pub source: String,
+    node: Node,
+    pub calls: Vec<WindowCall>,
+    /// Plain variables read (window calls' synthetic names excluded).
+    pub variables: Vec<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[error("{message}")]
+pub struct ExprError {
+    pub message: String,
+}
+
+fn err(message: impl Into<String>) -> ExprError {
+    ExprError { message: message.into() }
+}
+
+const WINDOW_FNS: &[&str] = &["rate", "delta", "increase", "avg_over", "max_over", "min_over"];
+
+fn unwrap_root(n: &Node) -> &Node {
+    let mut n = n;
+    while matches!(n.operator(), Operator::RootNode) && n.children().len() == 1 {
+        n = &n.children()[0];
+    }
+    n
+}
+
+fn window_seconds(n: &Node, func: &str) -> Result<f64, ExprError> {
+    match unwrap_root(n).operator() {
+        Operator::Const { value: Value::Int(i) } if *i > 0 => Ok(*i as f64),
+        Operator::Const { value: Value::Float(f) } if *f > 0.0 => Ok(*f),
+        Operator::Const { value: Value::String(s) } => humantime::parse_duration(s)
+            .map(|d| d.as_secs_f64())
+            .map_err(|e| err(format!("{func}(): bad window {s:?}: {e}"))),
+        _ => Err(err(format!("{func}(): the window must be a positive number of seconds or a duration string like \"5m\""))),
+    }
+}
+
+fn series_var(n: &Node, func: &str) -> Result<String, ExprError> {
+    match unwrap_root(n).operator() {
+        Operator::VariableIdentifierRead { identifier } => Ok(identifier.clone()),
+        _ => Err(err(format!("{func}() takes a series variable (value, a var or a metric name) as its first argument"))),
+    }
+}
+
+fn rewrite(node: &mut Node, calls: &mut Vec<WindowCall>) -> Result<(), ExprError> {
+    let func = match node.operator() {
+        Operator::FunctionIdentifier { identifier } if WINDOW_FNS.contains(&identifier.as_str()) => {
+            Some(identifier.clone())
+        }
+        _ => None,
+    };
+    let Some(func) = func else {
+        for c in node.children_mut() {
+            rewrite(c, calls)?;
+        }
+        return Ok(());
+    };
+    let arg = node.children().first().map(unwrap_root).ok_or_else(|| err(format!("{func}() needs an argument")))?;
+    let args: Vec<&Node> = if matches!(arg.operator(), Operator::Tuple) {
+        arg.children().iter().collect()
+    } else {
+        vec![arg]
+    };
+    let needs_window = !matches!(func.as_str(), "rate" | "delta");
+    let want = if needs_window { 2 } else { 1 };
+    if args.len() != want {
+        return Err(err(format!("{func}() takes {want} argument(s), got {}", args.len())));
+    }
+    let var = series_var(args[0], &func)?;
+    let w = if needs_window { window_seconds(args[1], &func)? } else { 0.0 };
+    let f = match func.as_str() {
+        "rate" => WindowFn::Rate,
+        "delta" => WindowFn::Delta,
+        "increase" => WindowFn::Increase(w),
+        "avg_over" => WindowFn::AvgOver(w),
+        "max_over" => WindowFn::MaxOver(w),
+        _ => WindowFn::MinOver(w),
+    };
+    let synthetic = match calls.iter().find(|c| c.func == f && c.var == var) {
+        Some(c) => c.synthetic.clone(),
+        None => {
+            let s = format!("__w{}", calls.len());
+            calls.push(WindowCall { func: f, var, synthetic: s.clone() });
+            s
+        }
+    };
+    *node.operator_mut() = Operator::VariableIdentifierRead { identifier: synthetic };
+    node.children_mut().clear();
+    Ok(())
+}
+
+pub fn compile(source: &str) -> Result<CompiledExpr, ExprError> {
+    let mut node = evalexpr::build_operator_tree(source).map_err(|e| err(e.to_string()))?;
+    if node.iter_write_variable_identifiers().next().is_some() {
+        return Err(err("assignments are not allowed in rule expressions"));
+    }
+    let mut calls = Vec::new();
+    rewrite(&mut node, &mut calls)?;
+    let mut variables: Vec<String> = node
+        .iter_read_variable_identifiers()
+        .filter(|v| !v.starts_with("__w"))
+        .map(str::to_string)
+        .collect();
+    variables.sort();
+    variables.dedup();
+    Ok(CompiledExpr { source: source.to_string(), node, calls, variables })
+}
+
+/// Variables bound for one evaluation.
+#[derive(Debug, Default, Clone)]
+pub struct Bindings {
+    vars: Vec<(String, Value)>,
+}
+
+impl Bindings {
+    pub fn set(&mut self, name: &str, v: f64) {
+        match self.vars.iter_mut().find(|(n, _)| n == name) {
+            Some(slot) => slot.1 = Value::Float(v),
+            None => self.vars.push((name.to_string(), Value::Float(v))),
+        }
+    }
+
+    pub fn get(&self, name: &str) -> Option<f64> {
+        self.vars.iter().find(|(n, _)| n == name).and_then(|(_, v)| v.as_number().ok())
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = (&str, f64)> {
+        self.vars.iter().filter_map(|(n, v)| Some((n.as_str(), v.as_number().ok()?)))
+    }
+}
+
+impl Context for Bindings {
+    fn get_value(&self, identifier: &str) -> Option<&Value> {
+        self.vars.iter().find(|(n, _)| n == identifier).map(|(_, v)| v)
+    }
+
+    fn call_function(&self, identifier: &str, _argument: &Value) -> EvalexprResult<Value> {
+        Err(EvalexprError::FunctionIdentifierNotFound(identifier.to_string()))
+    }
+
+    fn are_builtin_functions_disabled(&self) -> bool {
+        false
+    }
+
+    fn set_builtin_functions_disabled(&mut self, _disabled: bool) -> EvalexprResult<()> {
+        Err(EvalexprError::CustomMessage("builtin functions cannot be disabled".into()))
+    }
+}
+
+impl CompiledExpr {
+    pub fn eval_number(&self, b: &Bindings) -> Result<f64, ExprError> {
+        match self.node.eval_with_context(b).map_err(|e| err(e.to_string()))? {
+            Value::Float(f) => Ok(f),
+            Value::Int(i) => Ok(i as f64),
+            Value::Boolean(x) => Ok(if x { 1.0 } else { 0.0 }),
+            other => Err(err(format!("expression gave {other:?}, not a number"))),
+        }
+    }
+
+    pub fn eval_bool(&self, b: &Bindings) -> Result<bool, ExprError> {
+        match self.node.eval_with_context(b).map_err(|e| err(e.to_string()))? {
+            Value::Boolean(x) => Ok(x),
+            other => Err(err(format!("condition gave {other:?}, not true/false"))),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn window_calls_become_variables() {
+        let c = compile("rate(value) / max(rate(out), 1) > 0.05 && increase(value, \"5m\") > 10").expect("compile");
+        assert_eq!(c.calls.len(), 3);
+        assert_eq!(c.calls[0], WindowCall { func: WindowFn::Rate, var: "value".into(), synthetic: "__w0".into() });
+        assert_eq!(c.calls[2].func, WindowFn::Increase(300.0));
+        let mut b = Bindings::default();
+        b.set("__w0", 10.0);
+        b.set("__w1", 100.0);
+        b.set("__w2", 11.0);
+        assert!(c.eval_bool(&b).expect("eval"));
+    }
+
+    #[test]
+    fn the_same_call_twice_is_computed_once() {
+        let c = compile("rate(x) + rate(x)").expect("compile");
+        assert_eq!(c.calls.len(), 1);
+    }
+
+    #[test]
+    fn bad_expressions_are_errors() {
+        assert!(compile("rate(1)").is_err());
+        assert!(compile("rate(x, 5)").is_err());
+        assert!(compile("increase(x)").is_err());
+        assert!(compile("increase(x, -1)").is_err());
+        assert!(compile("a = 1").is_err());
+        assert!(compile("(1 + ").is_err());
+    }
+
+    #[test]
+    fn variables_are_listed() {
+        let c = compile("value > baseline_upper && netsight_sysctl_net_core_somaxconn < 4096").expect("compile");
+        assert_eq!(c.variables, vec!["baseline_upper", "netsight_sysctl_net_core_somaxconn", "value"]);
+    }
+}
