@@ -40,6 +40,8 @@ const PORTS_PER_HOLDER: u16 = 16;
 const PORT_BASE: u16 = 5_000;
 const NODE_EXPORTER_PORT: u16 = 19_100;
 const NS_PREFIX: &str = "nsbench-";
+/// node_exporter's log of the latest scale (shown when it does not answer).
+const NODE_EXPORTER_LOG: &str = "/tmp/netsight-bench-node-exporter.log";
 const CT_ENTRIES: usize = 100_000;
 /// Ticks per netsight pass (the first one also builds the process map).
 const TICKS: usize = 15;
@@ -515,6 +517,10 @@ fn pass_yaml(pass: &str) -> String {
             y.push_str("collectors:\n  sockets:\n    process_refresh: 1s\n");
             y.push_str(ONLY_SOCKETS_YAML);
         }
+        "ratio" => {
+            y.push_str("collectors:\n");
+            y.push_str(ONLY_SOCKETS_YAML);
+        }
         "noattr" => {
             y.push_str("collectors:\n  sockets:\n    processes: false\n");
             y.push_str(ONLY_SOCKETS_YAML);
@@ -554,6 +560,9 @@ fn role_measure() -> Result<()> {
         let mut published = String::new();
         let mut prev_cpu: BTreeMap<String, f64> = BTreeMap::new();
         let mut stdout = std::io::stdout().lock();
+        // The "ratio" pass interleaves the floor dumps with the ticks, in this
+        // process, so both see the same host conditions.
+        let mut dumper = if pass == "ratio" { Some(floor::Dumper::new()?) } else { None };
         for i in 0..ticks {
             if i > 0 && !gap.is_zero() {
                 tokio::time::sleep(gap).await;
@@ -589,6 +598,11 @@ fn role_measure() -> Result<()> {
                 "pub_wall": pwall, "pub_cpu": pcpu, "series": series, "c": per,
                 "bytes": published.len(), "history": history.len()});
             writeln!(stdout, "{line}")?;
+            if let Some(d) = &mut dumper {
+                for line in floor::measure(d, i == 0)? {
+                    writeln!(stdout, "{line}")?;
+                }
+            }
         }
         let (_, maxrss) = rusage(libc::RUSAGE_SELF);
         let pid = std::process::id();
@@ -611,6 +625,7 @@ struct Pass {
     series: f64,
     bytes: f64,
     maxrss_kib: f64,
+    floor: Floor,
 }
 
 impl Pass {
@@ -642,6 +657,7 @@ impl Pass {
                 _ => {}
             }
         }
+        p.floor = Floor::from_lines(lines);
         p
     }
 
@@ -757,39 +773,29 @@ mod floor {
         }
     }
 
-    pub fn families() -> [u8; 2] {
-        [AF_INET, AF_INET6]
-    }
-}
-
-fn role_floor() -> Result<()> {
-    use netlink_packet_sock_diag::inet::ExtensionFlags;
-    let dumps: usize = env_or("NETSIGHT_BENCH_DUMPS", FLOOR_DUMPS);
-    let mut d = floor::Dumper::new().context("sock_diag socket")?;
-    let mut out = std::io::stdout().lock();
-    for (variant, ext) in [
-        ("bare", ExtensionFlags::empty()),
-        ("info", ExtensionFlags::INFO | ExtensionFlags::CONG),
-    ] {
-        for i in 0..=dumps {
-            let (t0, c0) = (Instant::now(), thread_cpu());
+    /// One v4+v6 dump per variant: bare, then with netsight's extensions. JSON lines
+    /// (none for a warm-up round).
+    pub fn measure(d: &mut Dumper, warmup: bool) -> std::io::Result<Vec<serde_json::Value>> {
+        let mut lines = Vec::new();
+        for (variant, ext) in [
+            ("bare", ExtensionFlags::empty()),
+            ("info", ExtensionFlags::INFO | ExtensionFlags::CONG),
+        ] {
+            let (t0, c0) = (std::time::Instant::now(), super::thread_cpu());
             let (mut socks, mut bytes) = (0, 0);
-            for fam in floor::families() {
+            for fam in [AF_INET, AF_INET6] {
                 let (s, b) = d.dump(fam, ext.clone())?;
                 socks += s;
                 bytes += b;
             }
-            let (wall, cpu) = (t0.elapsed().as_secs_f64(), thread_cpu() - c0);
-            // Dump 0 is a warm-up (buffer page faults) and is not reported.
-            if i > 0 {
-                let line = json!({"k": "dump", "v": variant, "wall": wall, "cpu": cpu,
-                    "socks": socks, "bytes": bytes});
-                writeln!(out, "{line}")?;
+            let (wall, cpu) = (t0.elapsed().as_secs_f64(), super::thread_cpu() - c0);
+            if !warmup {
+                lines.push(serde_json::json!({"k": "dump", "v": variant, "wall": wall,
+                    "cpu": cpu, "socks": socks, "bytes": bytes}));
             }
         }
+        Ok(lines)
     }
-    out.flush()?;
-    Ok(())
 }
 
 #[derive(Default)]
@@ -809,16 +815,17 @@ impl Floor {
     }
 }
 
-fn run_floor(ns: &Netns) -> Result<Floor> {
-    let lines = run_role(ns.role("floor")?, "floor dump", Duration::from_secs(300))?;
-    let mut f = Floor::default();
-    for l in lines {
-        let v = l["v"].as_str().unwrap_or("?").to_string();
-        let g = |k: &str| l[k].as_f64().unwrap_or(0.0);
-        f.dumps.entry(v.clone()).or_default().push((g("wall"), g("cpu")));
-        f.socks.insert(v, (g("socks"), g("bytes")));
+impl Floor {
+    fn from_lines(lines: &[Value]) -> Floor {
+        let mut f = Floor::default();
+        for l in lines.iter().filter(|l| l["k"] == "dump") {
+            let v = l["v"].as_str().unwrap_or("?").to_string();
+            let g = |k: &str| l[k].as_f64().unwrap_or(0.0);
+            f.dumps.entry(v.clone()).or_default().push((g("wall"), g("cpu")));
+            f.socks.insert(v, (g("socks"), g("bytes")));
+        }
+        f
     }
-    Ok(f)
 }
 
 // ───────────────────────────── role: anchors ─────────────────────────────
@@ -869,7 +876,9 @@ fn role_anchors() -> Result<()> {
                 let start = Instant::now();
                 while http_get(NODE_EXPORTER_PORT).is_err() {
                     if start.elapsed() > Duration::from_secs(20) {
-                        bail!("node_exporter did not answer within 20 s");
+                        let log = std::fs::read_to_string(NODE_EXPORTER_LOG).unwrap_or_default();
+                        let tail: Vec<&str> = log.lines().rev().take(5).collect();
+                        bail!("node_exporter did not answer within 20 s; its log ends: {tail:?}");
                     }
                     std::thread::sleep(Duration::from_millis(100));
                 }
@@ -929,7 +938,7 @@ impl NodeExporter {
             ])
             .stdin(Stdio::null())
             .stdout(Stdio::null())
-            .stderr(Stdio::null());
+            .stderr(Stdio::from(std::fs::File::create(NODE_EXPORTER_LOG)?));
         die_with_parent(&mut cmd);
         let child = cmd.spawn().context("spawn prometheus-node-exporter")?;
         Ok(NodeExporter { children: Children(vec![child]) })

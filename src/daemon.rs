@@ -80,6 +80,32 @@ impl Shared {
         }
     }
 
+    /// Writes learned baselines to the configured state file, if any.
+    pub fn save_state(&self, cfg: &RulesConfig) {
+        let Some(path) = &cfg.state_file else { return };
+        let engine = self.engine();
+        let hist = lock(&self.history);
+        match rules::persist::save(path, &engine, &hist) {
+            Ok(()) => tracing::debug!(path = %path.display(), "baseline state saved"),
+            Err(e) => tracing::warn!(path = %path.display(), error = %e, "cannot save baseline state"),
+        }
+    }
+
+    /// Restores learned baselines saved by an earlier run; a missing file is normal,
+    /// a damaged or foreign one is ignored with a warning.
+    pub fn restore_state(&self, cfg: &RulesConfig) {
+        let Some(path) = &cfg.state_file else { return };
+        if !path.exists() {
+            return;
+        }
+        let mut engine = self.engine();
+        let mut hist = lock(&self.history);
+        match rules::persist::restore(path, &mut engine, &mut hist) {
+            Ok(n) => tracing::info!(path = %path.display(), groups = n, "baseline state restored"),
+            Err(e) => tracing::warn!(path = %path.display(), error = %e, "ignoring baseline state file"),
+        }
+    }
+
     /// Reloads the rules; a broken set is reported and the running rules stay.
     pub fn reload_rules(&self, cfg: &RulesConfig) -> bool {
         match rules::load_configured(cfg) {
@@ -121,10 +147,18 @@ pub async fn run_collection(
     let mut ticker = tokio::time::interval(cfg.interval);
     ticker.set_missed_tick_behavior(MissedTickBehavior::Delay);
     let mut fingerprint = rules::sources::fingerprint(&cfg.rules.paths);
+    let save_every = (SAVE_PERIOD.as_secs_f64() / cfg.interval.as_secs_f64()).ceil().max(1.0) as u64;
+    let mut ticks: u64 = 0;
     loop {
         tokio::select! {
             _ = ticker.tick() => {}
             _ = stop.changed() => break,
+        }
+        ticks += 1;
+        if ticks % save_every == 0 {
+            let s = shared.clone();
+            let rc = cfg.rules.clone();
+            let _ = tokio::task::spawn_blocking(move || s.save_state(&rc)).await;
         }
         let current = rules::sources::fingerprint(&cfg.rules.paths);
         if shared.reload_requested.swap(false, Ordering::AcqRel) || current != fingerprint {
@@ -136,4 +170,8 @@ pub async fn run_collection(
         // Rule evaluation is CPU work: keep it off the async workers.
         let _ = tokio::task::spawn_blocking(move || shared2.process(snap)).await;
     }
+    shared.save_state(&cfg.rules);
 }
+
+/// How often learned state is written while running (and always at shutdown).
+const SAVE_PERIOD: std::time::Duration = std::time::Duration::from_secs(60);

@@ -332,6 +332,38 @@ impl History {
     pub fn is_empty(&self) -> bool {
         self.series.is_empty()
     }
+
+    /// Points of the series whose metric `keep` accepts, for persistence.
+    pub fn export(&self, keep: impl Fn(&str) -> bool) -> Vec<SavedSeries> {
+        self.series
+            .iter()
+            .filter(|(k, _)| keep(&k.name))
+            .map(|(k, (ring, _))| SavedSeries {
+                name: k.name.to_string(),
+                labels: k.labels.clone(),
+                points: ring.iter().collect(),
+            })
+            .collect()
+    }
+
+    /// Restores exported series (before the first snapshot of a restarted daemon).
+    pub fn import(&mut self, saved: Vec<SavedSeries>) {
+        for s in saved {
+            let mut ring = Ring::new(self.cap);
+            for (t, v) in s.points {
+                ring.push(t, v);
+            }
+            let key = SeriesKey { name: Arc::from(s.name.as_str()), labels: s.labels };
+            self.series.insert(key, (ring, self.generation));
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct SavedSeries {
+    pub name: String,
+    pub labels: Vec<String>,
+    pub points: Vec<(f64, f64)>,
 }
 
 #[cfg(test)]

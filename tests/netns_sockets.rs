@@ -452,43 +452,42 @@ fn scratch_perf() {
     std::thread::spawn(move || {
         let f = std::fs::File::open(&path).unwrap();
         assert_eq!(unsafe { libc::setns(f.as_raw_fd(), libc::CLONE_NEWNET) }, 0);
-        let reps = 7;
+        let reps = 15;
         let mut diag = DiagSocket::open().unwrap();
-        for info in [false, true] {
-            let (mut w, mut c, mut n) = (vec![], vec![], 0u64);
-            for _ in 0..reps {
-                let (t0, c0) = (Instant::now(), cpu());
-                n = 0;
-                for fam in [AF_INET, AF_INET6] {
-                    let req = DumpRequest { family: fam, protocol: IPPROTO_TCP, states: ALL_STATES, tcp_info: info };
-                    diag.dump(&req, |_| n += 1).unwrap();
-                }
-                w.push(t0.elapsed().as_secs_f64());
-                c.push(cpu() - c0);
-            }
-            println!("floor info={info}: {n} sockets wall {:.1} ms cpu {:.1} ms", med(w) * 1e3, med(c) * 1e3);
-        }
-        println!("{}", rss());
-        for procs in [false, true] {
+        let mk = |procs: bool| {
             let mut cfg = netsight::config::Config::embedded().unwrap().collectors.sockets;
             cfg.processes = procs;
-            let mut s = Sockets::new(&cfg);
-            let ctx = CollectContext::new("/proc", "/sys");
-            let (t0, c0) = (Instant::now(), cpu());
-            let mut out = Emitter::new();
-            s.collect(&ctx, &mut out).unwrap();
-            println!("first tick procs={procs}: wall {:.1} ms cpu {:.1} ms, {} series", t0.elapsed().as_secs_f64() * 1e3, (cpu() - c0) * 1e3, out.len());
-            let (mut w, mut c) = (vec![], vec![]);
-            for _ in 0..reps {
-                let (t0, c0) = (Instant::now(), cpu());
-                let mut out = Emitter::new();
-                s.collect(&ctx, &mut out).unwrap();
-                w.push(t0.elapsed().as_secs_f64());
-                c.push(cpu() - c0);
+            cfg.process_refresh = Duration::from_secs(3600);
+            Sockets::new(&cfg)
+        };
+        let ctx = CollectContext::new("/proc", "/sys");
+        let (mut s0, mut s1) = (mk(false), mk(true));
+        let c0 = cpu();
+        s1.collect(&ctx, &mut Emitter::new()).unwrap();
+        println!("first tick with proc scan: cpu {:.1} ms", (cpu() - c0) * 1e3);
+        s0.collect(&ctx, &mut Emitter::new()).unwrap();
+        let mut res: Vec<Vec<f64>> = vec![vec![]; 4];
+        for _ in 0..reps {
+            for v in 0..4 {
+                let c0 = cpu();
+                match v {
+                    0 | 1 => {
+                        for fam in [AF_INET, AF_INET6] {
+                            let req = DumpRequest { family: fam, protocol: IPPROTO_TCP, states: ALL_STATES, tcp_info: v == 1 };
+                            diag.dump(&req, |_| {}).unwrap();
+                        }
+                    }
+                    2 => s0.collect(&ctx, &mut Emitter::new()).unwrap(),
+                    _ => s1.collect(&ctx, &mut Emitter::new()).unwrap(),
+                }
+                res[v].push(cpu() - c0);
             }
-            println!("collect procs={procs}: wall {:.1} ms cpu {:.1} ms", med(w) * 1e3, med(c) * 1e3);
-            println!("{}", rss());
         }
+        for (v, name) in ["floor bare", "floor info", "collect noproc", "collect proc"].iter().enumerate() {
+            let min = res[v].iter().copied().fold(f64::INFINITY, f64::min);
+            println!("{name}: cpu min {:.1} ms median {:.1} ms", min * 1e3, med(res[v].clone()) * 1e3);
+        }
+        println!("{}", rss());
         {
             let mut m = ProcMap::new(Duration::from_secs(30));
             m.refresh(std::path::Path::new("/proc"));

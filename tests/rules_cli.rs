@@ -144,3 +144,35 @@ fn a_broken_reload_keeps_the_last_good_rules() {
     }
     assert!(log.contains("broken.yaml:12:15: unknown metric"), "log lacks the located error:\n{log}");
 }
+
+#[test]
+fn the_daemon_saves_state_on_shutdown_and_restores_it() {
+    let ns = common::Netns::new("nrp");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let state = dir.path().join("netsight.state");
+    let cfg = dir.path().join("netsight.yaml");
+    std::fs::write(&cfg, format!("rules:\n  state_file: {}\n", state.display())).expect("write");
+    let run = |expect_restore: bool| {
+        let child = Command::new("ip")
+            .args(["netns", "exec", &ns.name, BIN, "serve", "--listen", "127.0.0.1:9977", "--interval", "1s", "--config"])
+            .arg(&cfg)
+            .stderr(Stdio::piped())
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("serve");
+        let pid = child.id() as libc::pid_t;
+        wait_for(&ns, "a few ticks", |b| {
+            b.lines().any(|l| l.starts_with("netsight_baseline{") )
+        });
+        // SAFETY: signalling the daemon we started.
+        assert_eq!(unsafe { libc::kill(pid, libc::SIGTERM) }, 0);
+        let out = child.wait_with_output().expect("wait");
+        assert!(out.status.success());
+        let log = String::from_utf8_lossy(&out.stderr).into_owned();
+        assert_eq!(log.contains("baseline state restored"), expect_restore, "{log}");
+    };
+    run(false);
+    let header = std::fs::read(&state).expect("state file written at shutdown");
+    assert!(header.starts_with(b"netsight-state 1 "));
+    run(true);
+}

@@ -38,6 +38,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     let mut engine = crate::rules::Engine::new(rules);
     engine.events = crate::rules::events::EventLog::new(cfg.rules.event_log_size);
     let shared = Arc::new(Shared::new(cfg.history_points, engine));
+    shared.restore_state(&cfg.rules);
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let collection = tokio::spawn(run_collection(sched, shared.clone(), cfg.clone(), stop_rx));
     let mut hup = signal(SignalKind::hangup())?;

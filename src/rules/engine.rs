@@ -35,7 +35,7 @@ pub static DOC: CollectorDoc = CollectorDoc {
     dynamic: &[],
 };
 
-#[derive(Debug, Clone, Copy, PartialEq)]
+#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize, serde::Deserialize)]
 enum Phase {
     Inactive,
     Pending { since: f64 },
@@ -43,18 +43,25 @@ enum Phase {
     Resolving { firing_since: f64, since: f64 },
 }
 
-#[derive(Debug, Clone)]
-struct GroupState {
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub struct GroupState {
     names: Vec<String>,
     phase: Phase,
     evaluations: u32,
     last_resolved: Option<f64>,
     baseline: Option<BaselineState>,
+    #[serde(skip)]
     event: Option<u64>,
     cause: Option<CauseReport>,
+    #[serde(skip, default = "nan")]
     value: f64,
+    #[serde(skip)]
     estimate: Option<Estimate>,
     missing: u32,
+}
+
+fn nan() -> f64 {
+    f64::NAN
 }
 
 impl GroupState {
@@ -281,6 +288,40 @@ impl Engine {
         }
     }
 
+    /// Learned state of every rule group, keyed by rule name, for persistence.
+    /// Each rule's entry carries a fingerprint of its baseline settings so state
+    /// learned under other settings is not reused.
+    pub fn export_state(&self) -> BTreeMap<String, (String, Vec<(Vec<String>, GroupState)>)> {
+        self.set
+            .rules
+            .iter()
+            .zip(&self.states)
+            .map(|(r, st)| {
+                let groups = st.iter().map(|(k, g)| (k.clone(), g.clone())).collect();
+                (r.spec.name.clone(), (baseline_fingerprint(r), groups))
+            })
+            .collect()
+    }
+
+    /// Restores state saved by [`Engine::export_state`]; returns the groups restored.
+    pub fn import_state(&mut self, saved: BTreeMap<String, (String, Vec<(Vec<String>, GroupState)>)>) -> usize {
+        let mut restored = 0;
+        for (ri, r) in self.set.rules.iter().enumerate() {
+            let Some((fp, groups)) = saved.get(&r.spec.name) else { continue };
+            if *fp != baseline_fingerprint(r) {
+                tracing::info!(rule = %r.spec.name, "baseline settings changed; not restoring learned state");
+                continue;
+            }
+            for (k, g) in groups {
+                let mut g = g.clone();
+                g.missing = 0;
+                self.states[ri].insert(k.clone(), g);
+                restored += 1;
+            }
+        }
+        restored
+    }
+
     /// Whether `rule` fires now for the given group (test and `rules test` helper).
     pub fn is_firing(&self, rule: &str, labels: &[(&str, &str)]) -> bool {
         self.firing_cause(rule, labels).is_some()
@@ -346,6 +387,10 @@ impl Engine {
         out.push0(&RELOAD_TIME, self.reload_time);
         out.into_families()
     }
+}
+
+fn baseline_fingerprint(r: &CompiledRule) -> String {
+    format!("{:?}|{}", r.spec.baseline.as_ref().map(|b| (b.model, b.alpha)), r.spec.expr)
 }
 
 struct Group<'a> {

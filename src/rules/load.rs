@@ -221,6 +221,27 @@ fn compile_rule(spec: RuleSpec, cx: &mut Ctx) -> Option<CompiledRule> {
     Some(CompiledRule { spec, file: cx.src.name.clone(), expr, when, until, causes, matchers, by })
 }
 
+impl RuleSet {
+    /// Every metric name the rules read (series, vars, and metric names used directly
+    /// in expressions): the history worth persisting.
+    pub fn referenced_metrics(&self) -> BTreeSet<String> {
+        let mut out = BTreeSet::new();
+        for r in &self.rules {
+            out.insert(r.spec.series.metric.clone());
+            out.extend(r.spec.vars.values().cloned());
+            let exprs = [Some(&r.expr), Some(&r.when), r.until.as_ref()]
+                .into_iter()
+                .flatten()
+                .chain(r.causes.iter().filter_map(|c| c.when.as_ref()));
+            for e in exprs {
+                let names = e.variables.iter().chain(e.calls.iter().map(|c| &c.var));
+                out.extend(names.filter(|n| n.starts_with("netsight_")).cloned());
+            }
+        }
+        out
+    }
+}
+
 /// Parses, validates and orders every rule of every source. Returns every error found.
 pub fn load(sources: &[RuleSource]) -> Result<RuleSet, Vec<RuleError>> {
     let mut errors = Vec::new();

@@ -28,3 +28,4 @@ pub fn load_configured(cfg: &RulesConfig) -> Result<RuleSet, Vec<RuleError>> {
     load(&configured_sources(cfg)?)
 }
 pub mod testing;
+pub mod persist;

@@ -1,0 +1,122 @@
+//! Baselines survive a restart: an engine that saves its state mid-series and a new
+//! engine that restores it make the same decisions as one uninterrupted engine.
+
+use std::time::{Duration, SystemTime};
+
+use netsight::rules::persist;
+use netsight::rules::testing::{expand, parse_series, snapshot_at, InputSeries};
+use netsight::rules::{load, Engine, RuleSource};
+use netsight::snapshot::History;
+
+const RULES: &str = r#"
+rules:
+  - name: tw_spike
+    layer: transport
+    severity: warning
+    series: {metric: netsight_sockstat_tcp_time_wait}
+    baseline: {model: mad, k: 5, min_sigma: 1}
+    min_samples: 20
+    when: value > baseline_upper
+  - name: rst_rate
+    layer: transport
+    severity: warning
+    series: {metric: netsight_netstat_tcp_out_rsts_total}
+    expr: rate(value)
+    baseline: {model: ewma, alpha: 0.1, k: 5, min_sigma: 1}
+    min_samples: 20
+    when: value > baseline_upper
+"#;
+
+fn series() -> InputSeries {
+    // A noisy level for 40 ticks, then spikes after the restart point (tick 30): a
+    // restarted engine that forgot its baseline would still be warming up there.
+    let tw: String = (0..40).map(|i| format!("{} ", 100 + (i * 7) % 5)).collect::<String>() + "300 300 100 100 100";
+    let rst = "0+10x39 400+100x4 900+10x5";
+    vec![
+        { let (n, l) = parse_series("netsight_sockstat_tcp_time_wait").expect("name"); (n, l, expand(&tw).expect("tw")) },
+        { let (n, l) = parse_series("netsight_netstat_tcp_out_rsts_total").expect("name"); (n, l, expand(rst).expect("rst")) },
+    ]
+}
+
+fn decisions(engine: &Engine) -> (bool, bool) {
+    (engine.is_firing("tw_spike", &[]), engine.is_firing("rst_rate", &[]))
+}
+
+#[test]
+fn a_restart_mid_series_makes_the_same_decisions() {
+    let set = load(&[RuleSource { name: "t.yaml".into(), text: RULES.into() }]).expect("rules");
+    let s = series();
+    let steps = s.iter().map(|x| x.2.len()).max().unwrap_or(0);
+    let t0 = SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000);
+    let at = |i: usize| t0 + Duration::from_secs(i as u64);
+
+    let mut a = Engine::new(set.clone());
+    let mut ha = History::new(120);
+    let mut expected = Vec::new();
+    for i in 0..steps {
+        let snap = snapshot_at(&s, i, at(i));
+        ha.record(&snap);
+        a.evaluate(&snap, &ha);
+        expected.push(decisions(&a));
+    }
+    assert!(expected.iter().any(|d| d.0) && expected.iter().any(|d| d.1), "the scenario must fire both rules: {expected:?}");
+
+    let dir = tempfile::tempdir().expect("tempdir");
+    let file = dir.path().join("state");
+    let mut b = Engine::new(set.clone());
+    let mut hb = History::new(120);
+    let mut got = Vec::new();
+    for i in 0..30 {
+        let snap = snapshot_at(&s, i, at(i));
+        hb.record(&snap);
+        b.evaluate(&snap, &hb);
+        got.push(decisions(&b));
+    }
+    persist::save(&file, &b, &hb).expect("save");
+    drop((b, hb));
+    let mut c = Engine::new(set.clone());
+    let mut hc = History::new(120);
+    let restored = persist::restore(&file, &mut c, &mut hc).expect("restore");
+    assert_eq!(restored, 2);
+    for i in 30..steps {
+        let snap = snapshot_at(&s, i, at(i));
+        hc.record(&snap);
+        c.evaluate(&snap, &hc);
+        got.push(decisions(&c));
+    }
+    assert_eq!(got, expected);
+
+    // Without the state, the restarted engine misses the spikes (still warming up).
+    let mut d = Engine::new(set);
+    let mut hd = History::new(120);
+    let mut fresh = Vec::new();
+    for i in 30..steps {
+        let snap = snapshot_at(&s, i, at(i));
+        hd.record(&snap);
+        d.evaluate(&snap, &hd);
+        fresh.push(decisions(&d));
+    }
+    assert_ne!(fresh, expected[30..].to_vec());
+}
+
+#[test]
+fn damaged_or_foreign_state_files_are_refused() {
+    let set = load(&[RuleSource { name: "t.yaml".into(), text: RULES.into() }]).expect("rules");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let file = dir.path().join("state");
+    let e = Engine::new(set.clone());
+    persist::save(&file, &e, &History::new(10)).expect("save");
+    let mut bytes = std::fs::read(&file).expect("read");
+    let last = bytes.len() - 2;
+    bytes[last] ^= 0x20;
+    std::fs::write(&file, &bytes).expect("write");
+    let mut e2 = Engine::new(set.clone());
+    let err = persist::restore(&file, &mut e2, &mut History::new(10)).unwrap_err();
+    assert!(err.to_string().contains("checksum"), "{err}");
+    std::fs::write(&file, b"{\"hello\": 1}\n").expect("write");
+    let err = persist::restore(&file, &mut e2, &mut History::new(10)).unwrap_err();
+    assert!(err.to_string().contains("not a netsight state file"), "{err}");
+    std::fs::write(&file, b"netsight-state 99 0 0\n").expect("write");
+    let err = persist::restore(&file, &mut e2, &mut History::new(10)).unwrap_err();
+    assert!(err.to_string().contains("version 99"), "{err}");
+}
