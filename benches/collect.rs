@@ -11,7 +11,8 @@
 //!   until its stdin closes;
 //! * `measure` runs netsight's scheduler for a number of ticks and prints one JSON
 //!   line per tick (this process does nothing else, so its peak RSS is netsight's);
-//! * `floor`   runs the minimal in-process sock_diag dump;
+//!   its `ratio` pass interleaves the ticks with the floor: a minimal in-process
+//!   sock_diag dump (module `floor`);
 //! * `anchors` scrapes node_exporter and runs `ss` / `conntrack`;
 //! * `ctfill`  creates conntrack entries with real UDP flows.
 //!
@@ -46,7 +47,6 @@ const CT_ENTRIES: usize = 100_000;
 /// Ticks per netsight pass (the first one also builds the process map).
 const TICKS: usize = 15;
 const REFRESH_TICKS: usize = 5;
-const FLOOR_DUMPS: usize = 10;
 const SCRAPES: usize = 10;
 
 fn main() {
@@ -54,7 +54,6 @@ fn main() {
     let result = match role.as_deref() {
         Some("holder") => role_holder(),
         Some("measure") => role_measure(),
-        Some("floor") => role_floor(),
         Some("anchors") => role_anchors(),
         Some("ctfill") => role_ctfill(),
         Some(other) => Err(anyhow!("unknown {ROLE_ENV}={other}")),
@@ -1053,8 +1052,15 @@ struct ScaleResult {
     default: Option<Pass>,
     refresh: Option<Pass>,
     noattr: Option<Pass>,
-    floor: Option<Floor>,
+    /// Sockets collector alone, interleaved with the floor dumps.
+    ratio: Option<Pass>,
     anchors: Option<Anchors>,
+}
+
+impl ScaleResult {
+    fn floor(&self) -> Option<&Floor> {
+        self.ratio.as_ref().map(|p| &p.floor)
+    }
 }
 
 fn scale_label(conns: usize) -> String {
@@ -1121,8 +1127,8 @@ fn sockets_pass_row(label: &str, p: &Pass, from: usize, rows: &mut Vec<Row>) {
 
 fn floor_rows(f: &Floor, rows: &mut Vec<Row>) {
     for (v, label) in [
-        ("bare", "floor: sock_diag dump, TCP v4+v6, no extensions"),
-        ("info", "floor: sock_diag dump + INFO|CONG (netsight's request)"),
+        ("bare", "  floor: sock_diag dump, TCP v4+v6, no extensions"),
+        ("info", "  floor: sock_diag dump + INFO|CONG (netsight's request)"),
     ] {
         let (w, c) = f.stats(v);
         let mut r = Row::new(label);
@@ -1156,7 +1162,7 @@ fn bench_scale(conns: usize) -> Result<ScaleResult> {
         default: None,
         refresh: None,
         noattr: None,
-        floor: None,
+        ratio: None,
         anchors: None,
     };
     progress(format!("scale {label}: netsight, default config"));
@@ -1165,10 +1171,10 @@ fn bench_scale(conns: usize) -> Result<ScaleResult> {
     res.refresh = Some(run_pass(&ns, "refresh", REFRESH_TICKS, 1100)?);
     progress(format!("scale {label}: netsight, processes: false"));
     res.noattr = Some(run_pass(&ns, "noattr", TICKS, 0)?);
-    progress(format!("scale {label}: floor dump"));
-    let floor = run_floor(&ns)?;
-    res.sockets = floor.socks.get("bare").map(|x| x.0).unwrap_or(0.0);
-    res.floor = Some(floor);
+    progress(format!("scale {label}: netsight sockets collector interleaved with the floor dump"));
+    let ratio = run_pass(&ns, "ratio", TICKS, 0)?;
+    res.sockets = ratio.floor.socks.get("bare").map(|x| x.0).unwrap_or(0.0);
+    res.ratio = Some(ratio);
     progress(format!("scale {label}: node_exporter, ss"));
     let ne = if Path::new("/usr/bin/prometheus-node-exporter").exists() {
         Some(NodeExporter::start(&ns)?)
@@ -1189,8 +1195,9 @@ fn bench_scale(conns: usize) -> Result<ScaleResult> {
     if let Some(p) = &res.noattr {
         sockets_pass_row("netsight sockets, processes: false", p, 1, &mut rows);
     }
-    if let Some(f) = &res.floor {
-        floor_rows(f, &mut rows);
+    if let Some(p) = &res.ratio {
+        sockets_pass_row("netsight sockets alone, interleaved with the floor:", p, 1, &mut rows);
+        floor_rows(&p.floor, &mut rows);
     }
     if let Some(a) = &res.anchors {
         anchor_rows(a, &mut rows);
@@ -1306,7 +1313,7 @@ fn summary(scales: &[ScaleResult], ct: Option<&CtResult>) {
             .map(|x| ms(x.1.mean))
             .unwrap_or("-".into());
         let fl = |v: &str| {
-            s.floor.as_ref().and_then(|f| f.stats(v).1).map(|x| ms(x.mean)).unwrap_or("-".into())
+            s.floor().and_then(|f| f.stats(v).1).map(|x| ms(x.mean)).unwrap_or("-".into())
         };
         let rss = d.map(|p| format!("{:.1}", p.maxrss_kib / 1024.0)).unwrap_or("-".into());
         let ne = s
@@ -1362,10 +1369,10 @@ fn summary(scales: &[ScaleResult], ct: Option<&CtResult>) {
 
     // 1. sockets collector vs the floor.
     if let Some(b) = big {
-        let sock = b.default.as_ref().and_then(|p| p.collector_stats("sockets", 1));
+        let sock = b.ratio.as_ref().and_then(|p| p.collector_stats("sockets", 1));
         let up = sock.map(|x| x.2).unwrap_or(false);
         for (v, what) in [("info", "same request (INFO|CONG)"), ("bare", "no extensions")] {
-            let f = b.floor.as_ref().and_then(|f| f.stats(v).1);
+            let f = b.floor().and_then(|f| f.stats(v).1);
             let (text, ok) = match (sock, f) {
                 (Some(s), Some(f)) if up && f.mean > 0.0 => {
                     let r = s.1.mean / f.mean;
@@ -1469,6 +1476,27 @@ fn summary(scales: &[ScaleResult], ct: Option<&CtResult>) {
     print_table(&["target", "measured", "result"], &t);
 }
 
+/// What else the host is doing: the sock_diag walk covers every namespace's hash
+/// buckets and the process scan reads every process's fds, so both see it.
+fn host_context() -> String {
+    let load = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
+    let load: Vec<&str> = load.split_whitespace().take(3).collect();
+    let (mut procs, mut fds) = (0usize, 0usize);
+    if let Ok(dir) = std::fs::read_dir("/proc") {
+        for e in dir.flatten() {
+            if e.file_name().to_string_lossy().bytes().all(|b| b.is_ascii_digit()) {
+                procs += 1;
+                fds += std::fs::read_dir(e.path().join("fd")).map(|d| d.count()).unwrap_or(0);
+            }
+        }
+    }
+    let netns = run_quiet(&["ip", "netns", "list"]).map(|l| l.lines().count()).unwrap_or(0);
+    format!(
+        "load average {}; {procs} processes holding {fds} fds; {netns} named network namespaces",
+        load.join(" ")
+    )
+}
+
 fn orchestrate() -> Result<()> {
     // SAFETY: geteuid has no preconditions.
     if unsafe { libc::geteuid() } != 0 {
@@ -1488,6 +1516,7 @@ fn orchestrate() -> Result<()> {
         std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0),
         uname.trim()
     );
+    println!("host before: {}", host_context());
     let mut results = Vec::new();
     for conns in scales {
         match bench_scale(conns) {
@@ -1508,6 +1537,7 @@ fn orchestrate() -> Result<()> {
     };
     summary(&results, ct.as_ref());
     println!();
+    println!("host after: {}", host_context());
     println!("bench took {:.0} s", started.elapsed().as_secs_f64());
     Ok(())
 }

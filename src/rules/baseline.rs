@@ -130,6 +130,7 @@ pub enum BaselineState {
     Ewma(Ewma),
     Mad(RobustWindow),
     Detector(super::detector::Detector),
+    Seasonal(Box<super::seasonal::Seasonal>),
 }
 
 impl BaselineState {
@@ -138,22 +139,31 @@ impl BaselineState {
             BaselineModel::Ewma => BaselineState::Ewma(Ewma::new(spec.alpha)),
             BaselineModel::Mad => BaselineState::Mad(RobustWindow::default()),
             BaselineModel::Detector => BaselineState::Detector(super::detector::Detector::default()),
+            BaselineModel::Seasonal => BaselineState::Seasonal(Box::new(super::seasonal::Seasonal::new(
+                spec.step.as_secs_f64(),
+                &spec.periods.iter().map(|p| p.as_secs_f64()).collect::<Vec<_>>(),
+                spec.refit_every.as_secs_f64(),
+            ))),
         }
     }
 
-    pub fn update(&mut self, x: f64) {
+    /// Learns value `x` observed at unix time `t`.
+    pub fn update(&mut self, t: f64, x: f64) {
         match self {
             BaselineState::Ewma(b) => b.update(x),
             BaselineState::Mad(b) => b.update(x),
             BaselineState::Detector(b) => b.update(x),
+            BaselineState::Seasonal(b) => b.update(t, x),
         }
     }
 
-    pub fn estimate(&self) -> Option<Estimate> {
+    /// What the baseline expects at unix time `t`.
+    pub fn estimate(&self, t: f64) -> Option<Estimate> {
         match self {
             BaselineState::Ewma(b) => b.estimate(),
             BaselineState::Mad(b) => b.estimate(),
             BaselineState::Detector(b) => b.estimate(),
+            BaselineState::Seasonal(b) => b.estimate(t),
         }
     }
 
@@ -162,6 +172,7 @@ impl BaselineState {
             BaselineState::Ewma(b) => b.samples(),
             BaselineState::Mad(b) => b.samples(),
             BaselineState::Detector(b) => b.samples(),
+            BaselineState::Seasonal(b) => b.samples(),
         }
     }
 
@@ -171,6 +182,7 @@ impl BaselineState {
             + match self {
                 BaselineState::Mad(b) => b.ring.capacity() * std::mem::size_of::<f32>(),
                 BaselineState::Detector(d) => d.heap_bytes(),
+                BaselineState::Seasonal(b) => std::mem::size_of::<super::seasonal::Seasonal>() + b.heap_bytes(),
                 BaselineState::Ewma(_) => 0,
             }
     }
@@ -205,10 +217,10 @@ mod tests {
 
     #[test]
     fn per_series_state_is_small() {
-        let spec = BaselineSpec { model: BaselineModel::Mad, k: 4.0, alpha: 0.05, min_sigma: 0.0, freeze_while_firing: true };
+        let spec = BaselineSpec { model: BaselineModel::Mad, ..Default::default() };
         let mut b = BaselineState::new(&spec);
         for i in 0..1000 {
-            b.update(i as f64);
+            b.update(i as f64, i as f64);
         }
         assert!(b.memory_bytes() <= 2048, "{} bytes", b.memory_bytes());
     }

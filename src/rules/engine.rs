@@ -58,7 +58,15 @@ pub struct GroupState {
     #[serde(skip)]
     estimate: Option<Estimate>,
     missing: u32,
+    /// Recent (time, value) pairs for changepoint detection.
+    #[serde(default)]
+    recent: std::collections::VecDeque<(f64, f64)>,
 }
+
+/// Values kept per group for level-shift detection.
+const RECENT: usize = 96;
+/// Values needed after a shift before re-baselining on it.
+const MIN_AFTER_SHIFT: usize = 8;
 
 fn nan() -> f64 {
     f64::NAN
@@ -77,6 +85,7 @@ impl GroupState {
             value: f64::NAN,
             estimate: None,
             missing: 0,
+            recent: std::collections::VecDeque::new(),
         }
     }
 
@@ -234,10 +243,17 @@ impl Engine {
             Phase::Resolving { since, .. } if now - since >= keep => Phase::Inactive,
             p @ Phase::Resolving { .. } => p,
         };
+        if o.value.is_finite() {
+            st.recent.push_back((now, o.value));
+            if st.recent.len() > RECENT {
+                st.recent.pop_front();
+            }
+        }
+        let rebaselined = rebaseline(st, spec, now);
         let after = st.firing();
         if let (Some(b), Some(spec_b)) = (st.baseline.as_mut(), spec.baseline.as_ref()) {
             if !(after && spec_b.freeze_while_firing) && o.value.is_finite() {
-                b.update(o.value);
+                b.update(now, o.value);
             }
         }
         if after && st.cause.is_none() {
@@ -282,7 +298,7 @@ impl Engine {
                         e.end = Some(now);
                     }
                 }
-                tracing::info!(rule = %spec.name, labels = ?group.label_map(), "anomaly resolved");
+                tracing::info!(rule = %spec.name, labels = ?group.label_map(), rebaselined, "anomaly resolved");
             }
             (false, false) => {}
         }
@@ -391,6 +407,31 @@ impl Engine {
 
 fn baseline_fingerprint(r: &CompiledRule) -> String {
     format!("{:?}|{}", r.spec.baseline.as_ref().map(|b| (b.model, b.alpha)), r.spec.expr)
+}
+
+/// After a baseline rule has fired for `rebaseline_after`, a level shift found in the
+/// recent values means a new normal: re-learn the baseline from the values since the
+/// shift and end the alert. Returns true when it did.
+fn rebaseline(st: &mut GroupState, spec: &super::schema::RuleSpec, now: f64) -> bool {
+    let Some(b) = spec.baseline.as_ref() else { return false };
+    let after = b.rebaseline_after.as_secs_f64();
+    let since = match st.phase {
+        Phase::Firing { since } | Phase::Resolving { firing_since: since, .. } => since,
+        _ => return false,
+    };
+    if after <= 0.0 || now - since < after {
+        return false;
+    }
+    let values: Vec<f64> = st.recent.iter().map(|p| p.1).collect();
+    let Some(i) = super::changepoint::level_shift(&values, MIN_AFTER_SHIFT) else { return false };
+    let mut fresh = BaselineState::new(b);
+    for &(t, v) in st.recent.iter().skip(i) {
+        fresh.update(t, v);
+    }
+    st.baseline = Some(fresh);
+    st.phase = Phase::Inactive;
+    tracing::info!(rule = %spec.name, shift_at = st.recent.get(i).map(|p| p.0), "level shift: baseline re-learned from the new level");
+    true
 }
 
 struct Group<'a> {
@@ -554,7 +595,7 @@ fn step(
     group: &Group,
     snap: &Snapshot,
     hist: &History,
-    _now: f64,
+    now: f64,
 ) -> Result<Option<Outcome>, String> {
     let mut b = Bindings::default();
     b.set("value", sum(group.own));
@@ -571,7 +612,7 @@ fn step(
     let mut estimate = None;
     if let Some(spec_b) = &rule.spec.baseline {
         let Some(st) = st else { return Ok(None) };
-        let Some(e) = st.baseline.as_ref().and_then(BaselineState::estimate) else {
+        let Some(e) = st.baseline.as_ref().and_then(|b| b.estimate(now)) else {
             // Warm-up: learn the first value, decide nothing yet.
             return Ok(Some(Outcome { value, estimate: None, fire: false, resolve: true, cause: None }));
         };

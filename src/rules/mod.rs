@@ -29,3 +29,5 @@ pub fn load_configured(cfg: &RulesConfig) -> Result<RuleSet, Vec<RuleError>> {
 }
 pub mod testing;
 pub mod persist;
+pub mod seasonal;
+pub mod changepoint;

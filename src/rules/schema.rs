@@ -76,6 +76,9 @@ pub enum BaselineModel {
     Mad,
     /// The default univariate detector (the one scored on NAB).
     Detector,
+    /// Daily/weekly seasonality: MSTL refitted in the background on downsampled
+    /// history; expected value and prediction interval from its forecast.
+    Seasonal,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -95,6 +98,69 @@ pub struct BaselineSpec {
     /// While firing, stop learning so an incident does not become the new normal.
     #[serde(default = "default_true")]
     pub freeze_while_firing: bool,
+    /// Seasonal model: the seasons (default one day).
+    #[serde(default = "default_periods", with = "duration_list")]
+    pub periods: Vec<std::time::Duration>,
+    /// Seasonal model: downsampling bucket (default 5 minutes).
+    #[serde(default = "default_step", with = "duration_str")]
+    pub step: std::time::Duration,
+    /// Seasonal model: how often the model is refitted (default 1 hour).
+    #[serde(default = "default_refit", with = "duration_str")]
+    pub refit_every: std::time::Duration,
+    /// After firing this long, look for a level shift (BOCPD changepoint) in the
+    /// recent values and, when one is found, re-learn the baseline from the new
+    /// level instead of alarming for hours. `0s` disables.
+    #[serde(default = "default_rebaseline", with = "duration_str")]
+    pub rebaseline_after: std::time::Duration,
+}
+
+fn default_periods() -> Vec<std::time::Duration> {
+    vec![std::time::Duration::from_secs(86_400)]
+}
+fn default_step() -> std::time::Duration {
+    std::time::Duration::from_secs(300)
+}
+fn default_refit() -> std::time::Duration {
+    std::time::Duration::from_secs(3600)
+}
+fn default_rebaseline() -> std::time::Duration {
+    std::time::Duration::from_secs(600)
+}
+
+impl Default for BaselineSpec {
+    fn default() -> Self {
+        BaselineSpec {
+            model: BaselineModel::default(),
+            k: default_k(),
+            alpha: default_alpha(),
+            min_sigma: 0.0,
+            freeze_while_firing: true,
+            periods: default_periods(),
+            step: default_step(),
+            refit_every: default_refit(),
+            rebaseline_after: default_rebaseline(),
+        }
+    }
+}
+
+mod duration_str {
+    use serde::{Deserialize, Deserializer};
+    use std::time::Duration;
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+        let s = String::deserialize(d)?;
+        humantime::parse_duration(&s).map_err(serde::de::Error::custom)
+    }
+}
+
+mod duration_list {
+    use serde::{Deserialize, Deserializer};
+    use std::time::Duration;
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<Duration>, D::Error> {
+        let v: Vec<String> = Vec::deserialize(d)?;
+        v.iter().map(|s| humantime::parse_duration(s).map_err(serde::de::Error::custom)).collect()
+    }
 }
 
 fn default_k() -> f64 {

@@ -136,6 +136,7 @@ pub fn snapshot_at(series: &InputSeries, i: usize, t: SystemTime) -> Snapshot {
 
 /// Runs every test case of one file; returns failure messages (empty = passed).
 pub fn run_file(path: &Path) -> Result<Vec<String>, Vec<RuleError>> {
+    super::seasonal::set_synchronous(true);
     let text = std::fs::read_to_string(path).map_err(|e| vec![io_err(path, e)])?;
     let file: TestFile = serde_yaml::from_str(&text).map_err(|e| {
         let (line, column) = e.location().map(|l| (l.line(), l.column())).unwrap_or((1, 1));
