@@ -39,7 +39,8 @@ const MAX_CONNS_PER_HOLDER: usize = 9_000;
 /// Listening ports per holder (on 127.0.0.1 and on ::1).
 const PORTS_PER_HOLDER: u16 = 16;
 const PORT_BASE: u16 = 5_000;
-const NODE_EXPORTER_PORT: u16 = 19_100;
+/// Below the namespace's ephemeral range (10000-65000), so no connection can hold it.
+const NODE_EXPORTER_PORT: u16 = 9_100;
 const NS_PREFIX: &str = "nsbench-";
 /// node_exporter's log of the latest scale (shown when it does not answer).
 const NODE_EXPORTER_LOG: &str = "/tmp/netsight-bench-node-exporter.log";
@@ -69,7 +70,10 @@ fn main() {
         }
     };
     if let Err(e) = result {
-        eprintln!("collect bench ({}): {e:#}", role.as_deref().unwrap_or("main"));
+        eprintln!(
+            "collect bench ({}): {e:#}",
+            role.as_deref().unwrap_or("main")
+        );
         std::process::exit(1);
     }
 }
@@ -77,7 +81,10 @@ fn main() {
 // ───────────────────────────── small system helpers ─────────────────────────────
 
 fn env_or<T: std::str::FromStr>(key: &str, default: T) -> T {
-    std::env::var(key).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
+    std::env::var(key)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
 }
 
 fn timeval_secs(tv: libc::timeval) -> f64 {
@@ -90,7 +97,10 @@ fn rusage(who: libc::c_int) -> (f64, f64) {
     let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
     // SAFETY: valid pointer to an owned rusage.
     unsafe { libc::getrusage(who, &mut ru) };
-    (timeval_secs(ru.ru_utime) + timeval_secs(ru.ru_stime), ru.ru_maxrss as f64)
+    (
+        timeval_secs(ru.ru_utime) + timeval_secs(ru.ru_stime),
+        ru.ru_maxrss as f64,
+    )
 }
 
 fn process_cpu() -> f64 {
@@ -98,7 +108,10 @@ fn process_cpu() -> f64 {
 }
 
 fn thread_cpu() -> f64 {
-    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
     // SAFETY: clock_gettime writes into a timespec we own.
     unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
     ts.tv_sec as f64 + ts.tv_nsec as f64 / 1e9
@@ -126,18 +139,28 @@ fn status_kib(pid: u32, key: &str) -> Option<f64> {
 
 /// CPU seconds of every live thread of `pid` (schedstat, nanosecond resolution).
 fn schedstat_cpu(pid: u32) -> f64 {
-    let Ok(dir) = std::fs::read_dir(format!("/proc/{pid}/task")) else { return 0.0 };
+    let Ok(dir) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return 0.0;
+    };
     dir.flatten()
         .filter_map(|t| std::fs::read_to_string(t.path().join("schedstat")).ok())
-        .filter_map(|s| s.split_whitespace().next().and_then(|v| v.parse::<f64>().ok()))
+        .filter_map(|s| {
+            s.split_whitespace()
+                .next()
+                .and_then(|v| v.parse::<f64>().ok())
+        })
         .sum::<f64>()
         / 1e9
 }
 
 /// utime+stime of `pid` from /proc/PID/stat (clock ticks, includes exited threads).
 fn stat_cpu(pid: u32) -> f64 {
-    let Ok(s) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else { return 0.0 };
-    let Some(rest) = s.rfind(')').map(|i| &s[i + 2..]) else { return 0.0 };
+    let Ok(s) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+        return 0.0;
+    };
+    let Some(rest) = s.rfind(')').map(|i| &s[i + 2..]) else {
+        return 0.0;
+    };
     let f: Vec<&str> = rest.split_whitespace().collect();
     // Fields after "(comm)": state is index 0, utime is field 14 overall → index 11.
     let ticks = |i: usize| f.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
@@ -151,7 +174,13 @@ fn die_with_parent(cmd: &mut Command) -> &mut Command {
     // SAFETY: prctl is async-signal-safe; nothing else runs between fork and exec.
     unsafe {
         cmd.pre_exec(|| {
-            libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong, 0, 0, 0);
+            libc::prctl(
+                libc::PR_SET_PDEATHSIG,
+                libc::SIGKILL as libc::c_ulong,
+                0,
+                0,
+                0,
+            );
             Ok(())
         })
     }
@@ -163,7 +192,10 @@ fn run_quiet(cmd: &[&str]) -> Result<String> {
         .output()
         .with_context(|| format!("cannot run {cmd:?}"))?;
     if !out.status.success() {
-        bail!("{cmd:?} failed: {}", String::from_utf8_lossy(&out.stderr).trim());
+        bail!(
+            "{cmd:?} failed: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
     }
     Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }
@@ -175,7 +207,11 @@ fn wait_rusage(child: &Child) -> (bool, f64, f64) {
     let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
     let rc = unsafe { libc::wait4(child.id() as libc::pid_t, &mut status, 0, &mut ru) };
     let ok = rc > 0 && libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0;
-    (ok, timeval_secs(ru.ru_utime) + timeval_secs(ru.ru_stime), ru.ru_maxrss as f64)
+    (
+        ok,
+        timeval_secs(ru.ru_utime) + timeval_secs(ru.ru_stime),
+        ru.ru_maxrss as f64,
+    )
 }
 
 // ───────────────────────────── statistics and tables ─────────────────────────────
@@ -194,7 +230,10 @@ fn stat(xs: &[f64]) -> Option<Stat> {
     let mut v = xs.to_vec();
     v.sort_by(f64::total_cmp);
     let rank = ((0.95 * v.len() as f64).ceil() as usize).clamp(1, v.len());
-    Some(Stat { mean: v.iter().sum::<f64>() / v.len() as f64, p95: v[rank - 1] })
+    Some(Stat {
+        mean: v.iter().sum::<f64>() / v.len() as f64,
+        p95: v[rank - 1],
+    })
 }
 
 fn ms(x: f64) -> String {
@@ -227,7 +266,13 @@ struct Row {
 
 impl Row {
     fn new(what: impl Into<String>) -> Row {
-        Row { what: what.into(), wall: None, cpu: None, rss_kib: None, notes: String::new() }
+        Row {
+            what: what.into(),
+            wall: None,
+            cpu: None,
+            rss_kib: None,
+            notes: String::new(),
+        }
     }
 }
 
@@ -273,13 +318,21 @@ fn print_rows(title: &str, rows: &[Row]) {
                 r.what.clone(),
                 pair(r.wall),
                 pair(r.cpu),
-                r.rss_kib.map(|k| format!("{:.1}", k / 1024.0)).unwrap_or_else(|| "-".into()),
+                r.rss_kib
+                    .map(|k| format!("{:.1}", k / 1024.0))
+                    .unwrap_or_else(|| "-".into()),
                 r.notes.clone(),
             ]
         })
         .collect();
     print_table(
-        &["what", "wall ms mean / p95", "CPU ms mean / p95", "peak RSS MiB", "notes"],
+        &[
+            "what",
+            "wall ms mean / p95",
+            "CPU ms mean / p95",
+            "peak RSS MiB",
+            "notes",
+        ],
         &cells,
     );
     let _ = std::io::stdout().flush();
@@ -311,14 +364,20 @@ impl Netns {
     }
 
     fn read(&self, path: &str) -> Result<String> {
-        Ok(run_quiet(&["ip", "netns", "exec", &self.name, "cat", path])?.trim().to_string())
+        Ok(
+            run_quiet(&["ip", "netns", "exec", &self.name, "cat", path])?
+                .trim()
+                .to_string(),
+        )
     }
 
     /// A re-execution of this bench binary inside the namespace, in `role`.
     fn role(&self, role: &str) -> Result<Command> {
         let exe = std::env::current_exe().context("current_exe")?;
         let mut cmd = Command::new("ip");
-        cmd.args(["netns", "exec", &self.name]).arg(exe).env(ROLE_ENV, role);
+        cmd.args(["netns", "exec", &self.name])
+            .arg(exe)
+            .env(ROLE_ENV, role);
         die_with_parent(&mut cmd);
         Ok(cmd)
     }
@@ -326,16 +385,22 @@ impl Netns {
 
 impl Drop for Netns {
     fn drop(&mut self) {
-        let _ = Command::new("ip").args(["netns", "del", &self.name]).output();
+        let _ = Command::new("ip")
+            .args(["netns", "del", &self.name])
+            .output();
     }
 }
 
 /// Deletes namespaces left by an earlier run that was killed (its pid is gone).
 fn remove_stale_namespaces() {
-    let Ok(list) = run_quiet(&["ip", "netns", "list"]) else { return };
+    let Ok(list) = run_quiet(&["ip", "netns", "list"]) else {
+        return;
+    };
     for line in list.lines() {
         let name = line.split_whitespace().next().unwrap_or("");
-        let Some(rest) = name.strip_prefix(NS_PREFIX) else { continue };
+        let Some(rest) = name.strip_prefix(NS_PREFIX) else {
+            continue;
+        };
         let Some(pid) = rest.split('-').next().and_then(|p| p.parse::<u32>().ok()) else {
             continue;
         };
@@ -365,9 +430,13 @@ impl Drop for Children {
 
 /// Runs a role child to completion and returns its JSON lines.
 fn run_role(mut cmd: Command, what: &str, timeout: Duration) -> Result<Vec<Value>> {
-    cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::inherit());
+    cmd.stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit());
     let mut guard = Children::default();
-    guard.0.push(cmd.spawn().with_context(|| format!("spawn {what}"))?);
+    guard
+        .0
+        .push(cmd.spawn().with_context(|| format!("spawn {what}"))?);
     let stdout = guard.0[0].stdout.take().expect("piped");
     let (tx, rx) = mpsc::channel();
     std::thread::spawn(move || {
@@ -381,7 +450,9 @@ fn run_role(mut cmd: Command, what: &str, timeout: Duration) -> Result<Vec<Value
         }
         let _ = tx.send(lines);
     });
-    let lines = rx.recv_timeout(timeout).map_err(|_| anyhow!("{what}: no result within {timeout:?}"))?;
+    let lines = rx
+        .recv_timeout(timeout)
+        .map_err(|_| anyhow!("{what}: no result within {timeout:?}"))?;
     let status = guard.0[0].wait()?;
     guard.0.clear();
     if !status.success() {
@@ -419,7 +490,9 @@ fn role_holder() -> Result<()> {
         let mut pending = vec![0usize; listeners.len()];
         for j in k..end {
             let li = target(j);
-            held.push(TcpStream::connect(addrs[li]).with_context(|| format!("connect {}", addrs[li]))?);
+            held.push(
+                TcpStream::connect(addrs[li]).with_context(|| format!("connect {}", addrs[li]))?,
+            );
             pending[li] += 1;
         }
         for (li, &count) in pending.iter().enumerate() {
@@ -464,7 +537,10 @@ fn spawn_holders(ns: &Netns, conns: usize) -> Result<(Children, usize, usize)> {
         left -= mine;
         let mut cmd = ns.role("holder")?;
         cmd.env("NETSIGHT_BENCH_CONNS", mine.to_string())
-            .env("NETSIGHT_BENCH_PORT", (PORT_BASE + h as u16 * PORTS_PER_HOLDER).to_string())
+            .env(
+                "NETSIGHT_BENCH_PORT",
+                (PORT_BASE + h as u16 * PORTS_PER_HOLDER).to_string(),
+            )
             .env("NETSIGHT_BENCH_TIMEWAIT", (mine / 50).to_string())
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
@@ -561,7 +637,11 @@ fn role_measure() -> Result<()> {
         let mut stdout = std::io::stdout().lock();
         // The "ratio" pass interleaves the floor dumps with the ticks, in this
         // process, so both see the same host conditions.
-        let mut dumper = if pass == "ratio" { Some(floor::Dumper::new()?) } else { None };
+        let mut dumper = if pass == "ratio" {
+            Some(floor::Dumper::new()?)
+        } else {
+            None
+        };
         for i in 0..ticks {
             if i > 0 && !gap.is_zero() {
                 tokio::time::sleep(gap).await;
@@ -590,7 +670,10 @@ fn role_measure() -> Result<()> {
             let (c1, t1) = (process_cpu(), Instant::now());
             history.record(&snap);
             // Like the daemon, keep the last text until the next one replaces it.
-            drop(std::mem::replace(&mut published, netsight::export::prometheus::encode(&snap)?));
+            drop(std::mem::replace(
+                &mut published,
+                netsight::export::prometheus::encode(&snap)?,
+            ));
             drop(snap);
             let (pwall, pcpu) = (t1.elapsed().as_secs_f64(), process_cpu() - c1);
             let line = json!({"k": "tick", "i": i, "wall": wall, "cpu": cpu,
@@ -613,6 +696,11 @@ fn role_measure() -> Result<()> {
     })
 }
 
+/// One collector in one tick: (wall, CPU, up).
+type CollectorRun = (f64, f64, bool);
+/// One anchor command run: (ok, wall, CPU, peak RSS KiB, output lines).
+type CmdRun = (bool, f64, f64, f64, f64);
+
 /// What one netsight pass measured.
 #[derive(Default)]
 struct Pass {
@@ -620,7 +708,7 @@ struct Pass {
     ticks: Vec<(f64, f64)>,
     publish: Vec<(f64, f64)>,
     /// Collector → per tick (wall, CPU, up).
-    collectors: Vec<(String, Vec<(f64, f64, bool)>)>,
+    collectors: Vec<(String, Vec<CollectorRun>)>,
     series: f64,
     bytes: f64,
     maxrss_kib: f64,
@@ -660,8 +748,11 @@ impl Pass {
         p
     }
 
-    fn collector(&self, name: &str) -> Option<&[(f64, f64, bool)]> {
-        self.collectors.iter().find(|(n, _)| n == name).map(|(_, v)| v.as_slice())
+    fn collector(&self, name: &str) -> Option<&[CollectorRun]> {
+        self.collectors
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.as_slice())
     }
 
     /// (wall, CPU) stats of a collector over ticks `from..`, and whether it was up.
@@ -687,7 +778,11 @@ fn run_pass(ns: &Netns, pass: &str, ticks: usize, gap_ms: u64) -> Result<Pass> {
     cmd.env("NETSIGHT_BENCH_PASS", pass)
         .env("NETSIGHT_BENCH_TICKS", ticks.to_string())
         .env("NETSIGHT_BENCH_GAP_MS", gap_ms.to_string());
-    let lines = run_role(cmd, &format!("netsight pass {pass}"), Duration::from_secs(300))?;
+    let lines = run_role(
+        cmd,
+        &format!("netsight pass {pass}"),
+        Duration::from_secs(300),
+    )?;
     let p = Pass::from_lines(&lines);
     if p.ticks.is_empty() {
         bail!("netsight pass {pass}: no ticks reported");
@@ -697,21 +792,33 @@ fn run_pass(ns: &Netns, pass: &str, ticks: usize, gap_ms: u64) -> Result<Pass> {
 
 // ───────────────────────────── role: floor (bare sock_diag dump) ─────────────────────────────
 
+/// The floor: the least a process can do to get the same data from the kernel.
+/// Requests are built with netlink-packet-sock-diag; replies are only walked
+/// (message headers) and counted, never parsed.
 mod floor {
     use netlink_packet_core::{NetlinkHeader, NetlinkMessage, NLM_F_DUMP, NLM_F_REQUEST};
-    use netlink_packet_sock_diag::constants::{AF_INET, AF_INET6, IPPROTO_TCP};
+    use netlink_packet_sock_diag::constants::{AF_INET, AF_INET6, IPPROTO_TCP, IPPROTO_UDP};
     use netlink_packet_sock_diag::inet::{ExtensionFlags, InetRequest, SocketId, StateFlags};
     use netlink_packet_sock_diag::SockDiagMessage;
     use netlink_sys::{protocols::NETLINK_SOCK_DIAG, Socket, SocketAddr};
 
     const NLMSG_ERROR: u16 = 2;
     const NLMSG_DONE: u16 = 3;
+    /// The pre-sock_diag request (`struct inet_diag_req`): the kernel answers it
+    /// with AF_UNSPEC, i.e. IPv4 and IPv6 in one walk of the hash tables.
+    const TCPDIAG_GETSOCK: u16 = 18;
     const SOCK_DIAG_BY_FAMILY: u16 = 20;
+    const LISTEN: u32 = 1 << 10;
+    const ALL: u32 = 0xfff;
 
     pub struct Dumper {
         socket: Socket,
         buf: Vec<u8>,
         seq: u32,
+    }
+
+    fn info() -> ExtensionFlags {
+        ExtensionFlags::INFO | ExtensionFlags::CONG
     }
 
     impl Dumper {
@@ -720,23 +827,37 @@ mod floor {
             socket.bind_auto()?;
             socket.connect(&SocketAddr::new(0, 0))?;
             socket.set_rx_buf_sz(4 << 20)?;
-            Ok(Dumper { socket, buf: vec![0; 1 << 20], seq: 0 })
+            Ok(Dumper {
+                socket,
+                buf: vec![0; 1 << 20],
+                seq: 0,
+            })
         }
 
-        /// Dumps every TCP socket of `family` in every state; returns (sockets, bytes).
-        pub fn dump(&mut self, family: u8, ext: ExtensionFlags) -> std::io::Result<(u64, u64)> {
+        /// One `SOCK_DIAG_BY_FAMILY` dump; returns (sockets, bytes).
+        pub fn dump(
+            &mut self,
+            family: u8,
+            protocol: u8,
+            states: u32,
+            ext: ExtensionFlags,
+        ) -> std::io::Result<(u64, u64)> {
             self.seq += 1;
             let mut hdr = NetlinkHeader::default();
             hdr.flags = NLM_F_REQUEST | NLM_F_DUMP;
             hdr.sequence_number = self.seq;
-            let socket_id = if family == AF_INET6 { SocketId::new_v6() } else { SocketId::new_v4() };
+            let socket_id = if family == AF_INET6 {
+                SocketId::new_v6()
+            } else {
+                SocketId::new_v4()
+            };
             let mut msg = NetlinkMessage::new(
                 hdr,
                 SockDiagMessage::InetRequest(InetRequest {
                     family,
-                    protocol: IPPROTO_TCP,
+                    protocol,
                     extensions: ext,
-                    states: StateFlags::all(),
+                    states: StateFlags::from_bits_retain(states),
                     socket_id,
                 })
                 .into(),
@@ -745,6 +866,29 @@ mod floor {
             let mut req = vec![0u8; msg.buffer_len()];
             msg.serialize(&mut req);
             self.socket.send(&req, 0)?;
+            self.drain(SOCK_DIAG_BY_FAMILY)
+        }
+
+        /// One legacy `TCPDIAG_GETSOCK` dump: every TCP socket of both families.
+        pub fn dump_compat(&mut self, ext: ExtensionFlags) -> std::io::Result<(u64, u64)> {
+            self.seq += 1;
+            // nlmsghdr (16) + inet_diag_req: family, src_len, dst_len, ext (4),
+            // inet_diag_sockid (48), states (4), dbs (4).
+            let mut req = Vec::with_capacity(76);
+            req.extend_from_slice(&76u32.to_ne_bytes());
+            req.extend_from_slice(&TCPDIAG_GETSOCK.to_ne_bytes());
+            req.extend_from_slice(&(NLM_F_REQUEST | NLM_F_DUMP).to_ne_bytes());
+            req.extend_from_slice(&self.seq.to_ne_bytes());
+            req.extend_from_slice(&0u32.to_ne_bytes());
+            req.extend_from_slice(&[AF_INET, 0, 0, ext.bits()]);
+            req.extend_from_slice(&[0u8; 48]);
+            req.extend_from_slice(&ALL.to_ne_bytes());
+            req.extend_from_slice(&0u32.to_ne_bytes());
+            self.socket.send(&req, 0)?;
+            self.drain(TCPDIAG_GETSOCK)
+        }
+
+        fn drain(&mut self, reply_type: u16) -> std::io::Result<(u64, u64)> {
             let (mut socks, mut bytes) = (0u64, 0u64);
             loop {
                 let n = self.socket.recv(&mut &mut self.buf[..], 0)?;
@@ -760,7 +904,7 @@ mod floor {
                             let errno = i32::from_ne_bytes([b[16], b[17], b[18], b[19]]);
                             return Err(std::io::Error::from_raw_os_error(-errno));
                         }
-                        SOCK_DIAG_BY_FAMILY => socks += 1,
+                        t if t == reply_type => socks += 1,
                         _ => {}
                     }
                     if len < 16 {
@@ -770,28 +914,83 @@ mod floor {
                 }
             }
         }
+
+        fn variant(&mut self, v: &str) -> std::io::Result<(u64, u64)> {
+            let mut total = (0, 0);
+            let mut add = |r: (u64, u64)| {
+                total.0 += r.0;
+                total.1 += r.1;
+            };
+            match v {
+                "bare" | "info" => {
+                    let ext = if v == "info" {
+                        info()
+                    } else {
+                        ExtensionFlags::empty()
+                    };
+                    for fam in [AF_INET, AF_INET6] {
+                        add(self.dump(fam, IPPROTO_TCP, ALL, ext.clone())?);
+                    }
+                }
+                "compat" => add(self.dump_compat(info())?),
+                // netsight's own request set: TCP listeners, TCP connections, UDP.
+                _ => {
+                    for (proto, states) in [(IPPROTO_TCP, LISTEN), (IPPROTO_TCP, ALL & !LISTEN)] {
+                        for fam in [AF_INET, AF_INET6] {
+                            add(self.dump(fam, proto, states, info())?);
+                        }
+                    }
+                    for fam in [AF_INET, AF_INET6] {
+                        add(self.dump(fam, IPPROTO_UDP, ALL, ExtensionFlags::empty())?);
+                    }
+                }
+            }
+            Ok(total)
+        }
     }
 
-    /// One v4+v6 dump per variant: bare, then with netsight's extensions. JSON lines
-    /// (none for a warm-up round).
+    pub const VARIANTS: [(&str, &str); 4] = [
+        ("bare", "TCP v4+v6, no extensions"),
+        ("info", "TCP v4+v6 + INFO|CONG (netsight's extensions)"),
+        (
+            "six",
+            "netsight's 6 requests (TCP listen/other v4+v6, UDP v4+v6)",
+        ),
+        (
+            "compat",
+            "TCP, one legacy TCPDIAG_GETSOCK walk (v4+v6) + INFO|CONG",
+        ),
+    ];
+
+    /// One dump per variant. JSON lines (none for a warm-up round).
     pub fn measure(d: &mut Dumper, warmup: bool) -> std::io::Result<Vec<serde_json::Value>> {
         let mut lines = Vec::new();
-        for (variant, ext) in [
-            ("bare", ExtensionFlags::empty()),
-            ("info", ExtensionFlags::INFO | ExtensionFlags::CONG),
-        ] {
+        for (v, _) in VARIANTS {
             let (t0, c0) = (std::time::Instant::now(), super::thread_cpu());
-            let (mut socks, mut bytes) = (0, 0);
-            for fam in [AF_INET, AF_INET6] {
-                let (s, b) = d.dump(fam, ext.clone())?;
-                socks += s;
-                bytes += b;
-            }
+            let (socks, bytes) = match d.variant(v) {
+                Ok(r) => r,
+                // The legacy request may be compiled out; the others are required.
+                Err(_) if v == "compat" => continue,
+                Err(e) => return Err(e),
+            };
             let (wall, cpu) = (t0.elapsed().as_secs_f64(), super::thread_cpu() - c0);
             if !warmup {
-                lines.push(serde_json::json!({"k": "dump", "v": variant, "wall": wall,
+                lines.push(serde_json::json!({"k": "dump", "v": v, "wall": wall,
                     "cpu": cpu, "socks": socks, "bytes": bytes}));
             }
+        }
+        // The netstat collector's inputs, read raw (what the kernel costs).
+        let (t0, c0) = (std::time::Instant::now(), super::thread_cpu());
+        let mut bytes = 0;
+        for f in ["/proc/net/snmp", "/proc/net/netstat", "/proc/net/snmp6"] {
+            bytes += std::fs::read(f).map(|b| b.len()).unwrap_or(0);
+        }
+        let (wall, cpu) = (t0.elapsed().as_secs_f64(), super::thread_cpu() - c0);
+        if !warmup {
+            lines.push(
+                serde_json::json!({"k": "dump", "v": "netstat-files", "wall": wall,
+                "cpu": cpu, "socks": 0, "bytes": bytes}),
+            );
         }
         Ok(lines)
     }
@@ -820,7 +1019,10 @@ impl Floor {
         for l in lines.iter().filter(|l| l["k"] == "dump") {
             let v = l["v"].as_str().unwrap_or("?").to_string();
             let g = |k: &str| l[k].as_f64().unwrap_or(0.0);
-            f.dumps.entry(v.clone()).or_default().push((g("wall"), g("cpu")));
+            f.dumps
+                .entry(v.clone())
+                .or_default()
+                .push((g("wall"), g("cpu")));
             f.socks.insert(v, (g("socks"), g("bytes")));
         }
         f
@@ -836,7 +1038,10 @@ fn http_get(port: u16) -> Result<usize> {
     let mut body = Vec::new();
     s.read_to_end(&mut body)?;
     if !body.starts_with(b"HTTP/1.1 200") {
-        bail!("node_exporter answered {:?}", String::from_utf8_lossy(&body[..body.len().min(40)]));
+        bail!(
+            "node_exporter answered {:?}",
+            String::from_utf8_lossy(&body[..body.len().min(40)])
+        );
     }
     Ok(body.len())
 }
@@ -886,12 +1091,20 @@ fn role_anchors() -> Result<()> {
                     let (c0, t0) = (schedstat_cpu(ne_pid), Instant::now());
                     let bytes = http_get(NODE_EXPORTER_PORT)?;
                     let (wall, cpu) = (t0.elapsed().as_secs_f64(), schedstat_cpu(ne_pid) - c0);
-                    writeln!(out, "{}", json!({"k": "node_exporter", "wall": wall, "cpu": cpu, "bytes": bytes}))?;
+                    writeln!(
+                        out,
+                        "{}",
+                        json!({"k": "node_exporter", "wall": wall, "cpu": cpu, "bytes": bytes})
+                    )?;
                 }
                 let stat_total = stat_cpu(ne_pid) - stat0;
                 let hwm = status_kib(ne_pid, "VmHWM:");
-                writeln!(out, "{}", json!({"k": "node_exporter_rss", "hwm_kib": hwm,
-                    "stat_cpu_per_scrape": stat_total / SCRAPES as f64}))?;
+                writeln!(
+                    out,
+                    "{}",
+                    json!({"k": "node_exporter_rss", "hwm_kib": hwm,
+                    "stat_cpu_per_scrape": stat_total / SCRAPES as f64})
+                )?;
             }
             "node_exporter" => {}
             spec => {
@@ -899,14 +1112,21 @@ fn role_anchors() -> Result<()> {
                 let mut parts = spec.splitn(3, ':');
                 let (name, reps, args) = (
                     parts.next().unwrap_or(""),
-                    parts.next().and_then(|r| r.parse::<usize>().ok()).unwrap_or(1),
+                    parts
+                        .next()
+                        .and_then(|r| r.parse::<usize>().ok())
+                        .unwrap_or(1),
                     parts.next().unwrap_or(""),
                 );
                 let argv: Vec<&str> = args.split(' ').filter(|a| !a.is_empty()).collect();
                 for _ in 0..reps {
                     let (ok, wall, cpu, rss, lines) = timed_command(&argv)?;
-                    writeln!(out, "{}", json!({"k": "cmd", "name": name, "ok": ok, "wall": wall,
-                        "cpu": cpu, "rss_kib": rss, "lines": lines}))?;
+                    writeln!(
+                        out,
+                        "{}",
+                        json!({"k": "cmd", "name": name, "ok": ok, "wall": wall,
+                        "cpu": cpu, "rss_kib": rss, "lines": lines})
+                    )?;
                     out.flush()?;
                 }
             }
@@ -925,7 +1145,9 @@ impl NodeExporter {
     fn start(ns: &Netns) -> Result<NodeExporter> {
         let mut cmd = Command::new("ip");
         cmd.args(["netns", "exec", &ns.name, "prometheus-node-exporter"])
-            .arg(format!("--web.listen-address=127.0.0.1:{NODE_EXPORTER_PORT}"))
+            .arg(format!(
+                "--web.listen-address=127.0.0.1:{NODE_EXPORTER_PORT}"
+            ))
             .args([
                 "--collector.disable-defaults",
                 "--collector.netdev",
@@ -940,7 +1162,9 @@ impl NodeExporter {
             .stderr(Stdio::from(std::fs::File::create(NODE_EXPORTER_LOG)?));
         die_with_parent(&mut cmd);
         let child = cmd.spawn().context("spawn prometheus-node-exporter")?;
-        Ok(NodeExporter { children: Children(vec![child]) })
+        Ok(NodeExporter {
+            children: Children(vec![child]),
+        })
     }
 
     fn pid(&self) -> u32 {
@@ -955,7 +1179,7 @@ struct Anchors {
     ne_stat_cpu: Option<f64>,
     ne_bytes: f64,
     /// name → per run (ok, wall, cpu, rss, lines)
-    cmds: Vec<(String, Vec<(bool, f64, f64, f64, f64)>)>,
+    cmds: Vec<(String, Vec<CmdRun>)>,
 }
 
 fn run_anchors(ns: &Netns, ne: Option<&NodeExporter>, cmds: &[&str]) -> Result<Anchors> {
@@ -965,8 +1189,10 @@ fn run_anchors(ns: &Netns, ne: Option<&NodeExporter>, cmds: &[&str]) -> Result<A
     }
     list.extend(cmds.iter().map(|s| s.to_string()));
     let mut cmd = ns.role("anchors")?;
-    cmd.env("NETSIGHT_BENCH_ANCHORS", list.join(","))
-        .env("NETSIGHT_BENCH_NE_PID", ne.map(|n| n.pid()).unwrap_or(0).to_string());
+    cmd.env("NETSIGHT_BENCH_ANCHORS", list.join(",")).env(
+        "NETSIGHT_BENCH_NE_PID",
+        ne.map(|n| n.pid()).unwrap_or(0).to_string(),
+    );
     let lines = run_role(cmd, "anchors", Duration::from_secs(600))?;
     let mut a = Anchors::default();
     for l in lines {
@@ -982,7 +1208,13 @@ fn run_anchors(ns: &Netns, ne: Option<&NodeExporter>, cmds: &[&str]) -> Result<A
             }
             Some("cmd") => {
                 let name = l["name"].as_str().unwrap_or("?").to_string();
-                let e = (l["ok"].as_bool().unwrap_or(false), g("wall"), g("cpu"), g("rss_kib"), g("lines"));
+                let e = (
+                    l["ok"].as_bool().unwrap_or(false),
+                    g("wall"),
+                    g("cpu"),
+                    g("rss_kib"),
+                    g("lines"),
+                );
                 match a.cmds.iter_mut().find(|(n, _)| *n == name) {
                     Some((_, v)) => v.push(e),
                     None => a.cmds.push((name, vec![e])),
@@ -1019,7 +1251,11 @@ fn anchor_rows(a: &Anchors, rows: &mut Vec<Row>) {
             runs.len(),
             if runs.len() == 1 { "" } else { "s" },
             runs.last().map(|x| x.4).unwrap_or(0.0),
-            if failed > 0 { format!("; {failed} FAILED") } else { String::new() }
+            if failed > 0 {
+                format!("; {failed} FAILED")
+            } else {
+                String::new()
+            }
         );
         rows.push(r);
     }
@@ -1073,14 +1309,21 @@ fn scale_label(conns: usize) -> String {
 
 fn collector_rows(p: &Pass, rows: &mut Vec<Row>) {
     for (name, v) in &p.collectors {
-        let Some((w, c, up)) = p.collector_stats(name, 1) else { continue };
+        let Some((w, c, up)) = p.collector_stats(name, 1) else {
+            continue;
+        };
         let mut r = Row::new(format!("  {name}"));
         r.wall = Some(w);
         r.cpu = Some(c);
         let first = v[0];
-        r.notes = format!("first tick {} ms wall / {} ms CPU", ms(first.0), ms(first.1));
+        r.notes = format!(
+            "first tick {} ms wall / {} ms CPU",
+            ms(first.0),
+            ms(first.1)
+        );
         if !up || !first.2 {
-            r.notes.push_str("; DOWN (netsight_collector_up 0) on some ticks");
+            r.notes
+                .push_str("; DOWN (netsight_collector_up 0) on some ticks");
         }
         rows.push(r);
     }
@@ -1088,7 +1331,10 @@ fn collector_rows(p: &Pass, rows: &mut Vec<Row>) {
 
 fn netsight_rows(p: &Pass, rows: &mut Vec<Row>) {
     let (w, c) = p.tick_stats(1);
-    let mut r = Row::new(format!("netsight tick, all collectors (ticks 2..{})", p.ticks.len()));
+    let mut r = Row::new(format!(
+        "netsight tick, all collectors (ticks 2..{})",
+        p.ticks.len()
+    ));
     r.wall = w;
     r.cpu = c;
     r.rss_kib = Some(p.maxrss_kib);
@@ -1110,7 +1356,9 @@ fn netsight_rows(p: &Pass, rows: &mut Vec<Row>) {
 }
 
 fn sockets_pass_row(label: &str, p: &Pass, from: usize, rows: &mut Vec<Row>) {
-    let Some((w, c, up)) = p.collector_stats("sockets", from) else { return };
+    let Some((w, c, up)) = p.collector_stats("sockets", from) else {
+        return;
+    };
     let mut r = Row::new(label);
     r.wall = Some(w);
     r.cpu = Some(c);
@@ -1126,21 +1374,28 @@ fn sockets_pass_row(label: &str, p: &Pass, from: usize, rows: &mut Vec<Row>) {
 }
 
 fn floor_rows(f: &Floor, rows: &mut Vec<Row>) {
-    for (v, label) in [
-        ("bare", "  floor: sock_diag dump, TCP v4+v6, no extensions"),
-        ("info", "  floor: sock_diag dump + INFO|CONG (netsight's request)"),
-    ] {
+    for (v, label) in floor::VARIANTS.iter().chain(&[(
+        "netstat-files",
+        "read /proc/net/{snmp,netstat,snmp6} (netstat collector's input)",
+    )]) {
+        if !f.dumps.contains_key(*v) {
+            continue;
+        }
         let (w, c) = f.stats(v);
-        let mut r = Row::new(label);
+        let mut r = Row::new(format!("  floor: {label}"));
         r.wall = w;
         r.cpu = c;
-        let (s, b) = f.socks.get(v).copied().unwrap_or_default();
-        r.notes = format!(
-            "{} dumps; {:.0} sockets, {:.1} MiB of netlink messages",
-            f.dumps.get(v).map(|d| d.len()).unwrap_or(0),
-            s,
-            b / 1048576.0
-        );
+        let (s, b) = f.socks.get(*v).copied().unwrap_or_default();
+        r.notes = if *v == "netstat-files" {
+            format!("{:.0} KiB", b / 1024.0)
+        } else {
+            format!(
+                "{} dumps; {:.0} sockets, {:.1} MiB of netlink messages",
+                f.dumps.get(*v).map(|d| d.len()).unwrap_or(0),
+                s,
+                b / 1048576.0
+            )
+        };
         rows.push(r);
     }
 }
@@ -1167,11 +1422,15 @@ fn bench_scale(conns: usize) -> Result<ScaleResult> {
     };
     progress(format!("scale {label}: netsight, default config"));
     res.default = Some(run_pass(&ns, "default", TICKS, 0)?);
-    progress(format!("scale {label}: netsight, process map rebuilt every tick"));
+    progress(format!(
+        "scale {label}: netsight, process map rebuilt every tick"
+    ));
     res.refresh = Some(run_pass(&ns, "refresh", REFRESH_TICKS, 1100)?);
     progress(format!("scale {label}: netsight, processes: false"));
     res.noattr = Some(run_pass(&ns, "noattr", TICKS, 0)?);
-    progress(format!("scale {label}: netsight sockets collector interleaved with the floor dump"));
+    progress(format!(
+        "scale {label}: netsight sockets collector interleaved with the floor dump"
+    ));
     let ratio = run_pass(&ns, "ratio", TICKS, 0)?;
     res.sockets = ratio.floor.socks.get("bare").map(|x| x.0).unwrap_or(0.0);
     res.ratio = Some(ratio);
@@ -1182,7 +1441,11 @@ fn bench_scale(conns: usize) -> Result<ScaleResult> {
         progress("prometheus-node-exporter not installed: anchor skipped");
         None
     };
-    let anchors = run_anchors(&ns, ne.as_ref(), &["ss -tan:3:ss -tan", "ss -tanp:1:ss -tanp"])?;
+    let anchors = run_anchors(
+        &ns,
+        ne.as_ref(),
+        &["ss -tan:3:ss -tan", "ss -tanp:1:ss -tanp"],
+    )?;
     drop(ne);
     res.anchors = Some(anchors);
 
@@ -1190,13 +1453,23 @@ fn bench_scale(conns: usize) -> Result<ScaleResult> {
     let d = res.default.as_ref().expect("set");
     netsight_rows(d, &mut rows);
     if let Some(p) = &res.refresh {
-        sockets_pass_row("netsight sockets, process map rebuilt every tick", p, 0, &mut rows);
+        sockets_pass_row(
+            "netsight sockets, process map rebuilt every tick",
+            p,
+            0,
+            &mut rows,
+        );
     }
     if let Some(p) = &res.noattr {
         sockets_pass_row("netsight sockets, processes: false", p, 1, &mut rows);
     }
     if let Some(p) = &res.ratio {
-        sockets_pass_row("netsight sockets alone, interleaved with the floor:", p, 1, &mut rows);
+        sockets_pass_row(
+            "netsight sockets alone, interleaved with the floor:",
+            p,
+            1,
+            &mut rows,
+        );
         floor_rows(&p.floor, &mut rows);
     }
     if let Some(a) = &res.anchors {
@@ -1242,17 +1515,25 @@ fn bench_conntrack() -> Result<CtResult> {
         .stdin(Stdio::piped())
         .spawn()
         .context("nft")?;
-    nft.stdin.take().expect("piped").write_all(ruleset.as_bytes())?;
+    nft.stdin
+        .take()
+        .expect("piped")
+        .write_all(ruleset.as_bytes())?;
     if !nft.wait()?.success() {
         bail!("nft ruleset failed");
     }
     let mut ctmax = CtMax { old: None };
-    let max: usize = ns.read("/proc/sys/net/netfilter/nf_conntrack_max")?.parse().unwrap_or(0);
+    let max: usize = ns
+        .read("/proc/sys/net/netfilter/nf_conntrack_max")?
+        .parse()
+        .unwrap_or(0);
     if max < CT_ENTRIES * 2 {
         let path = "/proc/sys/net/netfilter/nf_conntrack_max";
         ctmax.old = Some(std::fs::read_to_string(path)?.trim().to_string());
         std::fs::write(path, (CT_ENTRIES * 3).to_string())?;
-        progress(format!("raised nf_conntrack_max from {max} (restored at the end)"));
+        progress(format!(
+            "raised nf_conntrack_max from {max} (restored at the end)"
+        ));
     }
     // Unreplied UDP entries live nf_conntrack_udp_timeout (30 s by default).
     ns.sysctl("net.netfilter.nf_conntrack_udp_timeout", "600")?;
@@ -1260,8 +1541,14 @@ fn bench_conntrack() -> Result<CtResult> {
     let mut fill = ns.role("ctfill")?;
     fill.env("NETSIGHT_BENCH_CT", CT_ENTRIES.to_string());
     run_role(fill, "conntrack fill", Duration::from_secs(300))?;
-    let entries: f64 = ns.read("/proc/sys/net/netfilter/nf_conntrack_count")?.parse().unwrap_or(0.0);
-    progress(format!("conntrack: {entries} entries in {:.1} s", t0.elapsed().as_secs_f64()));
+    let entries: f64 = ns
+        .read("/proc/sys/net/netfilter/nf_conntrack_count")?
+        .parse()
+        .unwrap_or(0.0);
+    progress(format!(
+        "conntrack: {entries} entries in {:.1} s",
+        t0.elapsed().as_secs_f64()
+    ));
     let pass = run_pass(&ns, "default", TICKS, 0)?;
     let ne = if Path::new("/usr/bin/prometheus-node-exporter").exists() {
         Some(NodeExporter::start(&ns)?)
@@ -1307,15 +1594,23 @@ fn summary(scales: &[ScaleResult], ct: Option<&CtResult>) {
     let mut cells = Vec::new();
     for s in scales {
         let d = s.default.as_ref();
-        let tick = d.and_then(|p| p.tick_stats(1).1).map(|x| ms(x.mean)).unwrap_or("-".into());
+        let tick = d
+            .and_then(|p| p.tick_stats(1).1)
+            .map(|x| ms(x.mean))
+            .unwrap_or("-".into());
         let sock = d
             .and_then(|p| p.collector_stats("sockets", 1))
             .map(|x| ms(x.1.mean))
             .unwrap_or("-".into());
         let fl = |v: &str| {
-            s.floor().and_then(|f| f.stats(v).1).map(|x| ms(x.mean)).unwrap_or("-".into())
+            s.floor()
+                .and_then(|f| f.stats(v).1)
+                .map(|x| ms(x.mean))
+                .unwrap_or("-".into())
         };
-        let rss = d.map(|p| format!("{:.1}", p.maxrss_kib / 1024.0)).unwrap_or("-".into());
+        let rss = d
+            .map(|p| format!("{:.1}", p.maxrss_kib / 1024.0))
+            .unwrap_or("-".into());
         let ne = s
             .anchors
             .as_ref()
@@ -1365,13 +1660,21 @@ fn summary(scales: &[ScaleResult], ct: Option<&CtResult>) {
     let mut t: Vec<Vec<String>> = Vec::new();
     let big = scales.iter().max_by(|a, b| a.sockets.total_cmp(&b.sockets));
     let idle = scales.iter().find(|s| s.label == "idle");
-    let big_label = big.map(|b| format!("{:.0} sockets", b.sockets)).unwrap_or_default();
+    let big_label = big
+        .map(|b| format!("{:.0} sockets", b.sockets))
+        .unwrap_or_default();
 
     // 1. sockets collector vs the floor.
     if let Some(b) = big {
-        let sock = b.ratio.as_ref().and_then(|p| p.collector_stats("sockets", 1));
+        let sock = b
+            .ratio
+            .as_ref()
+            .and_then(|p| p.collector_stats("sockets", 1));
         let up = sock.map(|x| x.2).unwrap_or(false);
-        for (v, what) in [("info", "same request (INFO|CONG)"), ("bare", "no extensions")] {
+        for (v, what) in [
+            ("info", "same request (INFO|CONG)"),
+            ("bare", "no extensions"),
+        ] {
             let f = b.floor().and_then(|f| f.stats(v).1);
             let (text, ok) = match (sock, f) {
                 (Some(s), Some(f)) if up && f.mean > 0.0 => {
@@ -1400,10 +1703,26 @@ fn summary(scales: &[ScaleResult], ct: Option<&CtResult>) {
             verdict(rss.map(|r| r <= 30.0)).into(),
         ]);
         // 4. process attribution.
-        let steady = b.default.as_ref().and_then(|p| p.collector_stats("sockets", 1)).map(|x| x.1.mean);
-        let refresh = b.refresh.as_ref().and_then(|p| p.collector_stats("sockets", 0)).map(|x| x.1.mean);
-        let first = b.default.as_ref().and_then(|p| p.collector("sockets")).map(|v| v[0].1);
-        let noattr = b.noattr.as_ref().and_then(|p| p.collector_stats("sockets", 1)).map(|x| x.1.mean);
+        let steady = b
+            .default
+            .as_ref()
+            .and_then(|p| p.collector_stats("sockets", 1))
+            .map(|x| x.1.mean);
+        let refresh = b
+            .refresh
+            .as_ref()
+            .and_then(|p| p.collector_stats("sockets", 0))
+            .map(|x| x.1.mean);
+        let first = b
+            .default
+            .as_ref()
+            .and_then(|p| p.collector("sockets"))
+            .map(|v| v[0].1);
+        let noattr = b
+            .noattr
+            .as_ref()
+            .and_then(|p| p.collector_stats("sockets", 1))
+            .map(|x| x.1.mean);
         if let (Some(st), Some(rf)) = (steady, refresh) {
             let cost = (rf - st).max(0.0);
             t.push(vec![
@@ -1424,7 +1743,9 @@ fn summary(scales: &[ScaleResult], ct: Option<&CtResult>) {
                 format!(
                     "{pct:.3}% (+ per-tick inode lookups {} ms/5 s = {}%)",
                     lookup.map(ms).unwrap_or("-".into()),
-                    lookup.map(|l| format!("{:.3}", l / 5.0 * 100.0)).unwrap_or("-".into())
+                    lookup
+                        .map(|l| format!("{:.3}", l / 5.0 * 100.0))
+                        .unwrap_or("-".into())
                 ),
                 verdict(Some(pct < 1.0)).into(),
             ]);
@@ -1470,7 +1791,12 @@ fn summary(scales: &[ScaleResult], ct: Option<&CtResult>) {
             format!("(info) conntrack collector at {:.0} entries", ct.entries),
             c.map(|x| format!("{} ms CPU, {} ms wall", ms(x.1.mean), ms(x.0.mean)))
                 .unwrap_or("-".into()),
-            if c.map(|x| x.2).unwrap_or(false) { "up" } else { "DOWN" }.into(),
+            if c.map(|x| x.2).unwrap_or(false) {
+                "up"
+            } else {
+                "DOWN"
+            }
+            .into(),
         ]);
     }
     print_table(&["target", "measured", "result"], &t);
@@ -1484,13 +1810,21 @@ fn host_context() -> String {
     let (mut procs, mut fds) = (0usize, 0usize);
     if let Ok(dir) = std::fs::read_dir("/proc") {
         for e in dir.flatten() {
-            if e.file_name().to_string_lossy().bytes().all(|b| b.is_ascii_digit()) {
+            if e.file_name()
+                .to_string_lossy()
+                .bytes()
+                .all(|b| b.is_ascii_digit())
+            {
                 procs += 1;
-                fds += std::fs::read_dir(e.path().join("fd")).map(|d| d.count()).unwrap_or(0);
+                fds += std::fs::read_dir(e.path().join("fd"))
+                    .map(|d| d.count())
+                    .unwrap_or(0);
             }
         }
     }
-    let netns = run_quiet(&["ip", "netns", "list"]).map(|l| l.lines().count()).unwrap_or(0);
+    let netns = run_quiet(&["ip", "netns", "list"])
+        .map(|l| l.lines().count())
+        .unwrap_or(0);
     format!(
         "load average {}; {procs} processes holding {fds} fds; {netns} named network namespaces",
         load.join(" ")
@@ -1513,7 +1847,9 @@ fn orchestrate() -> Result<()> {
     println!(
         "netsight collect bench — {} CPUs, kernel {}, release build; times in ms, \
          p95 = nearest rank; CPU = user+system",
-        std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0),
+        std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(0),
         uname.trim()
     );
     println!("host before: {}", host_context());

@@ -89,6 +89,7 @@ pub fn all_collectors() -> Vec<&'static CollectorDoc> {
         &crate::collect::conntrack::DOC,
         &crate::collect::sockets::DOC,
         &crate::collect::sysctl::DOC,
+        &crate::collect::nftables::DOC,
         &crate::rules::engine::DOC,
     ]
 }

@@ -66,9 +66,44 @@ pub struct Collectors {
     pub sockstat: Toggle,
     pub netstat: Toggle,
     pub softnet: Toggle,
-    pub conntrack: Toggle,
+    pub conntrack: ConntrackConfig,
     pub sockets: SocketsConfig,
     pub sysctl: Toggle,
+    pub nftables: NftablesConfig,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ConntrackConfig {
+    pub enabled: bool,
+    /// The per-flow breakdown (protocol/state/zone, top addresses) dumps the table
+    /// only while `nf_conntrack_count` is at most this; 0 disables it.
+    pub breakdown_max_entries: u64,
+    /// Top-N cap on the per-address series; the rest is summed into `other`.
+    pub top_addresses: usize,
+}
+
+impl Default for ConntrackConfig {
+    fn default() -> Self {
+        ConntrackConfig { enabled: true, breakdown_max_entries: 65_536, top_addresses: 10 }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NftablesConfig {
+    pub enabled: bool,
+    /// Cap on per-rule counter series; the rest is summed into `handle="other"`.
+    pub max_rules: usize,
+    /// Regexes on the table name.
+    pub include: Option<String>,
+    pub exclude: Option<String>,
+}
+
+impl Default for NftablesConfig {
+    fn default() -> Self {
+        NftablesConfig { enabled: true, max_rules: 500, include: None, exclude: None }
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -161,6 +196,8 @@ impl Config {
         for (what, re) in [
             ("collectors.netdev.include", &self.collectors.netdev.include),
             ("collectors.netdev.exclude", &self.collectors.netdev.exclude),
+            ("collectors.nftables.include", &self.collectors.nftables.include),
+            ("collectors.nftables.exclude", &self.collectors.nftables.exclude),
         ] {
             if let Some(re) = re {
                 regex::Regex::new(re)

@@ -60,7 +60,7 @@ impl Shared {
             let mut hist = lock(&self.history);
             hist.record(&snapshot);
             let outputs = lock(&self.engine).evaluate(&snapshot, &hist);
-            snapshot.families.extend(outputs);
+            snapshot.extend(outputs);
         }
         self.publish(snapshot);
     }

@@ -9,6 +9,7 @@ pub mod collect;
 pub mod config;
 pub mod daemon;
 pub mod export;
+pub mod nab;
 pub mod netlink;
 pub mod parse;
 pub mod rules;

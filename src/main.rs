@@ -23,6 +23,15 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    if let Command::Analyze(a) = cli.command {
+        return match cli::analyze::run(a) {
+            Ok(code) => ExitCode::from(code),
+            Err(e) => {
+                eprintln!("netsight: {e:#}");
+                ExitCode::FAILURE
+            }
+        };
+    }
     if let Command::Rules(a) = cli.command {
         return match cli::rules::run(a) {
             Ok(code) => ExitCode::from(code),
@@ -32,9 +41,18 @@ fn main() -> ExitCode {
             }
         };
     }
+    if let Command::Replay(a) = cli.command {
+        return match cli::replay::run(a) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("netsight: {e:#}");
+                ExitCode::FAILURE
+            }
+        };
+    }
     let result = runtime.block_on(async {
         match cli.command {
-            Command::Rules(_) => Ok(()),
+            Command::Rules(_) | Command::Replay(_) | Command::Analyze(_) => Ok(()),
             Command::Serve(a) => cli::serve::run(a).await,
             Command::Collect(a) => cli::collect::run(a).await,
             Command::Catalog(a) => {

@@ -64,8 +64,9 @@ impl Value {
 
 #[derive(Clone, Debug, PartialEq)]
 pub struct Sample {
-    /// Label values in the order of the descriptor's `labels`.
-    pub labels: Vec<String>,
+    /// Label values in the order of the descriptor's `labels`. Shared so that
+    /// history entries and derived series reuse them without copying strings.
+    pub labels: Arc<[String]>,
     pub value: Value,
 }
 
@@ -121,24 +122,26 @@ impl Emitter {
     }
 
     /// Records one scalar sample. `labels` must match the descriptor's label names.
-    pub fn push(&mut self, desc: impl Into<DescRef>, labels: Vec<String>, value: f64) {
+    pub fn push(&mut self, desc: impl Into<DescRef>, labels: impl Into<Arc<[String]>>, value: f64) {
         let desc = desc.into();
+        let labels = labels.into();
         debug_assert_eq!(desc.labels.len(), labels.len(), "labels of {}", desc.name);
         self.family(desc).samples.push(Sample { labels, value: Value::Scalar(value) });
     }
 
     /// Records a sample without labels.
     pub fn push0(&mut self, desc: impl Into<DescRef>, value: f64) {
-        self.push(desc, Vec::new(), value);
+        self.push(desc, Arc::<[String]>::from(Vec::new()), value);
     }
 
     pub fn push_histogram(
         &mut self,
         desc: impl Into<DescRef>,
-        labels: Vec<String>,
+        labels: impl Into<Arc<[String]>>,
         value: HistogramValue,
     ) {
         let desc = desc.into();
+        let labels = labels.into();
         debug_assert_eq!(desc.kind, MetricKind::Histogram);
         self.family(desc).samples.push(Sample { labels, value: Value::Histogram(value) });
     }
@@ -148,9 +151,10 @@ impl Emitter {
         &mut self,
         desc: impl Into<DescRef>,
         names: &Arc<[String]>,
-        labels: Vec<String>,
+        labels: impl Into<Arc<[String]>>,
         value: f64,
     ) {
+        let labels = labels.into();
         debug_assert_eq!(names.len(), labels.len());
         let fam = self.family(desc.into());
         fam.dynamic_labels = Some(names.clone());
@@ -180,15 +184,35 @@ impl Emitter {
 pub struct Snapshot {
     pub taken_at: SystemTime,
     pub families: Vec<Family>,
+    /// Family index by name, built on first lookup (a snapshot holds ~700 families;
+    /// the rule engine looks names up thousands of times a tick).
+    index: std::sync::OnceLock<HashMap<String, usize>>,
 }
 
 impl Snapshot {
+    pub fn new(taken_at: SystemTime, families: Vec<Family>) -> Self {
+        Snapshot { taken_at, families, index: std::sync::OnceLock::new() }
+    }
+
     pub fn empty() -> Self {
-        Snapshot { taken_at: SystemTime::UNIX_EPOCH, families: Vec::new() }
+        Snapshot::new(SystemTime::UNIX_EPOCH, Vec::new())
+    }
+
+    /// Appends families (the rule engine's outputs) and invalidates the index.
+    pub fn extend(&mut self, families: Vec<Family>) {
+        self.families.extend(families);
+        self.index = std::sync::OnceLock::new();
     }
 
     pub fn family(&self, name: &str) -> Option<&Family> {
-        self.families.iter().find(|f| f.desc.name == name)
+        let index = self.index.get_or_init(|| {
+            let mut m = HashMap::with_capacity(self.families.len());
+            for (i, f) in self.families.iter().enumerate() {
+                m.entry(f.desc.name.to_string()).or_insert(i);
+            }
+            m
+        });
+        index.get(name).and_then(|&i| self.families.get(i))
     }
 
     /// Value of the first sample of `name` whose labels include every `(label, value)`.
@@ -207,13 +231,6 @@ impl Snapshot {
     pub fn series_count(&self) -> usize {
         self.families.iter().map(|f| f.samples.len()).sum()
     }
-}
-
-/// Identity of one series: metric name plus label values.
-#[derive(Clone, Debug, PartialEq, Eq, Hash)]
-pub struct SeriesKey {
-    pub name: Arc<str>,
-    pub labels: Vec<String>,
 }
 
 /// Fixed-capacity ring of `(unix seconds, value)` points.
@@ -262,6 +279,16 @@ impl Ring {
         }
     }
 
+    /// The point `k` places before the newest (0 = newest).
+    pub fn nth_from_end(&self, k: usize) -> Option<(f64, f64)> {
+        let n = self.points.len();
+        if k >= n {
+            return None;
+        }
+        let idx = if n < self.cap { n - 1 - k } else { (self.head + self.cap - 1 - k) % self.cap };
+        Some(self.points[idx])
+    }
+
     /// Per-second rate over the last two points; a counter reset yields the new value
     /// divided by the gap (as Prometheus' `rate` does) rather than a negative spike.
     pub fn rate(&self) -> Option<f64> {
@@ -269,9 +296,8 @@ impl Ring {
         if n < 2 {
             return None;
         }
-        let pts: Vec<(f64, f64)> = self.iter().skip(n - 2).collect();
-        let (t0, v0) = pts[0];
-        let (t1, v1) = pts[1];
+        let (t0, v0) = self.nth_from_end(1)?;
+        let (t1, v1) = self.nth_from_end(0)?;
         let dt = t1 - t0;
         if dt <= 0.0 {
             return None;
@@ -284,12 +310,32 @@ impl Ring {
 /// Short in-memory history of every scalar series, fed one snapshot per tick.
 /// Series absent from `stale_after` consecutive snapshots are dropped so churn
 /// (closed ports, removed interfaces) cannot grow it without bound.
+///
+/// Entries are keyed by a 64-bit hash of name and labels so that recording and
+/// lookups allocate nothing; the stored name and labels are compared on every hit,
+/// so a (vanishingly unlikely) collision makes a series look absent, never wrong.
 #[derive(Debug)]
 pub struct History {
     cap: usize,
     stale_after: u64,
     generation: u64,
-    series: HashMap<SeriesKey, (Ring, u64)>,
+    series: HashMap<u64, HistEntry>,
+}
+
+#[derive(Debug)]
+struct HistEntry {
+    name: Arc<str>,
+    labels: Arc<[String]>,
+    ring: Ring,
+    generation: u64,
+}
+
+pub fn series_hash(name: &str, labels: &[String]) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    name.hash(&mut h);
+    labels.hash(&mut h);
+    h.finish()
 }
 
 impl History {
@@ -299,30 +345,41 @@ impl History {
 
     pub fn record(&mut self, snap: &Snapshot) {
         self.generation += 1;
+        let gen = self.generation;
         let t = snap
             .taken_at
             .duration_since(SystemTime::UNIX_EPOCH)
             .map(|d| d.as_secs_f64())
             .unwrap_or(0.0);
         for fam in &snap.families {
-            let name: Arc<str> = Arc::from(fam.desc.name.as_ref());
+            let mut name: Option<Arc<str>> = None;
             for s in &fam.samples {
                 let Some(v) = s.value.as_f64() else { continue };
-                let key = SeriesKey { name: name.clone(), labels: s.labels.clone() };
-                let gen = self.generation;
-                let cap = self.cap;
-                let entry = self.series.entry(key).or_insert_with(|| (Ring::new(cap), gen));
-                entry.0.push(t, v);
-                entry.1 = gen;
+                let h = series_hash(&fam.desc.name, &s.labels);
+                match self.series.get_mut(&h) {
+                    Some(e) if *e.name == *fam.desc.name && *e.labels == *s.labels => {
+                        e.ring.push(t, v);
+                        e.generation = gen;
+                    }
+                    Some(_) => {}
+                    None => {
+                        let name = name.get_or_insert_with(|| Arc::from(fam.desc.name.as_ref())).clone();
+                        let mut ring = Ring::new(self.cap);
+                        ring.push(t, v);
+                        self.series.insert(h, HistEntry { name, labels: s.labels.clone(), ring, generation: gen });
+                    }
+                }
             }
         }
         let min_gen = self.generation.saturating_sub(self.stale_after);
-        self.series.retain(|_, (_, g)| *g > min_gen);
+        self.series.retain(|_, e| e.generation > min_gen);
     }
 
     pub fn get(&self, name: &str, labels: &[String]) -> Option<&Ring> {
-        let key = SeriesKey { name: Arc::from(name), labels: labels.to_vec() };
-        self.series.get(&key).map(|(r, _)| r)
+        self.series
+            .get(&series_hash(name, labels))
+            .filter(|e| &*e.name == name && *e.labels == *labels)
+            .map(|e| &e.ring)
     }
 
     pub fn len(&self) -> usize {
@@ -336,13 +393,9 @@ impl History {
     /// Points of the series whose metric `keep` accepts, for persistence.
     pub fn export(&self, keep: impl Fn(&str) -> bool) -> Vec<SavedSeries> {
         self.series
-            .iter()
-            .filter(|(k, _)| keep(&k.name))
-            .map(|(k, (ring, _))| SavedSeries {
-                name: k.name.to_string(),
-                labels: k.labels.clone(),
-                points: ring.iter().collect(),
-            })
+            .values()
+            .filter(|e| keep(&e.name))
+            .map(|e| SavedSeries { name: e.name.to_string(), labels: e.labels.to_vec(), points: e.ring.iter().collect() })
             .collect()
     }
 
@@ -353,8 +406,10 @@ impl History {
             for (t, v) in s.points {
                 ring.push(t, v);
             }
-            let key = SeriesKey { name: Arc::from(s.name.as_str()), labels: s.labels };
-            self.series.insert(key, (ring, self.generation));
+            let h = series_hash(&s.name, &s.labels);
+            let entry =
+                HistEntry { name: Arc::from(s.name.as_str()), labels: s.labels.into(), ring, generation: self.generation };
+            self.series.insert(h, entry);
         }
     }
 }

@@ -33,11 +33,17 @@ fn set_defer_accept(l: &TcpListener, secs: i32) {
             std::mem::size_of::<i32>() as libc::socklen_t,
         )
     };
-    assert_eq!(rc, 0, "TCP_DEFER_ACCEPT: {}", std::io::Error::last_os_error());
+    assert_eq!(
+        rc,
+        0,
+        "TCP_DEFER_ACCEPT: {}",
+        std::io::Error::last_os_error()
+    );
 }
 
 fn read_eof(s: &mut TcpStream) {
-    s.set_read_timeout(Some(Duration::from_secs(5))).expect("timeout");
+    s.set_read_timeout(Some(Duration::from_secs(5)))
+        .expect("timeout");
     let mut buf = [0u8; 4096];
     loop {
         match s.read(&mut buf) {
@@ -187,7 +193,10 @@ fn parse_ss(text: &str, state: fn(&str) -> String) -> Vec<Row> {
                 state: state(f[0]),
                 recv_q: f[1].parse().expect("Recv-Q"),
                 send_q: f[2].parse().expect("Send-Q"),
-                address: addr.trim_start_matches('[').trim_end_matches(']').to_string(),
+                address: addr
+                    .trim_start_matches('[')
+                    .trim_end_matches(']')
+                    .to_string(),
                 port: port.parse().expect("port"),
                 ours: users.contains(&pid),
                 unowned: !users.contains("users:"),
@@ -221,7 +230,10 @@ fn count<'a>(rows: impl IntoIterator<Item = &'a Row>) -> BTreeMap<String, u64> {
 }
 
 fn comm() -> String {
-    std::fs::read_to_string("/proc/self/comm").expect("comm").trim_end().to_string()
+    std::fs::read_to_string("/proc/self/comm")
+        .expect("comm")
+        .trim_end()
+        .to_string()
 }
 
 /// Reads ss, netsight, ss until both ss reads agree (nothing moved in between).
@@ -284,28 +296,52 @@ fn sockets_match_ss_in_a_quiet_namespace() {
         let c = count(tcp.iter().filter(|r| r.family == family));
         for st in TCP_STATES {
             let want = c.get(st).copied().unwrap_or(0) as f64;
-            let got = snap.value("netsight_tcp_connections", &[("family", family), ("state", st)]);
-            assert_eq!(got, want, "netsight_tcp_connections{{family={family},state={st}}}");
+            let got = snap.value(
+                "netsight_tcp_connections",
+                &[("family", family), ("state", st)],
+            );
+            assert_eq!(
+                got, want,
+                "netsight_tcp_connections{{family={family},state={st}}}"
+            );
         }
         let c = count(udp.iter().filter(|r| r.family == family));
-        assert_eq!(c.values().sum::<u64>(), 2, "{family} UDP scenario: {udp:#?}");
+        assert_eq!(
+            c.values().sum::<u64>(),
+            2,
+            "{family} UDP scenario: {udp:#?}"
+        );
         for st in ["unconnected", "established"] {
             let want = c.get(st).copied().unwrap_or(0) as f64;
             let got = snap.value("netsight_udp_sockets", &[("family", family), ("state", st)]);
-            assert_eq!(got, want, "netsight_udp_sockets{{family={family},state={st}}}");
+            assert_eq!(
+                got, want,
+                "netsight_udp_sockets{{family={family},state={st}}}"
+            );
         }
     }
 
     // 2. Per listening port and state: exactly ss's counts, and nothing else.
-    let listen_ports: BTreeSet<u16> = tcp.iter().filter(|r| r.state == "listen").map(|r| r.port).collect();
+    let listen_ports: BTreeSet<u16> = tcp
+        .iter()
+        .filter(|r| r.state == "listen")
+        .map(|r| r.port)
+        .collect();
     assert_eq!(listen_ports, BTreeSet::from([7100, 7101, 7102]));
     for &port in &listen_ports {
         let p = port.to_string();
         let c = count(tcp.iter().filter(|r| r.port == port));
         for st in TCP_STATES {
             let want = c.get(st).copied().unwrap_or(0) as f64;
-            let got = value_or_zero(&snap, "netsight_tcp_port_connections", &[("port", &p), ("state", st)]);
-            assert_eq!(got, want, "netsight_tcp_port_connections{{port={p},state={st}}}");
+            let got = value_or_zero(
+                &snap,
+                "netsight_tcp_port_connections",
+                &[("port", &p), ("state", st)],
+            );
+            assert_eq!(
+                got, want,
+                "netsight_tcp_port_connections{{port={p},state={st}}}"
+            );
         }
     }
     let ports: BTreeSet<String> = snap
@@ -313,23 +349,55 @@ fn sockets_match_ss_in_a_quiet_namespace() {
         .iter()
         .map(|s| s["labels"]["port"].as_str().unwrap_or_default().to_string())
         .collect();
-    assert_eq!(ports, listen_ports.iter().map(u16::to_string).collect(), "only listening ports");
+    assert_eq!(
+        ports,
+        listen_ports.iter().map(u16::to_string).collect(),
+        "only listening ports"
+    );
     let p7100 = count(tcp.iter().filter(|r| r.port == 7100));
-    assert_eq!(p7100.get("time_wait"), Some(&1), "server-side TIME_WAIT on 7100");
+    assert_eq!(
+        p7100.get("time_wait"),
+        Some(&1),
+        "server-side TIME_WAIT on 7100"
+    );
     assert_eq!(p7100.get("close_wait"), Some(&1));
-    assert_eq!(count(tcp.iter().filter(|r| r.port == 7101)).get("syn_recv"), Some(&1));
+    assert_eq!(
+        count(tcp.iter().filter(|r| r.port == 7101)).get("syn_recv"),
+        Some(&1)
+    );
 
     // 3. Listener queues: Recv-Q and Send-Q of every LISTEN row, attributed to us.
     let listeners: Vec<&Row> = tcp.iter().filter(|r| r.state == "listen").collect();
     for r in &listeners {
         let p = r.port.to_string();
-        let labels =
-            [("family", r.family), ("address", r.address.as_str()), ("port", p.as_str()), ("process", me.as_str())];
-        assert_eq!(snap.value("netsight_tcp_listen_queue_length", &labels), r.recv_q as f64, "{r:?}");
-        assert_eq!(snap.value("netsight_tcp_listen_backlog", &labels), r.send_q as f64, "{r:?}");
+        let labels = [
+            ("family", r.family),
+            ("address", r.address.as_str()),
+            ("port", p.as_str()),
+            ("process", me.as_str()),
+        ];
+        assert_eq!(
+            snap.value("netsight_tcp_listen_queue_length", &labels),
+            r.recv_q as f64,
+            "{r:?}"
+        );
+        assert_eq!(
+            snap.value("netsight_tcp_listen_backlog", &labels),
+            r.send_q as f64,
+            "{r:?}"
+        );
     }
-    let by_port = |port: u16| listeners.iter().find(|r| r.port == port).map(|r| (r.recv_q, r.send_q));
-    assert_eq!(by_port(7100), Some((2, 16)), "two connections wait; backlog 16");
+    let by_port = |port: u16| {
+        listeners
+            .iter()
+            .find(|r| r.port == port)
+            .map(|r| (r.recv_q, r.send_q))
+    };
+    assert_eq!(
+        by_port(7100),
+        Some((2, 16)),
+        "two connections wait; backlog 16"
+    );
     assert_eq!(by_port(7101), Some((0, 4)));
     assert_eq!(by_port(7102), Some((1, 8)));
     assert_eq!(snap.samples("netsight_tcp_listen_backlog", &[]).len(), 3);
@@ -337,14 +405,38 @@ fn sockets_match_ss_in_a_quiet_namespace() {
     // 4. Processes: our sockets under our comm, kernel-owned ones under "".
     for st in TCP_STATES {
         let ours = tcp.iter().filter(|r| r.ours && r.state == st).count() as f64;
-        let got = value_or_zero(&snap, "netsight_tcp_process_connections", &[("process", &me), ("state", st)]);
-        assert_eq!(got, ours, "netsight_tcp_process_connections{{process={me},state={st}}}");
+        let got = value_or_zero(
+            &snap,
+            "netsight_tcp_process_connections",
+            &[("process", &me), ("state", st)],
+        );
+        assert_eq!(
+            got, ours,
+            "netsight_tcp_process_connections{{process={me},state={st}}}"
+        );
         let unowned = tcp.iter().filter(|r| r.unowned && r.state == st).count() as f64;
-        let got = value_or_zero(&snap, "netsight_tcp_process_connections", &[("process", ""), ("state", st)]);
-        assert_eq!(got, unowned, "netsight_tcp_process_connections{{process=\"\",state={st}}}");
+        let got = value_or_zero(
+            &snap,
+            "netsight_tcp_process_connections",
+            &[("process", ""), ("state", st)],
+        );
+        assert_eq!(
+            got, unowned,
+            "netsight_tcp_process_connections{{process=\"\",state={st}}}"
+        );
     }
-    assert!(tcp.iter().all(|r| r.ours || r.unowned), "only this process owns sockets here");
-    assert_eq!(snap.samples("netsight_tcp_process_connections", &[("process", "unknown")]).len(), 0);
+    assert!(
+        tcp.iter().all(|r| r.ours || r.unowned),
+        "only this process owns sockets here"
+    );
+    assert_eq!(
+        snap.samples(
+            "netsight_tcp_process_connections",
+            &[("process", "unknown")]
+        )
+        .len(),
+        0
+    );
 
     // 5. RTT and volume on 7100: every ESTABLISHED socket there is in the histogram.
     let est_7100 = p7100.get("established").copied().unwrap_or(0);
@@ -363,9 +455,16 @@ fn sockets_match_ss_in_a_quiet_namespace() {
         .filter_map(|s| s["value"].as_f64())
         .sum();
     assert_eq!(cc, all.get("established").copied().unwrap_or(0) as f64);
-    assert_eq!(snap.value("netsight_collector_up", &[("collector", "sockets")]), 1.0);
+    assert_eq!(
+        snap.value("netsight_collector_up", &[("collector", "sockets")]),
+        1.0
+    );
 
-    assert!(started.elapsed() < Duration::from_secs(60), "took {:?}", started.elapsed());
+    assert!(
+        started.elapsed() < Duration::from_secs(60),
+        "took {:?}",
+        started.elapsed()
+    );
 }
 
 /// Regenerates `tests/fixtures/netlink/*.bin` (run by hand:
@@ -375,12 +474,16 @@ fn sockets_match_ss_in_a_quiet_namespace() {
 #[ignore]
 fn capture_netlink_fixtures() {
     use netsight::netlink::sock_diag::{
-        parse_messages, DiagSocket, DumpRequest, AF_INET, AF_INET6, ALL_STATES, IPPROTO_TCP, IPPROTO_UDP,
+        parse_messages, DiagSocket, DumpRequest, AF_INET, AF_INET6, ALL_STATES, IPPROTO_TCP,
+        IPPROTO_UDP,
     };
     let ns = Netns::new("nskfix");
     let dumps = ns.enter(|| {
         let mut held: Vec<OwnedFd> = Vec::new();
-        for (tcp, udp) in [("127.0.0.1:7001", "127.0.0.1:7002"), ("[::1]:7003", "[::1]:7004")] {
+        for (tcp, udp) in [
+            ("127.0.0.1:7001", "127.0.0.1:7002"),
+            ("[::1]:7003", "[::1]:7004"),
+        ] {
             let l = listener(tcp, 16);
             let mut c = TcpStream::connect(tcp).expect("connect");
             let (mut s, _) = l.accept().expect("accept");
@@ -401,7 +504,12 @@ fn capture_netlink_fixtures() {
             ("udp4_dump", AF_INET, IPPROTO_UDP),
             ("udp6_dump", AF_INET6, IPPROTO_UDP),
         ] {
-            let req = DumpRequest { family, protocol, states: ALL_STATES, tcp_info: true };
+            let req = DumpRequest {
+                family,
+                protocol,
+                states: ALL_STATES,
+                tcp_info: true,
+            };
             let mut bytes = Vec::new();
             diag.dump_raw(&req, |d| {
                 bytes.extend_from_slice(d);
@@ -420,166 +528,14 @@ fn capture_netlink_fixtures() {
     // A dump cut 40 bytes into its second message.
     let tcp4 = &dumps[0].1;
     let first = u32::from_ne_bytes([tcp4[0], tcp4[1], tcp4[2], tcp4[3]]) as usize;
-    std::fs::write(format!("{dir}/truncated.bin"), &tcp4[..first.div_ceil(4) * 4 + 40]).expect("write");
+    std::fs::write(
+        format!("{dir}/truncated.bin"),
+        &tcp4[..first.div_ceil(4) * 4 + 40],
+    )
+    .expect("write");
     std::fs::write(
         format!("{dir}/garbage.bin"),
         b"netsight: not a netlink message at all, just text that claims a huge length\n",
     )
     .expect("write");
 }
-
-// SCRATCH-PERF-BEGIN (temporary, removed before hand-off)
-#[test]
-#[ignore]
-fn scratch_perf() {
-    use netsight::collect::{procmap::ProcMap, sockets::Sockets, CollectContext, Collector};
-    use netsight::netlink::sock_diag::*;
-    use netsight::snapshot::Emitter;
-    fn cpu() -> f64 {
-        let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
-        unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
-        ts.tv_sec as f64 + ts.tv_nsec as f64 * 1e-9
-    }
-    fn med(mut v: Vec<f64>) -> f64 {
-        v.sort_by(f64::total_cmp);
-        v[v.len() / 2]
-    }
-    fn rss() -> String {
-        std::fs::read_to_string("/proc/self/status").unwrap().lines().filter(|l| l.starts_with("VmRSS") || l.starts_with("VmHWM")).collect::<Vec<_>>().join(" ")
-    }
-    let ns = std::env::var("NSPERF").expect("NSPERF");
-    let path = format!("/var/run/netns/{ns}");
-    std::thread::spawn(move || {
-        let f = std::fs::File::open(&path).unwrap();
-        assert_eq!(unsafe { libc::setns(f.as_raw_fd(), libc::CLONE_NEWNET) }, 0);
-        let reps = 15;
-        let mut diag = DiagSocket::open().unwrap();
-        let mk = |procs: bool| {
-            let mut cfg = netsight::config::Config::embedded().unwrap().collectors.sockets;
-            cfg.processes = procs;
-            cfg.process_refresh = Duration::from_secs(3600);
-            Sockets::new(&cfg)
-        };
-        let ctx = CollectContext::new("/proc", "/sys");
-        let (mut s0, mut s1) = (mk(false), mk(true));
-        let c0 = cpu();
-        s1.collect(&ctx, &mut Emitter::new()).unwrap();
-        println!("first tick with proc scan: cpu {:.1} ms", (cpu() - c0) * 1e3);
-        s0.collect(&ctx, &mut Emitter::new()).unwrap();
-        let mut res: Vec<Vec<f64>> = vec![vec![]; 4];
-        for _ in 0..reps {
-            for v in 0..4 {
-                let c0 = cpu();
-                match v {
-                    0 | 1 => {
-                        for fam in [AF_INET, AF_INET6] {
-                            let req = DumpRequest { family: fam, protocol: IPPROTO_TCP, states: ALL_STATES, tcp_info: v == 1 };
-                            diag.dump(&req, |_| {}).unwrap();
-                        }
-                    }
-                    2 => s0.collect(&ctx, &mut Emitter::new()).unwrap(),
-                    _ => s1.collect(&ctx, &mut Emitter::new()).unwrap(),
-                }
-                res[v].push(cpu() - c0);
-            }
-        }
-        for (v, name) in ["floor bare", "floor info", "collect noproc", "collect proc"].iter().enumerate() {
-            let min = res[v].iter().copied().fold(f64::INFINITY, f64::min);
-            println!("{name}: cpu min {:.1} ms median {:.1} ms", min * 1e3, med(res[v].clone()) * 1e3);
-        }
-        println!("{}", rss());
-        {
-            let mut m = ProcMap::new(Duration::from_secs(30));
-            m.refresh(std::path::Path::new("/proc"));
-            let mut inodes0 = vec![];
-            for fam in [AF_INET, AF_INET6] {
-                let req = DumpRequest { family: fam, protocol: IPPROTO_TCP, states: ALL_STATES, tcp_info: false };
-                diag.dump(&req, |s| inodes0.push(s.inode)).unwrap();
-            }
-            let mut hb: std::collections::HashMap<u32, u32, netsight::collect::procmap::FxBuild> = Default::default();
-            let mut it = netsight::collect::procmap::InodeTable::default();
-            for &i in &inodes0 { if let Some(p) = m.pid_of(i) { hb.insert(i, p); it.insert_min(i, p); } }
-            let mut res: Vec<Vec<f64>> = vec![vec![]; 3];
-            let mut hits = 0u64;
-            for _ in 0..reps {
-                for variant in 0..3 {
-                    let c0 = cpu();
-                    for fam in [AF_INET, AF_INET6] {
-                        let req = DumpRequest { family: fam, protocol: IPPROTO_TCP, states: ALL_STATES, tcp_info: true };
-                        diag.dump(&req, |s| {
-                            if variant == 1 { hits += hb.get(&s.inode).is_some() as u64; }
-                            if variant == 2 { hits += it.get(s.inode).is_some() as u64; }
-                        }).unwrap();
-                    }
-                    res[variant].push(cpu() - c0);
-                }
-            }
-            for (v, name) in ["no lookup", "hashbrown", "inodetable"].iter().enumerate() {
-                let min = res[v].iter().copied().fold(f64::INFINITY, f64::min);
-                println!("{name}: cpu min {:.1} ms median {:.1} ms ({hits})", min * 1e3, med(res[v].clone()) * 1e3);
-            }
-            // pure lookups, no dump
-            let mut inodes = vec![];
-            for fam in [AF_INET, AF_INET6] {
-                let req = DumpRequest { family: fam, protocol: IPPROTO_TCP, states: ALL_STATES, tcp_info: false };
-                diag.dump(&req, |s| inodes.push(s.inode)).unwrap();
-            }
-            let c0 = cpu();
-            let mut hits = 0;
-            for _ in 0..10 { for i in &inodes { hits += m.pid_of(*i).is_some() as u64; } }
-            println!("pure lookups: {:.1} ns each ({hits})", (cpu() - c0) / (10.0 * inodes.len() as f64) * 1e9);
-            // stat vs readlink
-            let me = std::process::id();
-            let dir = format!("/proc/{me}/fd");
-            let names: Vec<std::ffi::CString> = std::fs::read_dir(&dir).unwrap().flatten().map(|e| std::ffi::CString::new(e.file_name().into_encoded_bytes()).unwrap()).collect();
-            let dfd = std::fs::File::open(&dir).unwrap();
-            let c0 = cpu();
-            let mut buf = [0u8; 64];
-            for n in &names { unsafe { libc::readlinkat(dfd.as_raw_fd(), n.as_ptr(), buf.as_mut_ptr().cast(), 64) }; }
-            let t_rl = cpu() - c0;
-            let c0 = cpu();
-            let mut st: libc::stat = unsafe { std::mem::zeroed() };
-            for n in &names { unsafe { libc::fstatat(dfd.as_raw_fd(), n.as_ptr(), &mut st, 0) }; }
-            let t_st = cpu() - c0;
-            println!("{} fds: readlinkat {:.2} us, fstatat {:.2} us", names.len(), t_rl / names.len() as f64 * 1e6, t_st / names.len() as f64 * 1e6);
-        }
-        // procmap variants
-        let (mut a, mut b, mut c3) = (vec![], vec![], vec![]);
-        let mut m = ProcMap::new(Duration::from_secs(30));
-        let mut found = (0, 0, 0);
-        for _ in 0..5 {
-            let t0 = Instant::now();
-            m.refresh(std::path::Path::new("/proc"));
-            a.push(t0.elapsed().as_secs_f64());
-            found.0 = m.len();
-            let t0 = Instant::now();
-            let mut map = std::collections::HashMap::new();
-            for e in std::fs::read_dir("/proc").unwrap().flatten() {
-                let Ok(pid) = e.file_name().to_string_lossy().parse::<u32>() else { continue };
-                let Ok(rd) = std::fs::read_dir(e.path().join("fd")) else { continue };
-                for fd in rd.flatten() {
-                    if let Ok(t) = std::fs::read_link(fd.path()) {
-                        let t = t.to_string_lossy();
-                        if let Some(x) = t.strip_prefix("socket:[").and_then(|x| x.strip_suffix(']')) {
-                            if let Ok(i) = x.parse::<u64>() { map.insert(i, pid); }
-                        }
-                    }
-                }
-            }
-            b.push(t0.elapsed().as_secs_f64());
-            found.1 = map.len();
-            let t0 = Instant::now();
-            let mut map = std::collections::HashMap::new();
-            for p in procfs::process::all_processes().unwrap().flatten() {
-                let Ok(fds) = p.fd() else { continue };
-                for fd in fds.flatten() {
-                    if let procfs::process::FDTarget::Socket(i) = fd.target { map.insert(i, p.pid); }
-                }
-            }
-            c3.push(t0.elapsed().as_secs_f64());
-            found.2 = map.len();
-        }
-        println!("procmap: libc {:.1} ms, std {:.1} ms, procfs {:.1} ms; found {:?}", med(a) * 1e3, med(b) * 1e3, med(c3) * 1e3, found);
-    }).join().unwrap();
-}
-// SCRATCH-PERF-END

@@ -1,6 +1,8 @@
 //! Command line: argument definitions and one module per command.
 
+pub mod analyze;
 pub mod collect;
+pub mod replay;
 pub mod rules;
 pub mod serve;
 
@@ -30,8 +32,12 @@ pub enum Command {
     Collect(CollectArgs),
     /// Check and unit-test rule files.
     Rules(rules::RulesArgs),
+    /// Replay recorded series (CSV, or a NAB corpus) through the anomaly detector.
+    Replay(replay::ReplayArgs),
     /// Print the metric catalog.
     Catalog(CatalogArgs),
+    /// One-shot diagnostics (`analyze firewall`).
+    Analyze(analyze::AnalyzeArgs),
     /// Print the version.
     Version,
 }

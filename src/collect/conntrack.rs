@@ -6,8 +6,9 @@
 //! netlink fails (no `CAP_NET_ADMIN`, `nf_conntrack_netlink` unavailable) and the only
 //! source when reading a fixture tree.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::io;
+use std::net::IpAddr;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -16,8 +17,10 @@ use netlink_sys::{protocols::NETLINK_NETFILTER, Socket, SocketAddr};
 
 use super::{CollectContext, CollectError, Collector};
 use crate::catalog::{CollectorDoc, DynamicFamily, MetricDesc, MetricKind};
+use crate::config::ConntrackConfig;
 use crate::netlink::ctnetlink::{
-    parse_stats_cpu_reply, stats_cpu_request, CpuStats, CtnlError, StatsDump,
+    ct_dump_request, parse_ct_dump, parse_stats_cpu_reply, protocol_name, state_name,
+    stats_cpu_request, CpuStats, CtnlError, Flow, StatsDump,
 };
 use crate::parse::conntrack::{parse_nf_conntrack_stat, proc_stat_name};
 use crate::parse::sysctl::parse_sysctl_values;
@@ -45,6 +48,13 @@ pub static BUCKETS: MetricDesc = MetricDesc::new(
     "netsight.conntrack.buckets",
 );
 pub static STATS_AVAILABLE: MetricDesc = MetricDesc::new("netsight_conntrack_stats_available", G, "", "1 when the per-CPU statistics were read this run (ctnetlink or /proc/net/stat/nf_conntrack), 0 when neither source worked (see the log for why, usually missing CAP_NET_ADMIN on a kernel without CONFIG_NF_CONNTRACK_PROCFS).", &[], "netsight.conntrack.stats.available");
+
+pub static BREAKDOWN_AVAILABLE: MetricDesc = MetricDesc::new("netsight_conntrack_breakdown_available", G, "", "1 when the table was dumped for the per-flow breakdown this run; 0 when it was skipped because nf_conntrack_count exceeded collectors.conntrack.breakdown_max_entries, or the dump failed (the reason is logged once).", &[], "netsight.conntrack.breakdown.available");
+pub static FLOWS: MetricDesc = MetricDesc::new("netsight_conntrack_flows", G, "", "Conntrack entries by L4 protocol (tcp, udp, icmp, icmpv6, sctp…, as conntrack -L names them), protocol state (TCP, SCTP and DCCP states in conntrack -L's spelling, e.g. ESTABLISHED, TIME_WAIT; empty for stateless protocols) and zone, from a streamed ctnetlink table dump.", &["protocol", "state", "zone"], "netsight.conntrack.flows");
+pub static TOP_SOURCE_FLOWS: MetricDesc = MetricDesc::new("netsight_conntrack_top_source_flows", G, "", "Conntrack entries per original-direction source address, for the collectors.conntrack.top_addresses addresses with the most; address=\"other\" sums the rest.", &["address"], "netsight.conntrack.top_source.flows");
+pub static TOP_SOURCE_BYTES: MetricDesc = MetricDesc::new("netsight_conntrack_top_source_bytes", G, "bytes", "Bytes (both directions) of the current entries per original-direction source address, top addresses by bytes plus address=\"other\". Only with nf_conntrack_acct enabled; entries created before it was enabled count 0.", &["address"], "netsight.conntrack.top_source.bytes");
+pub static TOP_DESTINATION_FLOWS: MetricDesc = MetricDesc::new("netsight_conntrack_top_destination_flows", G, "", "Conntrack entries per original-direction destination address, top addresses plus address=\"other\".", &["address"], "netsight.conntrack.top_destination.flows");
+pub static TOP_DESTINATION_BYTES: MetricDesc = MetricDesc::new("netsight_conntrack_top_destination_bytes", G, "bytes", "Bytes (both directions) of the current entries per original-direction destination address, top addresses by bytes plus address=\"other\". Only with nf_conntrack_acct enabled.", &["address"], "netsight.conntrack.top_destination.bytes");
 
 macro_rules! stat {
     ($id:ident, $field:literal, $help:literal) => {
@@ -108,12 +118,13 @@ static STATS: &[(&str, &MetricDesc)] = &[
 
 pub static DOC: CollectorDoc = CollectorDoc {
     collector: "conntrack",
-    source: "/proc/sys/net/netfilter/nf_conntrack_{count,max,buckets}; per-CPU statistics from ctnetlink (IPCTNL_MSG_CT_GET_STATS_CPU and IPCTNL_MSG_EXP_GET_STATS_CPU dumps, what `conntrack -S` shows), falling back to /proc/net/stat/nf_conntrack. All values are for the network namespace netsight runs in; the kernel's per-CPU counters are 32-bit and wrap",
-    capabilities: "none for entries, limit and buckets. The per-CPU statistics need CAP_NET_ADMIN for ctnetlink; without it they are read from /proc/net/stat/nf_conntrack (world-readable, exists only with CONFIG_NF_CONNTRACK_PROCFS). When neither works the `netsight_conntrack_stat_*` metrics are absent, `netsight_conntrack_stats_available` is 0 and the reason is logged once; the collector itself stays up. It is down (`netsight_collector_up` 0, reason logged) only when nf_conntrack is not loaded",
+    source: "/proc/sys/net/netfilter/nf_conntrack_{count,max,buckets}; per-CPU statistics from ctnetlink (IPCTNL_MSG_CT_GET_STATS_CPU and IPCTNL_MSG_EXP_GET_STATS_CPU dumps, what `conntrack -S` shows), falling back to /proc/net/stat/nf_conntrack; the per-flow breakdown from a ctnetlink table dump (IPCTNL_MSG_CT_GET, what `conntrack -L` shows) aggregated message by message, never holding the table. All values are for the network namespace netsight runs in; the kernel's per-CPU counters are 32-bit and wrap",
+    capabilities: "none for entries, limit and buckets. The per-CPU statistics need CAP_NET_ADMIN for ctnetlink; without it they are read from /proc/net/stat/nf_conntrack (world-readable, exists only with CONFIG_NF_CONNTRACK_PROCFS). When neither works the `netsight_conntrack_stat_*` metrics are absent, `netsight_conntrack_stats_available` is 0 and the reason is logged once; the collector itself stays up. The per-flow breakdown (`netsight_conntrack_flows`, `netsight_conntrack_top_*`) needs CAP_NET_ADMIN for the ctnetlink table dump (IPCTNL_MSG_CT_GET); without it, or while nf_conntrack_count is above collectors.conntrack.breakdown_max_entries (default 65536), those metrics are absent and `netsight_conntrack_breakdown_available` is 0, logged once. The collector is down (`netsight_collector_up` 0, reason logged) only when nf_conntrack is not loaded",
     metrics: &[
         &ENTRIES, &LIMIT, &BUCKETS, &STATS_AVAILABLE, &FOUND, &INVALID, &INSERT, &INSERT_FAILED,
         &DROP, &EARLY_DROP, &ERROR, &SEARCH_RESTART, &CLASH_RESOLVE, &CHAIN_TOO_LONG,
-        &EXPECT_NEW, &EXPECT_CREATE, &EXPECT_DELETE,
+        &EXPECT_NEW, &EXPECT_CREATE, &EXPECT_DELETE, &BREAKDOWN_AVAILABLE, &FLOWS,
+        &TOP_SOURCE_FLOWS, &TOP_SOURCE_BYTES, &TOP_DESTINATION_FLOWS, &TOP_DESTINATION_BYTES,
     ],
     dynamic: &[DynamicFamily {
         pattern: "netsight_conntrack_stat_<field>_total",
@@ -134,6 +145,9 @@ pub struct Conntrack {
     dynamic: HashMap<String, Arc<MetricDesc>>,
     /// Last logged problem with the per-CPU statistics, to log each one once.
     logged: Option<String>,
+    cfg: ConntrackConfig,
+    /// Last logged note about the breakdown (skipped, failed), to log each one once.
+    logged_breakdown: Option<String>,
 }
 
 /// One CPU's statistics with exported field names, from either source.
@@ -155,7 +169,8 @@ impl Collector for Conntrack {
                 count_path.display()
             )));
         }
-        out.push0(&ENTRIES, read_sysctl(ctx, "nf_conntrack_count")?);
+        let entries = read_sysctl(ctx, "nf_conntrack_count")?;
+        out.push0(&ENTRIES, entries);
         out.push0(&LIMIT, read_sysctl(ctx, "nf_conntrack_max")?);
         out.push0(&BUCKETS, read_sysctl(ctx, "nf_conntrack_buckets")?);
 
@@ -170,8 +185,222 @@ impl Collector for Conntrack {
                 self.log_once(Some(problem), true);
             }
         }
+        if ctx.is_live() && self.cfg.breakdown_max_entries > 0 {
+            self.breakdown(ctx, entries as u64, out);
+        }
         Ok(())
     }
+}
+
+impl Conntrack {
+    pub fn new(cfg: &ConntrackConfig) -> Conntrack {
+        Conntrack {
+            cfg: cfg.clone(),
+            ..Conntrack::default()
+        }
+    }
+
+    fn breakdown(&mut self, ctx: &CollectContext, entries: u64, out: &mut Emitter) {
+        let max = self.cfg.breakdown_max_entries;
+        if entries > max {
+            out.push0(&BREAKDOWN_AVAILABLE, 0.0);
+            self.log_breakdown(Some(format!(
+                "conntrack breakdown skipped: nf_conntrack_count {entries} is above \
+                 collectors.conntrack.breakdown_max_entries {max} (raise it to dump the table anyway)"
+            )));
+            return;
+        }
+        match dump_breakdown(MAX_TRACKED_ADDRESSES) {
+            Ok(b) => {
+                out.push0(&BREAKDOWN_AVAILABLE, 1.0);
+                self.log_breakdown(None);
+                let acct = read_sysctl(ctx, "nf_conntrack_acct").unwrap_or(0.0) > 0.0;
+                emit_breakdown(&b, self.cfg.top_addresses, acct || b.accounted, out);
+            }
+            Err(e) => {
+                out.push0(&BREAKDOWN_AVAILABLE, 0.0);
+                let hint = if e.is_permission() {
+                    " (CAP_NET_ADMIN needed)"
+                } else {
+                    ""
+                };
+                self.log_breakdown(Some(format!(
+                    "conntrack breakdown unavailable: ctnetlink table dump: {e}{hint}"
+                )));
+            }
+        }
+    }
+
+    fn log_breakdown(&mut self, message: Option<String>) {
+        if message == self.logged_breakdown {
+            return;
+        }
+        if let Some(m) = &message {
+            tracing::warn!(collector = "conntrack", "{m}");
+        }
+        self.logged_breakdown = message;
+    }
+}
+
+/// Distinct addresses tracked per direction; entries from further addresses are
+/// counted in `other` directly (bounds memory on tables with millions of peers).
+pub const MAX_TRACKED_ADDRESSES: usize = 65_536;
+
+/// Entries and bytes per address of one direction.
+#[derive(Debug, Clone, Default)]
+pub struct AddressTally {
+    pub by_address: HashMap<IpAddr, (u64, u64)>,
+    /// Entries and bytes of addresses beyond the tracking cap.
+    pub untracked: (u64, u64),
+    cap: usize,
+}
+
+impl AddressTally {
+    fn with_cap(cap: usize) -> AddressTally {
+        AddressTally {
+            cap,
+            ..AddressTally::default()
+        }
+    }
+
+    fn add(&mut self, addr: Option<IpAddr>, bytes: u64) {
+        let Some(addr) = addr else {
+            self.untracked.0 += 1;
+            self.untracked.1 += bytes;
+            return;
+        };
+        let full = self.by_address.len() >= self.cap;
+        match self.by_address.get_mut(&addr) {
+            Some(v) => {
+                v.0 += 1;
+                v.1 += bytes;
+            }
+            None if full => {
+                self.untracked.0 += 1;
+                self.untracked.1 += bytes;
+            }
+            None => {
+                self.by_address.insert(addr, (1, bytes));
+            }
+        }
+    }
+
+    /// The `n` addresses with the most entries (`by_bytes`: bytes), then `other`
+    /// summing the rest when there is a rest. Ties are broken by address.
+    pub fn top(&self, n: usize, by_bytes: bool) -> Vec<(String, u64)> {
+        let key = |v: &(u64, u64)| if by_bytes { v.1 } else { v.0 };
+        let mut all: Vec<(&IpAddr, &(u64, u64))> = self.by_address.iter().collect();
+        all.sort_by(|a, b| key(b.1).cmp(&key(a.1)).then(a.0.cmp(b.0)));
+        let mut out: Vec<(String, u64)> = all
+            .iter()
+            .take(n)
+            .map(|(a, v)| (a.to_string(), key(v)))
+            .collect();
+        let rest: u64 = all.iter().skip(n).map(|(_, v)| key(v)).sum::<u64>() + key(&self.untracked);
+        if all.len() > n || self.untracked.0 > 0 {
+            out.push(("other".to_string(), rest));
+        }
+        out
+    }
+}
+
+/// The conntrack table aggregated during one streamed dump.
+#[derive(Debug, Clone, Default)]
+pub struct Breakdown {
+    pub entries: u64,
+    /// `(L4 protocol, protocol state, zone)` → entries.
+    pub flows: BTreeMap<(u8, Option<u8>, u16), u64>,
+    pub sources: AddressTally,
+    pub destinations: AddressTally,
+    /// Some entry carried byte/packet counters (nf_conntrack_acct was on when it
+    /// was created).
+    pub accounted: bool,
+}
+
+impl Breakdown {
+    /// `(protocol, state, zone, entries)` with conntrack -L's names.
+    pub fn by_protocol_state(&self) -> Vec<(String, String, u16, u64)> {
+        self.flows
+            .iter()
+            .map(|((p, st, z), n)| {
+                (
+                    protocol_name(*p).into_owned(),
+                    state_name(*p, *st).into_owned(),
+                    *z,
+                    *n,
+                )
+            })
+            .collect()
+    }
+
+    fn add(&mut self, f: &Flow) {
+        self.entries += 1;
+        *self.flows.entry((f.proto, f.state, f.zone)).or_default() += 1;
+        let bytes = f.bytes.unwrap_or(0);
+        self.accounted |= f.bytes.is_some();
+        self.sources.add(f.src, bytes);
+        self.destinations.add(f.dst, bytes);
+    }
+}
+
+/// Dumps the conntrack table of the calling thread's network namespace, message by
+/// message, into a [`Breakdown`] (needs CAP_NET_ADMIN). Memory is bounded by the
+/// number of distinct (protocol, state, zone) keys and `max_addresses`, not by the
+/// table size.
+pub fn dump_breakdown(max_addresses: usize) -> Result<Breakdown, DumpError> {
+    dump_breakdown_capturing(max_addresses, None)
+}
+
+/// [`dump_breakdown`], appending every received datagram to `raw`.
+pub fn dump_breakdown_capturing(
+    max_addresses: usize,
+    raw: Option<&mut Vec<u8>>,
+) -> Result<Breakdown, DumpError> {
+    let mut b = Breakdown {
+        sources: AddressTally::with_cap(max_addresses),
+        destinations: AddressTally::with_cap(max_addresses),
+        ..Breakdown::default()
+    };
+    let mut sock = NfnlSocket::open()?;
+    let seq = next_seq();
+    sock.exchange(&ct_dump_request(seq), raw, |dg| {
+        parse_ct_dump(dg, Some(seq), |f| b.add(f))
+    })?;
+    Ok(b)
+}
+
+fn emit_breakdown(b: &Breakdown, top: usize, bytes: bool, out: &mut Emitter) {
+    out.declare(&FLOWS);
+    for (proto, state, zone, n) in b.by_protocol_state() {
+        out.push(&FLOWS, vec![proto, state, zone.to_string()], n as f64);
+    }
+    let mut series = vec![
+        (&TOP_SOURCE_FLOWS, &b.sources, false),
+        (&TOP_DESTINATION_FLOWS, &b.destinations, false),
+    ];
+    if bytes {
+        series.push((&TOP_SOURCE_BYTES, &b.sources, true));
+        series.push((&TOP_DESTINATION_BYTES, &b.destinations, true));
+    }
+    for (desc, tally, by_bytes) in series {
+        out.declare(desc);
+        for (addr, v) in tally.top(top, by_bytes) {
+            out.push(desc, vec![addr], v as f64);
+        }
+    }
+}
+
+/// Per-CPU statistics summed over CPUs (field names as in
+/// `netsight_conntrack_stat_<field>_total`), from the same sources as the collector.
+pub fn stat_totals(ctx: &CollectContext) -> Result<BTreeMap<String, u64>, String> {
+    let (rows, _) = Conntrack::default().stats(ctx)?;
+    let mut totals = BTreeMap::new();
+    for row in rows {
+        for (field, v) in row.fields {
+            *totals.entry(field).or_insert(0u64) += v;
+        }
+    }
+    Ok(totals)
 }
 
 fn read_sysctl(ctx: &CollectContext, name: &str) -> Result<f64, CollectError> {
@@ -413,6 +642,92 @@ pub fn dump_stats_cpu(
     })
 }
 
+/// Next netlink sequence number (shared by every netfilter request netsight sends).
+pub fn next_seq() -> u32 {
+    SEQ.fetch_add(1, Ordering::Relaxed)
+}
+
+/// A `NETLINK_NETFILTER` socket in the calling thread's network namespace for
+/// request/dump exchanges (nf_tables dumps, ctnetlink table dumps). Received
+/// datagrams are handed to the caller one at a time, so a dump is never held whole.
+pub struct NfnlSocket {
+    sock: Socket,
+    buf: Vec<u8>,
+}
+
+impl NfnlSocket {
+    pub fn open() -> Result<NfnlSocket, DumpError> {
+        let mut sock = Socket::new(NETLINK_NETFILTER).map_err(io_err("socket"))?;
+        sock.bind_auto().map_err(io_err("bind"))?;
+        sock.connect(&SocketAddr::new(0, 0))
+            .map_err(io_err("connect"))?;
+        set_recv_timeout(&sock, RECV_TIMEOUT).map_err(io_err("setsockopt(SO_RCVTIMEO)"))?;
+        Ok(NfnlSocket {
+            sock,
+            buf: Vec::with_capacity(64 * 1024),
+        })
+    }
+
+    /// Sends `req`, then passes every received datagram to `on_datagram` until it
+    /// returns `Ok(true)` (the reply is complete). When `raw` is given, datagrams are
+    /// also appended to it (fixture capture).
+    pub fn exchange(
+        &mut self,
+        req: &[u8],
+        mut raw: Option<&mut Vec<u8>>,
+        mut on_datagram: impl FnMut(&[u8]) -> Result<bool, CtnlError>,
+    ) -> Result<(), DumpError> {
+        let sent = self.sock.send(req, 0).map_err(io_err("send"))?;
+        if sent != req.len() {
+            return Err(DumpError::Io {
+                op: "send",
+                source: io::Error::other("short write"),
+            });
+        }
+        for _ in 0..MAX_DUMP_DATAGRAMS {
+            self.buf.clear();
+            let n = match self.sock.recv(&mut self.buf, libc::MSG_TRUNC) {
+                Ok(n) => n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    return Err(DumpError::Io {
+                        op: "recv",
+                        source: io::Error::new(io::ErrorKind::TimedOut, "no reply from the kernel"),
+                    });
+                }
+                Err(e) => {
+                    return Err(DumpError::Io {
+                        op: "recv",
+                        source: e,
+                    })
+                }
+            };
+            if n > self.buf.len() {
+                return Err(DumpError::Io {
+                    op: "recv",
+                    source: io::Error::other(format!(
+                        "datagram of {n} bytes truncated to {}",
+                        self.buf.len()
+                    )),
+                });
+            }
+            if let Some(raw) = raw.as_deref_mut() {
+                raw.extend_from_slice(&self.buf);
+            }
+            if on_datagram(&self.buf)? {
+                return Ok(());
+            }
+        }
+        Err(DumpError::Io {
+            op: "recv",
+            source: io::Error::other("dump did not end"),
+        })
+    }
+}
+
+/// Upper bound on datagrams of one table dump (a million entries fit in ~10k).
+const MAX_DUMP_DATAGRAMS: usize = 4_000_000;
+
 fn set_recv_timeout(sock: &Socket, timeout: Duration) -> io::Result<()> {
     use std::os::fd::AsRawFd;
     let tv = libc::timeval {
@@ -459,10 +774,7 @@ mod tests {
         let r = Conntrack::default().collect(&ctx, &mut out);
         (
             r,
-            Snapshot {
-                taken_at: SystemTime::now(),
-                families: out.into_families(),
-            },
+            Snapshot::new(SystemTime::now(), out.into_families()),
         )
     }
 

@@ -7,6 +7,7 @@
 pub mod conntrack;
 pub mod netdev;
 pub mod netstat;
+pub mod nftables;
 pub mod procmap;
 pub mod scheduler;
 pub mod sockets;
@@ -100,13 +101,16 @@ pub fn build_enabled(cfg: &Config) -> anyhow::Result<Vec<Box<dyn Collector>>> {
         out.push(Box::new(softnet::Softnet));
     }
     if c.conntrack.enabled {
-        out.push(Box::new(conntrack::Conntrack::default()));
+        out.push(Box::new(conntrack::Conntrack::new(&c.conntrack)));
     }
     if c.sockets.enabled {
         out.push(Box::new(sockets::Sockets::new(&c.sockets)));
     }
     if c.sysctl.enabled {
         out.push(Box::new(sysctl::Sysctl));
+    }
+    if c.nftables.enabled {
+        out.push(Box::new(nftables::Nftables::new(&c.nftables)?));
     }
     Ok(out)
 }

@@ -222,7 +222,7 @@ impl Scheduler {
         let mut tail = Emitter::new();
         tail.push0(&SNAPSHOT_SERIES, series as f64);
         families.extend(tail.into_families());
-        Snapshot { taken_at, families }
+        Snapshot::new(taken_at, families)
     }
 }
 

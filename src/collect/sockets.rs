@@ -202,7 +202,11 @@ const TCP_STATES: [(u8, &str); 11] = [
 
 /// Label value of a (normalised) TCP state.
 pub fn tcp_state_name(s: u8) -> &'static str {
-    TCP_STATES.iter().find(|(n, _)| *n == s).map(|(_, name)| *name).unwrap_or("unknown")
+    TCP_STATES
+        .iter()
+        .find(|(n, _)| *n == s)
+        .map(|(_, name)| *name)
+        .unwrap_or("unknown")
 }
 
 /// `TCP_NEW_SYN_RECV` request sockets are reported as `syn_recv`, as `ss` does;
@@ -286,7 +290,12 @@ impl PortAgg {
     }
 
     fn connections(&self) -> u64 {
-        self.states.iter().enumerate().filter(|(s, _)| *s != state::LISTEN as usize).map(|(_, n)| n).sum()
+        self.states
+            .iter()
+            .enumerate()
+            .filter(|(s, _)| *s != state::LISTEN as usize)
+            .map(|(_, n)| n)
+            .sum()
     }
 
     fn merge(&mut self, o: &PortAgg) {
@@ -325,6 +334,8 @@ struct Agg {
     by_owner: FxHashMap<(u32, u8), u64>,
     cong: Vec<([u8; 16], u64)>,
     cong_other: u64,
+    /// Longest tcp_info seen this tick: tells which fields the kernel has.
+    info_len: usize,
 }
 
 impl Agg {
@@ -339,6 +350,7 @@ impl Agg {
             by_owner: FxHashMap::default(),
             cong: Vec::new(),
             cong_other: 0,
+            info_len: 0,
         }
     }
 
@@ -352,6 +364,7 @@ impl Agg {
         self.by_owner.clear();
         self.cong.clear();
         self.cong_other = 0;
+        self.info_len = 0;
     }
 }
 
@@ -404,13 +417,18 @@ fn fold_tcp(agg: &mut Agg, cx: &FoldCtx<'_>, s: InetSock<'_>) {
     if !agg.listen_ports.contains(s.local_port) {
         return;
     }
-    let Some(&slot) = agg.port_slot.get(&s.local_port) else { return };
-    let Some(p) = agg.ports.get_mut(slot) else { return };
+    let Some(&slot) = agg.port_slot.get(&s.local_port) else {
+        return;
+    };
+    let Some(p) = agg.ports.get_mut(slot) else {
+        return;
+    };
     p.states[st as usize] += 1;
     if st != state::ESTABLISHED {
         return;
     }
     let Some(info) = s.tcp_info else { return };
+    agg.info_len = agg.info_len.max(info.len());
     if let Some(rtt) = tcp_info::rtt_us(info) {
         let secs = rtt as f64 * 1e-6;
         let i = cx.bounds.partition_point(|b| *b < secs);
@@ -420,12 +438,18 @@ fn fold_tcp(agg: &mut Agg, cx: &FoldCtx<'_>, s: InetSock<'_>) {
         p.rtt_sum += secs;
     }
     p.retrans += tcp_info::total_retrans(info).unwrap_or(0) as u64;
-    p.sent = p.sent.saturating_add(tcp_info::bytes_sent(info).unwrap_or(0));
-    p.received = p.received.saturating_add(tcp_info::bytes_received(info).unwrap_or(0));
+    p.sent = p
+        .sent
+        .saturating_add(tcp_info::bytes_sent(info).unwrap_or(0));
+    p.received = p
+        .received
+        .saturating_add(tcp_info::bytes_received(info).unwrap_or(0));
 }
 
 fn count_cong(agg: &mut Agg, raw: &[u8]) {
-    let Some(name) = tcp_info::congestion_name(raw) else { return };
+    let Some(name) = tcp_info::congestion_name(raw) else {
+        return;
+    };
     let mut key = [0u8; 16];
     let n = name.len().min(16);
     key[..n].copy_from_slice(&name.as_bytes()[..n]);
@@ -454,7 +478,11 @@ pub struct Sockets {
 
 /// Finite, positive, ascending, without duplicates.
 fn sanitize_bounds(raw: &[f64]) -> Vec<f64> {
-    let mut b: Vec<f64> = raw.iter().copied().filter(|v| v.is_finite() && *v > 0.0).collect();
+    let mut b: Vec<f64> = raw
+        .iter()
+        .copied()
+        .filter(|v| v.is_finite() && *v > 0.0)
+        .collect();
     b.sort_by(f64::total_cmp);
     b.dedup();
     b
@@ -485,11 +513,21 @@ impl Sockets {
     fn dump_all(&mut self) -> Result<(), CollectError> {
         let diag = match &mut self.diag {
             Some(d) => d,
-            None => self.diag.insert(DiagSocket::open().map_err(|e| e.into_collect("socket"))?),
+            None => self
+                .diag
+                .insert(DiagSocket::open().map_err(|e| e.into_collect("socket"))?),
         };
-        let cx = FoldCtx { procs: self.procs.as_ref(), bounds: &self.bounds };
+        let cx = FoldCtx {
+            procs: self.procs.as_ref(),
+            bounds: &self.bounds,
+        };
         let agg = &mut self.agg;
-        let tcp = |family, states| DumpRequest { family, protocol: IPPROTO_TCP, states, tcp_info: true };
+        let tcp = |family, states| DumpRequest {
+            family,
+            protocol: IPPROTO_TCP,
+            states,
+            tcp_info: true,
+        };
         // Listeners of both families first: connection dumps need the port set.
         for req in [
             tcp(AF_INET, LISTEN_ONLY),
@@ -497,10 +535,16 @@ impl Sockets {
             tcp(AF_INET, ALL_BUT_LISTEN),
             tcp(AF_INET6, ALL_BUT_LISTEN),
         ] {
-            diag.dump(&req, |s| fold_tcp(agg, &cx, s)).map_err(|e| e.into_collect(req.describe()))?;
+            diag.dump(&req, |s| fold_tcp(agg, &cx, s))
+                .map_err(|e| e.into_collect(req.describe()))?;
         }
         for family in [AF_INET, AF_INET6] {
-            let req = DumpRequest { family, protocol: IPPROTO_UDP, states: ALL_STATES, tcp_info: false };
+            let req = DumpRequest {
+                family,
+                protocol: IPPROTO_UDP,
+                states: ALL_STATES,
+                tcp_info: false,
+            };
             match diag.dump(&req, |s| fold_udp(agg, s)) {
                 Ok(_) => {}
                 Err(e) if e.is_unsupported() => {
@@ -534,17 +578,29 @@ impl Sockets {
         let agg = &self.agg;
         for (fi, fam) in FAMILIES.iter().enumerate() {
             for (st, name) in TCP_STATES {
-                out.push(&TCP_CONNECTIONS, vec![fam.to_string(), name.to_string()], agg.tcp[fi][st as usize] as f64);
+                out.push(
+                    &TCP_CONNECTIONS,
+                    vec![fam.to_string(), name.to_string()],
+                    agg.tcp[fi][st as usize] as f64,
+                );
             }
             if agg.tcp[fi][0] > 0 {
-                out.push(&TCP_CONNECTIONS, vec![fam.to_string(), "unknown".into()], agg.tcp[fi][0] as f64);
+                out.push(
+                    &TCP_CONNECTIONS,
+                    vec![fam.to_string(), "unknown".into()],
+                    agg.tcp[fi][0] as f64,
+                );
             }
         }
         for (fi, fam) in FAMILIES.iter().enumerate() {
             for st in 0..NSTATES as u8 {
                 let n = agg.udp[fi][st as usize];
                 if n > 0 || st == state::CLOSE || st == state::ESTABLISHED {
-                    out.push(&UDP_SOCKETS, vec![fam.to_string(), udp_state_name(st).to_string()], n as f64);
+                    out.push(
+                        &UDP_SOCKETS,
+                        vec![fam.to_string(), udp_state_name(st).to_string()],
+                        n as f64,
+                    );
                 }
             }
         }
@@ -578,26 +634,39 @@ impl Sockets {
         let agg = &self.agg;
         // Rank: most connections first, then lowest port.
         let mut order: Vec<&PortAgg> = agg.ports.iter().collect();
-        order.sort_by(|a, b| b.connections().cmp(&a.connections()).then(a.port.cmp(&b.port)));
+        order.sort_by(|a, b| {
+            b.connections()
+                .cmp(&a.connections())
+                .then(a.port.cmp(&b.port))
+        });
         let keep = order.len().min(self.cfg.max_ports);
         let mut kept: Vec<&PortAgg> = order[..keep].to_vec();
         kept.sort_by_key(|p| p.port);
         let mut other: Option<PortAgg> = None;
         for p in &order[keep..] {
-            other.get_or_insert_with(|| PortAgg::new(0, self.bounds.len())).merge(p);
+            other
+                .get_or_insert_with(|| PortAgg::new(0, self.bounds.len()))
+                .merge(p);
         }
         let mut kept_set = PortSet::new();
         for p in &kept {
             kept_set.insert(p.port);
         }
-        let rows = kept.iter().map(|p| (p.port.to_string(), *p)).chain(other.as_ref().map(|o| (OTHER.to_string(), o)));
+        let rows = kept
+            .iter()
+            .map(|p| (p.port.to_string(), *p))
+            .chain(other.as_ref().map(|o| (OTHER.to_string(), o)));
         out.declare(&PORT_CONNECTIONS);
         out.declare(&RTT);
         for (label, p) in rows {
             for (st, name) in TCP_STATES {
                 let n = p.states[st as usize];
                 if n > 0 {
-                    out.push(&PORT_CONNECTIONS, vec![label.clone(), name.to_string()], n as f64);
+                    out.push(
+                        &PORT_CONNECTIONS,
+                        vec![label.clone(), name.to_string()],
+                        n as f64,
+                    );
                 }
             }
             let mut cumulative = Vec::with_capacity(self.bounds.len());
@@ -610,11 +679,25 @@ impl Sockets {
             out.push_histogram(
                 &RTT,
                 vec![label.clone()],
-                HistogramValue { bounds: self.bounds.clone(), cumulative, count, sum: p.rtt_sum },
+                HistogramValue {
+                    bounds: self.bounds.clone(),
+                    cumulative,
+                    count,
+                    sum: p.rtt_sum,
+                },
             );
-            out.push(&PORT_RETRANS, vec![label.clone()], p.retrans as f64);
-            out.push(&PORT_SENT, vec![label.clone()], p.sent as f64);
-            out.push(&PORT_RECEIVED, vec![label], p.received as f64);
+            // A kernel whose tcp_info lacks a field gets no series rather than
+            // zeros that look like idle connections (no connection at all: zeros).
+            let has = |end: usize| agg.info_len == 0 || agg.info_len >= end;
+            if has(tcp_info::offset::TOTAL_RETRANS + 4) {
+                out.push(&PORT_RETRANS, vec![label.clone()], p.retrans as f64);
+            }
+            if has(tcp_info::offset::BYTES_SENT + 8) {
+                out.push(&PORT_SENT, vec![label.clone()], p.sent as f64);
+            }
+            if has(tcp_info::offset::BYTES_RECEIVED + 8) {
+                out.push(&PORT_RECEIVED, vec![label], p.received as f64);
+            }
         }
 
         // Listeners: (family, address, port, process) → (queue, backlog), summed.
@@ -622,7 +705,9 @@ impl Sockets {
         let mut listen_other: Option<(u64, u64)> = None;
         for l in &agg.listeners {
             if kept_set.contains(l.port) {
-                let e = listen.entry((l.port, l.family, l.addr, self.owner_label(l.owner))).or_default();
+                let e = listen
+                    .entry((l.port, l.family, l.addr, self.owner_label(l.owner)))
+                    .or_default();
                 e.0 += l.queue as u64;
                 e.1 += l.backlog as u64;
             } else {
@@ -634,12 +719,22 @@ impl Sockets {
         out.declare(&LISTEN_QUEUE);
         out.declare(&LISTEN_BACKLOG);
         for ((port, family, addr, process), (queue, backlog)) in listen {
-            let labels = vec![FAMILIES[family_index(family)].to_string(), addr.to_string(), port.to_string(), process];
+            let labels = vec![
+                FAMILIES[family_index(family)].to_string(),
+                addr.to_string(),
+                port.to_string(),
+                process,
+            ];
             out.push(&LISTEN_QUEUE, labels.clone(), queue as f64);
             out.push(&LISTEN_BACKLOG, labels, backlog as f64);
         }
         if let Some((queue, backlog)) = listen_other {
-            let labels = vec![String::new(), String::new(), OTHER.to_string(), String::new()];
+            let labels = vec![
+                String::new(),
+                String::new(),
+                OTHER.to_string(),
+                String::new(),
+            ];
             out.push(&LISTEN_QUEUE, labels.clone(), queue as f64);
             out.push(&LISTEN_BACKLOG, labels, backlog as f64);
         }
@@ -650,13 +745,22 @@ impl Sockets {
     fn emit_processes(&self, out: &mut Emitter) {
         let mut by_name: BTreeMap<String, [u64; NSTATES]> = BTreeMap::new();
         for (&(owner, st), &n) in &self.agg.by_owner {
-            by_name.entry(self.owner_label(owner)).or_insert([0; NSTATES])[st as usize] += n;
+            by_name
+                .entry(self.owner_label(owner))
+                .or_insert([0; NSTATES])[st as usize] += n;
         }
         let special = |name: &str| name.is_empty() || name == "unknown";
-        let mut named: Vec<(&String, u64)> =
-            by_name.iter().filter(|(k, _)| !special(k)).map(|(k, v)| (k, v.iter().sum())).collect();
+        let mut named: Vec<(&String, u64)> = by_name
+            .iter()
+            .filter(|(k, _)| !special(k))
+            .map(|(k, v)| (k, v.iter().sum()))
+            .collect();
         named.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(b.0)));
-        let dropped: Vec<String> = named.iter().skip(self.cfg.max_processes).map(|(k, _)| (*k).clone()).collect();
+        let dropped: Vec<String> = named
+            .iter()
+            .skip(self.cfg.max_processes)
+            .map(|(k, _)| (*k).clone())
+            .collect();
         let mut other = [0u64; NSTATES];
         for name in &dropped {
             if let Some(v) = by_name.remove(name) {
@@ -676,7 +780,11 @@ impl Sockets {
             for (st, sname) in TCP_STATES {
                 let n = states[st as usize];
                 if n > 0 {
-                    out.push(&PROCESS_CONNECTIONS, vec![name.clone(), sname.to_string()], n as f64);
+                    out.push(
+                        &PROCESS_CONNECTIONS,
+                        vec![name.clone(), sname.to_string()],
+                        n as f64,
+                    );
                 }
             }
         }
@@ -754,14 +862,21 @@ mod tests {
     }
 
     fn find<'a>(fams: &'a [crate::snapshot::Family], name: &str) -> &'a crate::snapshot::Family {
-        fams.iter().find(|f| f.desc.name == name).unwrap_or_else(|| panic!("no {name}"))
+        fams.iter()
+            .find(|f| f.desc.name == name)
+            .unwrap_or_else(|| panic!("no {name}"))
     }
 
     fn value(fams: &[crate::snapshot::Family], name: &str, labels: &[&str]) -> Option<f64> {
         find(fams, name)
             .samples
             .iter()
-            .find(|s| s.labels.iter().map(String::as_str).eq(labels.iter().copied()))
+            .find(|s| {
+                s.labels
+                    .iter()
+                    .map(String::as_str)
+                    .eq(labels.iter().copied())
+            })
             .and_then(|s| s.value.as_f64())
     }
 
@@ -772,7 +887,10 @@ mod tests {
 
     fn run_with(mut s: Sockets, socks: &[InetSock<'_>]) -> Vec<crate::snapshot::Family> {
         s.agg.reset();
-        let cx = FoldCtx { procs: s.procs.as_ref(), bounds: &s.bounds };
+        let cx = FoldCtx {
+            procs: s.procs.as_ref(),
+            bounds: &s.bounds,
+        };
         // Listeners first, as the collector dumps them.
         for x in socks.iter().filter(|x| x.state == state::LISTEN) {
             fold_tcp(&mut s.agg, &cx, *x);
@@ -798,27 +916,117 @@ mod tests {
             sock(state::ESTABLISHED, 45000, Some(&a)), // client side: not a listening port
         ];
         let f = run(&cfg(64, 64), &socks);
-        assert_eq!(value(&f, "netsight_tcp_connections", &["ipv4", "established"]), Some(3.0));
-        assert_eq!(value(&f, "netsight_tcp_connections", &["ipv4", "syn_recv"]), Some(1.0));
-        assert_eq!(value(&f, "netsight_tcp_connections", &["ipv6", "listen"]), Some(0.0));
-        assert_eq!(value(&f, "netsight_tcp_port_connections", &["80", "established"]), Some(2.0));
-        assert_eq!(value(&f, "netsight_tcp_port_connections", &["80", "listen"]), Some(1.0));
-        assert_eq!(value(&f, "netsight_tcp_port_connections", &["80", "syn_recv"]), Some(1.0));
-        assert_eq!(value(&f, "netsight_tcp_port_connections", &["80", "time_wait"]), Some(1.0));
-        assert_eq!(value(&f, "netsight_tcp_port_connections", &["80", "close_wait"]), None, "zeros omitted");
-        assert!(find(&f, "netsight_tcp_port_connections").samples.iter().all(|s| s.labels[0] == "80"));
-        assert_eq!(value(&f, "netsight_tcp_port_retransmitted_segments", &["80"]), Some(3.0));
-        assert_eq!(value(&f, "netsight_tcp_port_sent_bytes", &["80"]), Some(1500.0));
-        assert_eq!(value(&f, "netsight_tcp_port_received_bytes", &["80"]), Some(15.0));
-        assert_eq!(value(&f, "netsight_tcp_listen_queue_length", &["ipv4", "127.0.0.1", "80", ""]), Some(3.0));
-        assert_eq!(value(&f, "netsight_tcp_listen_backlog", &["ipv4", "127.0.0.1", "80", ""]), Some(128.0));
-        assert_eq!(value(&f, "netsight_tcp_congestion_control_connections", &["cubic"]), Some(3.0));
+        assert_eq!(
+            value(&f, "netsight_tcp_connections", &["ipv4", "established"]),
+            Some(3.0)
+        );
+        assert_eq!(
+            value(&f, "netsight_tcp_connections", &["ipv4", "syn_recv"]),
+            Some(1.0)
+        );
+        assert_eq!(
+            value(&f, "netsight_tcp_connections", &["ipv6", "listen"]),
+            Some(0.0)
+        );
+        assert_eq!(
+            value(&f, "netsight_tcp_port_connections", &["80", "established"]),
+            Some(2.0)
+        );
+        assert_eq!(
+            value(&f, "netsight_tcp_port_connections", &["80", "listen"]),
+            Some(1.0)
+        );
+        assert_eq!(
+            value(&f, "netsight_tcp_port_connections", &["80", "syn_recv"]),
+            Some(1.0)
+        );
+        assert_eq!(
+            value(&f, "netsight_tcp_port_connections", &["80", "time_wait"]),
+            Some(1.0)
+        );
+        assert_eq!(
+            value(&f, "netsight_tcp_port_connections", &["80", "close_wait"]),
+            None,
+            "zeros omitted"
+        );
+        assert!(find(&f, "netsight_tcp_port_connections")
+            .samples
+            .iter()
+            .all(|s| s.labels[0] == "80"));
+        assert_eq!(
+            value(&f, "netsight_tcp_port_retransmitted_segments", &["80"]),
+            Some(3.0)
+        );
+        assert_eq!(
+            value(&f, "netsight_tcp_port_sent_bytes", &["80"]),
+            Some(1500.0)
+        );
+        assert_eq!(
+            value(&f, "netsight_tcp_port_received_bytes", &["80"]),
+            Some(15.0)
+        );
+        assert_eq!(
+            value(
+                &f,
+                "netsight_tcp_listen_queue_length",
+                &["ipv4", "127.0.0.1", "80", ""]
+            ),
+            Some(3.0)
+        );
+        assert_eq!(
+            value(
+                &f,
+                "netsight_tcp_listen_backlog",
+                &["ipv4", "127.0.0.1", "80", ""]
+            ),
+            Some(128.0)
+        );
+        assert_eq!(
+            value(
+                &f,
+                "netsight_tcp_congestion_control_connections",
+                &["cubic"]
+            ),
+            Some(3.0)
+        );
         let h = &find(&f, "netsight_tcp_rtt_seconds").samples[0];
-        let crate::snapshot::Value::Histogram(h) = &h.value else { panic!("histogram") };
+        let crate::snapshot::Value::Histogram(h) = &h.value else {
+            panic!("histogram")
+        };
         assert_eq!(&*h.bounds, &[0.001, 0.01, 0.1]);
         assert_eq!(h.cumulative, vec![1, 1, 2], "0.5 ms ≤ 1 ms; 20 ms ≤ 100 ms");
         assert_eq!(h.count, 2);
         assert!((h.sum - 0.0205).abs() < 1e-12);
+    }
+
+    #[test]
+    fn sockets_fields_an_old_kernel_lacks_are_not_reported_as_zero() {
+        let full = info(500, 2, 1000, 10);
+        let old = &full[..168]; // Linux 4.9: no tcpi_bytes_sent
+        let f = run(
+            &cfg(64, 64),
+            &[
+                sock(state::LISTEN, 80, None),
+                sock(state::ESTABLISHED, 80, Some(old)),
+            ],
+        );
+        assert_eq!(
+            value(&f, "netsight_tcp_port_received_bytes", &["80"]),
+            Some(10.0)
+        );
+        assert_eq!(
+            value(&f, "netsight_tcp_port_retransmitted_segments", &["80"]),
+            Some(2.0)
+        );
+        assert!(f
+            .iter()
+            .all(|fam| fam.desc.name != "netsight_tcp_port_sent_bytes" || fam.samples.is_empty()));
+        // No connections: zeros are true whatever the kernel.
+        let f = run(&cfg(64, 64), &[sock(state::LISTEN, 80, None)]);
+        assert_eq!(
+            value(&f, "netsight_tcp_port_sent_bytes", &["80"]),
+            Some(0.0)
+        );
     }
 
     #[test]
@@ -833,35 +1041,84 @@ mod tests {
             }
         }
         let f = run(&cfg(2, 64), &socks);
-        let ports: Vec<&str> =
-            find(&f, "netsight_tcp_rtt_seconds").samples.iter().map(|s| s.labels[0].as_str()).collect();
-        assert_eq!(ports, ["8002", "8003", "other"], "sorted by port, other last");
-        assert_eq!(value(&f, "netsight_tcp_port_connections", &["other", "established"]), Some(1.0));
-        assert_eq!(value(&f, "netsight_tcp_port_connections", &["8003", "established"]), Some(3.0));
-        assert_eq!(value(&f, "netsight_tcp_listen_queue_length", &["", "", "other", ""]), Some(3.0));
-        assert_eq!(value(&f, "netsight_tcp_listen_backlog", &["ipv4", "127.0.0.1", "8002", ""]), Some(128.0));
-        assert_eq!(value(&f, "netsight_tcp_listen_backlog", &["ipv4", "127.0.0.1", "8001", ""]), None);
+        let ports: Vec<&str> = find(&f, "netsight_tcp_rtt_seconds")
+            .samples
+            .iter()
+            .map(|s| s.labels[0].as_str())
+            .collect();
+        assert_eq!(
+            ports,
+            ["8002", "8003", "other"],
+            "sorted by port, other last"
+        );
+        assert_eq!(
+            value(
+                &f,
+                "netsight_tcp_port_connections",
+                &["other", "established"]
+            ),
+            Some(1.0)
+        );
+        assert_eq!(
+            value(
+                &f,
+                "netsight_tcp_port_connections",
+                &["8003", "established"]
+            ),
+            Some(3.0)
+        );
+        assert_eq!(
+            value(
+                &f,
+                "netsight_tcp_listen_queue_length",
+                &["", "", "other", ""]
+            ),
+            Some(3.0)
+        );
+        assert_eq!(
+            value(
+                &f,
+                "netsight_tcp_listen_backlog",
+                &["ipv4", "127.0.0.1", "8002", ""]
+            ),
+            Some(128.0)
+        );
+        assert_eq!(
+            value(
+                &f,
+                "netsight_tcp_listen_backlog",
+                &["ipv4", "127.0.0.1", "8001", ""]
+            ),
+            None
+        );
     }
 
     #[test]
     fn sockets_processes_are_capped_with_special_rows_kept() {
         // A fake procfs: nginx (2 pids) owns inodes 10, 11; sshd 20; redis 30.
         let dir = tempfile::tempdir().expect("tempdir");
-        for (pid, comm, inodes) in
-            [("100", "nginx", &[10u32][..]), ("101", "nginx", &[11]), ("200", "sshd", &[20]), ("300", "redis", &[30])]
-        {
+        for (pid, comm, inodes) in [
+            ("100", "nginx", &[10u32][..]),
+            ("101", "nginx", &[11]),
+            ("200", "sshd", &[20]),
+            ("300", "redis", &[30]),
+        ] {
             let fd = dir.path().join(pid).join("fd");
             std::fs::create_dir_all(&fd).expect("mkdir");
             std::fs::write(dir.path().join(pid).join("comm"), format!("{comm}\n")).expect("comm");
             for (i, ino) in inodes.iter().enumerate() {
-                std::os::unix::fs::symlink(format!("socket:[{ino}]"), fd.join(i.to_string())).expect("link");
+                std::os::unix::fs::symlink(format!("socket:[{ino}]"), fd.join(i.to_string()))
+                    .expect("link");
             }
         }
         let mut c = cfg(64, 2);
         c.processes = true;
         let mut s = Sockets::new(&c);
         s.procs.as_mut().expect("procs on").refresh(dir.path());
-        let owned = |state, inode| InetSock { inode, ..sock(state, 9000, None) };
+        let owned = |state, inode| InetSock {
+            inode,
+            ..sock(state, 9000, None)
+        };
         let socks = [
             owned(state::LISTEN, 10),
             owned(state::ESTABLISHED, 10),
@@ -875,7 +1132,11 @@ mod tests {
         ];
         let f = run_with(s, &socks);
         let v = |p: &str, st: &str| value(&f, "netsight_tcp_process_connections", &[p, st]);
-        assert_eq!(v("nginx", "established"), Some(2.0), "summed over both nginx pids");
+        assert_eq!(
+            v("nginx", "established"),
+            Some(2.0),
+            "summed over both nginx pids"
+        );
         assert_eq!(v("nginx", "listen"), Some(1.0));
         assert_eq!(v("sshd", "established"), Some(1.0));
         assert_eq!(v("sshd", "close_wait"), Some(1.0));
@@ -883,16 +1144,36 @@ mod tests {
         assert_eq!(v("other", "established"), Some(1.0));
         assert_eq!(v("", "time_wait"), Some(2.0), "no owner");
         assert_eq!(v("unknown", "established"), Some(1.0));
-        let names: Vec<&str> =
-            find(&f, "netsight_tcp_process_connections").samples.iter().map(|s| s.labels[0].as_str()).collect();
-        assert_eq!(names, ["", "nginx", "nginx", "other", "sshd", "sshd", "unknown"], "sorted");
-        assert_eq!(value(&f, "netsight_tcp_listen_backlog", &["ipv4", "127.0.0.1", "9000", "nginx"]), Some(128.0));
-        assert_eq!(value(&f, "netsight_sockets_process_scan_denied", &[]), Some(0.0));
+        let names: Vec<&str> = find(&f, "netsight_tcp_process_connections")
+            .samples
+            .iter()
+            .map(|s| s.labels[0].as_str())
+            .collect();
+        assert_eq!(
+            names,
+            ["", "nginx", "nginx", "other", "sshd", "sshd", "unknown"],
+            "sorted"
+        );
+        assert_eq!(
+            value(
+                &f,
+                "netsight_tcp_listen_backlog",
+                &["ipv4", "127.0.0.1", "9000", "nginx"]
+            ),
+            Some(128.0)
+        );
+        assert_eq!(
+            value(&f, "netsight_sockets_process_scan_denied", &[]),
+            Some(0.0)
+        );
     }
 
     #[test]
     fn sockets_state_names_follow_ss() {
-        assert_eq!(tcp_state_name(normalise_state(state::NEW_SYN_RECV)), "syn_recv");
+        assert_eq!(
+            tcp_state_name(normalise_state(state::NEW_SYN_RECV)),
+            "syn_recv"
+        );
         assert_eq!(tcp_state_name(state::CLOSE_WAIT), "close_wait");
         assert_eq!(tcp_state_name(normalise_state(200)), "unknown");
         assert_eq!(udp_state_name(state::CLOSE), "unconnected");
@@ -901,7 +1182,10 @@ mod tests {
 
     #[test]
     fn sockets_bounds_are_sanitized() {
-        assert_eq!(sanitize_bounds(&[0.1, f64::NAN, 0.01, -1.0, 0.1, f64::INFINITY]), vec![0.01, 0.1]);
+        assert_eq!(
+            sanitize_bounds(&[0.1, f64::NAN, 0.01, -1.0, 0.1, f64::INFINITY]),
+            vec![0.01, 0.1]
+        );
     }
 
     #[test]
@@ -909,7 +1193,10 @@ mod tests {
         let mut s = Sockets::new(&cfg(64, 64));
         let ctx = CollectContext::new("/tmp/fixture-proc", "/sys");
         let mut out = Emitter::new();
-        assert!(matches!(s.collect(&ctx, &mut out), Err(CollectError::Unavailable(_))));
+        assert!(matches!(
+            s.collect(&ctx, &mut out),
+            Err(CollectError::Unavailable(_))
+        ));
     }
 
     /// A live tick in the test's own namespace: a listener with one connection is
@@ -939,9 +1226,18 @@ mod tests {
             s.collect(&ctx, &mut out).expect("collect");
             f = out.into_families();
         }
-        assert_eq!(value(&f, "netsight_tcp_listen_queue_length", &labels), Some(1.0), "one connection to accept");
+        assert_eq!(
+            value(&f, "netsight_tcp_listen_queue_length", &labels),
+            Some(1.0),
+            "one connection to accept"
+        );
         assert!(value(&f, "netsight_tcp_listen_backlog", &labels).is_some_and(|v| v > 0.0));
-        assert!(value(&f, "netsight_tcp_port_connections", &[labels[2], "established"]).is_some_and(|v| v >= 1.0));
+        assert!(value(
+            &f,
+            "netsight_tcp_port_connections",
+            &[labels[2], "established"]
+        )
+        .is_some_and(|v| v >= 1.0));
         // A second tick reuses the socket and buffers.
         let mut out = Emitter::new();
         s.collect(&ctx, &mut out).expect("second collect");

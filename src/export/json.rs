@@ -21,7 +21,7 @@ pub fn render(snap: &Snapshot) -> Json {
                 .map(|s| {
                     let labels: Map<String, Json> = f.label_names()
                     .into_iter()
-                        .zip(&s.labels)
+                        .zip(s.labels.iter())
                         .map(|(k, v)| (k.to_string(), Json::String(v.clone())))
                         .collect();
                     let value = match &s.value {

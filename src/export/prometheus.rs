@@ -31,7 +31,7 @@ fn to_proto(f: &Family) -> Option<MetricFamily> {
             m.set_label(
                 f.label_names()
                     .into_iter()
-                    .zip(&s.labels)
+                    .zip(s.labels.iter())
                     // An empty value is the same as no label in Prometheus; runtime
                     // families use it for labels a given rule's groups do not have.
                     .filter(|(_, v)| !v.is_empty())
@@ -100,7 +100,7 @@ mod tests {
         let mut e = Emitter::new();
         e.push(&COLLECTOR_ERRORS, vec!["a\"b\\c\nd".into()], 3.0);
         e.push(&COLLECTOR_UP, vec!["x".into()], 1.0);
-        let snap = Snapshot { taken_at: std::time::SystemTime::now(), families: e.into_families() };
+        let snap = Snapshot::new(std::time::SystemTime::now(), e.into_families());
         let text = encode(&snap).expect("encode");
         assert!(text.contains("# TYPE netsight_collector_errors_total counter"), "{text}");
         assert!(text.contains(r#"netsight_collector_errors_total{collector="a\"b\\c\nd"} 3"#), "{text}");

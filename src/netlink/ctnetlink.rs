@@ -148,7 +148,7 @@ pub enum CtnlError {
 }
 
 impl CtnlError {
-    fn malformed(offset: usize, message: impl Into<String>) -> Self {
+    pub fn malformed(offset: usize, message: impl Into<String>) -> Self {
         CtnlError::Malformed {
             offset,
             message: message.into(),
@@ -276,6 +276,289 @@ fn cpu_stats(nf: NetfilterMessage, dump: StatsDump, offset: usize) -> Result<Cpu
         }
     }
     Ok(CpuStats { cpu, attrs })
+}
+
+// ---------------------------------------------------------------------------
+// Table dump (`conntrack -L`): IPCTNL_MSG_CT_GET with NLM_F_DUMP.
+//
+// The request is built with the crate's `ConntrackMessage::Get`. Replies are parsed
+// here, by hand, into a `Copy` [`Flow`] per entry without allocating: a dump of a
+// full table (hundreds of thousands of entries) is streamed through a callback and
+// never held, and the crate's typed `ConntrackAttribute` tree allocates per entry
+// and per nesting level and does not decode CTA_ZONE or the accounting counters.
+
+pub const IPCTNL_MSG_CT_NEW: u8 = 0;
+pub const IPCTNL_MSG_CT_GET: u8 = 1;
+
+const CTA_TUPLE_ORIG: u16 = 1;
+const CTA_PROTOINFO: u16 = 4;
+const CTA_COUNTERS_ORIG: u16 = 9;
+const CTA_COUNTERS_REPLY: u16 = 10;
+const CTA_ZONE: u16 = 18;
+const CTA_TUPLE_IP: u16 = 1;
+const CTA_TUPLE_PROTO: u16 = 2;
+const CTA_TUPLE_ZONE: u16 = 3;
+const CTA_IP_V4_SRC: u16 = 1;
+const CTA_IP_V4_DST: u16 = 2;
+const CTA_IP_V6_SRC: u16 = 3;
+const CTA_IP_V6_DST: u16 = 4;
+const CTA_PROTO_NUM: u16 = 1;
+const CTA_PROTOINFO_TCP: u16 = 1;
+const CTA_PROTOINFO_DCCP: u16 = 2;
+const CTA_PROTOINFO_SCTP: u16 = 3;
+/// `CTA_PROTOINFO_{TCP,DCCP,SCTP}_STATE` are all attribute 1 of their nest.
+const CTA_PROTOINFO_STATE: u16 = 1;
+const CTA_COUNTERS_PACKETS: u16 = 1;
+const CTA_COUNTERS_BYTES: u16 = 2;
+const CTA_COUNTERS32_PACKETS: u16 = 3;
+const CTA_COUNTERS32_BYTES: u16 = 4;
+
+/// Builds the table dump request (every L3 family) with sequence number `seq`.
+pub fn ct_dump_request(seq: u32) -> Vec<u8> {
+    let nfheader = NetfilterHeader::new(NetfilterProtoFamily::Unspec, NFNETLINK_V0, 0);
+    let inner = NetfilterMessageInner::Conntrack(ConntrackMessage::Get(Vec::new()));
+    let mut header = NetlinkHeader::default();
+    header.flags = NLM_F_REQUEST | NLM_F_DUMP;
+    header.sequence_number = seq;
+    let mut msg = NetlinkMessage::new(
+        header,
+        NetlinkPayload::InnerMessage(NetfilterMessage::new(nfheader, inner)),
+    );
+    msg.finalize();
+    let mut buf = vec![0u8; msg.buffer_len()];
+    msg.serialize(&mut buf);
+    buf
+}
+
+/// What the breakdown needs of one conntrack entry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Flow {
+    /// L3 family from the nfgenmsg (`AF_INET` 2, `AF_INET6` 10).
+    pub l3: u8,
+    /// L4 protocol number of the original tuple.
+    pub proto: u8,
+    /// Protocol state for TCP, SCTP and DCCP.
+    pub state: Option<u8>,
+    pub zone: u16,
+    /// Original-direction source and destination.
+    pub src: Option<std::net::IpAddr>,
+    pub dst: Option<std::net::IpAddr>,
+    /// Both directions summed; `None` without nf_conntrack_acct.
+    pub packets: Option<u64>,
+    pub bytes: Option<u64>,
+}
+
+/// `conntrack -L`'s name of an L4 protocol.
+pub fn protocol_name(proto: u8) -> Cow<'static, str> {
+    Cow::Borrowed(match proto {
+        1 => "icmp",
+        2 => "igmp",
+        6 => "tcp",
+        17 => "udp",
+        33 => "dccp",
+        47 => "gre",
+        58 => "icmpv6",
+        132 => "sctp",
+        136 => "udplite",
+        n => return Cow::Owned(n.to_string()),
+    })
+}
+
+/// `conntrack -L`'s name of a protocol state (upper case, as it prints them); empty
+/// for protocols without states.
+pub fn state_name(proto: u8, state: Option<u8>) -> Cow<'static, str> {
+    let Some(st) = state else { return Cow::Borrowed("") };
+    let names: &[&str] = match proto {
+        6 => &[
+            "NONE", "SYN_SENT", "SYN_RECV", "ESTABLISHED", "FIN_WAIT", "CLOSE_WAIT", "LAST_ACK",
+            "TIME_WAIT", "CLOSE", "SYN_SENT2",
+        ],
+        132 => &[
+            "NONE", "CLOSED", "COOKIE_WAIT", "COOKIE_ECHOED", "ESTABLISHED", "SHUTDOWN_SENT",
+            "SHUTDOWN_RECD", "SHUTDOWN_ACK_SENT", "HEARTBEAT_SENT",
+        ],
+        33 => &[
+            "NONE", "REQUEST", "RESPOND", "PARTOPEN", "OPEN", "CLOSEREQ", "CLOSING", "TIMEWAIT",
+            "IGNORE", "INVALID",
+        ],
+        _ => return Cow::Borrowed(""),
+    };
+    match names.get(usize::from(st)) {
+        Some(n) => Cow::Borrowed(n),
+        None => Cow::Owned(format!("STATE{st}")),
+    }
+}
+
+fn ip_from(v: &[u8]) -> Option<std::net::IpAddr> {
+    match v.len() {
+        4 => <[u8; 4]>::try_from(v).ok().map(|b| std::net::IpAddr::from(b)),
+        16 => <[u8; 16]>::try_from(v).ok().map(|b| std::net::IpAddr::from(b)),
+        _ => None,
+    }
+}
+
+fn be_num(v: &[u8]) -> Option<u64> {
+    match v.len() {
+        1 => Some(u64::from(v[0])),
+        2 => Some(u64::from(u16::from_be_bytes([v[0], v[1]]))),
+        4 => Some(u64::from(u32::from_be_bytes([v[0], v[1], v[2], v[3]]))),
+        8 => <[u8; 8]>::try_from(v).ok().map(u64::from_be_bytes),
+        _ => None,
+    }
+}
+
+fn flow_from(l3: u8, body: &[u8]) -> Result<Flow, String> {
+    use super::nftables::attrs;
+    let mut f = Flow {
+        l3,
+        proto: 0,
+        state: None,
+        zone: 0,
+        src: None,
+        dst: None,
+        packets: None,
+        bytes: None,
+    };
+    let mut have_tuple = false;
+    for a in attrs(body) {
+        let a = a?;
+        match a.kind {
+            CTA_TUPLE_ORIG => {
+                have_tuple = true;
+                for t in attrs(a.value) {
+                    let t = t?;
+                    match t.kind {
+                        CTA_TUPLE_IP => {
+                            for ip in attrs(t.value) {
+                                let ip = ip?;
+                                match ip.kind {
+                                    CTA_IP_V4_SRC | CTA_IP_V6_SRC => f.src = ip_from(ip.value),
+                                    CTA_IP_V4_DST | CTA_IP_V6_DST => f.dst = ip_from(ip.value),
+                                    _ => {}
+                                }
+                            }
+                        }
+                        CTA_TUPLE_PROTO => {
+                            for p in attrs(t.value) {
+                                let p = p?;
+                                if p.kind == CTA_PROTO_NUM {
+                                    f.proto = *p.value.first().ok_or("empty CTA_PROTO_NUM")?;
+                                }
+                            }
+                        }
+                        CTA_TUPLE_ZONE => {
+                            f.zone = be_num(t.value).ok_or("bad CTA_TUPLE_ZONE")? as u16;
+                        }
+                        _ => {}
+                    }
+                }
+            }
+            CTA_PROTOINFO => {
+                for p in attrs(a.value) {
+                    let p = p?;
+                    if matches!(p.kind, CTA_PROTOINFO_TCP | CTA_PROTOINFO_DCCP | CTA_PROTOINFO_SCTP) {
+                        for st in attrs(p.value) {
+                            let st = st?;
+                            if st.kind == CTA_PROTOINFO_STATE {
+                                f.state = st.value.first().copied();
+                            }
+                        }
+                    }
+                }
+            }
+            CTA_COUNTERS_ORIG | CTA_COUNTERS_REPLY => {
+                for c in attrs(a.value) {
+                    let c = c?;
+                    let v = be_num(c.value);
+                    match c.kind {
+                        CTA_COUNTERS_PACKETS | CTA_COUNTERS32_PACKETS => {
+                            f.packets = Some(f.packets.unwrap_or(0).saturating_add(v.ok_or("bad packet counter")?));
+                        }
+                        CTA_COUNTERS_BYTES | CTA_COUNTERS32_BYTES => {
+                            f.bytes = Some(f.bytes.unwrap_or(0).saturating_add(v.ok_or("bad byte counter")?));
+                        }
+                        _ => {}
+                    }
+                }
+            }
+            CTA_ZONE => f.zone = be_num(a.value).ok_or("bad CTA_ZONE")? as u16,
+            _ => {}
+        }
+    }
+    if !have_tuple {
+        return Err("entry without CTA_TUPLE_ORIG".into());
+    }
+    Ok(f)
+}
+
+/// Parses the netlink messages in `bytes` (one `recv` of a reply to
+/// [`ct_dump_request`]) and calls `on_flow` for every entry. Returns true once
+/// `NLMSG_DONE` is seen. When `seq` is given every message must carry it.
+pub fn parse_ct_dump(
+    bytes: &[u8],
+    seq: Option<u32>,
+    mut on_flow: impl FnMut(&Flow),
+) -> Result<bool, CtnlError> {
+    let new_type = (u16::from(NFNL_SUBSYS_CTNETLINK) << 8) | u16::from(IPCTNL_MSG_CT_NEW);
+    let mut offset = 0;
+    while offset < bytes.len() {
+        let rest = &bytes[offset..];
+        if rest.len() < NLMSG_HDRLEN {
+            return Err(CtnlError::malformed(offset, format!("{} trailing bytes", rest.len())));
+        }
+        let len = u32::from_ne_bytes([rest[0], rest[1], rest[2], rest[3]]) as usize;
+        let ty = u16::from_ne_bytes([rest[4], rest[5]]);
+        let msg_seq = u32::from_ne_bytes([rest[8], rest[9], rest[10], rest[11]]);
+        if len < NLMSG_HDRLEN {
+            return Err(CtnlError::malformed(offset, format!("message length {len}")));
+        }
+        let Some(one) = rest.get(..len) else {
+            return Err(CtnlError::malformed(offset, "message longer than buffer"));
+        };
+        if let Some(seq) = seq {
+            if msg_seq != seq {
+                return Err(CtnlError::malformed(
+                    offset,
+                    format!("sequence number {msg_seq} instead of {seq}"),
+                ));
+            }
+        }
+        let payload = &one[NLMSG_HDRLEN..];
+        match ty {
+            // NLMSG_NOOP
+            1 => {}
+            // NLMSG_ERROR
+            2 => {
+                let code = payload
+                    .get(..4)
+                    .map(|b| i32::from_ne_bytes([b[0], b[1], b[2], b[3]]))
+                    .ok_or_else(|| CtnlError::malformed(offset, "short NLMSG_ERROR"))?;
+                if code != 0 {
+                    return Err(CtnlError::Kernel { errno: code.saturating_abs() });
+                }
+            }
+            // NLMSG_DONE
+            3 => return Ok(true),
+            // NLMSG_OVERRUN
+            4 => return Err(CtnlError::malformed(offset, "NLMSG_OVERRUN")),
+            ty if ty == new_type => {
+                if payload.len() < 4 {
+                    return Err(CtnlError::malformed(offset, "short nfgenmsg"));
+                }
+                let flow = flow_from(payload[0], &payload[4..])
+                    .map_err(|m| CtnlError::malformed(offset, m))?;
+                on_flow(&flow);
+            }
+            ty => {
+                return Err(CtnlError::malformed(
+                    offset,
+                    format!("message type {ty:#06x}, expected {new_type:#06x}"),
+                ))
+            }
+        }
+        offset = offset.saturating_add((len + 3) & !3).min(bytes.len());
+    }
+    Ok(false)
 }
 
 #[cfg(test)]

@@ -2,5 +2,6 @@
 //! ctnetlink. Socket I/O lives in the collectors; parsers here take bytes.
 
 pub mod ctnetlink;
+pub mod nftables;
 pub mod sock_diag;
 pub mod tcp_info;

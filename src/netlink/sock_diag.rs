@@ -111,7 +111,12 @@ pub enum Progress {
 #[derive(Debug, thiserror::Error)]
 pub enum DiagError {
     #[error("truncated reply at byte {offset}: {what} needs {need} bytes, {have} present")]
-    Truncated { offset: usize, what: &'static str, need: usize, have: usize },
+    Truncated {
+        offset: usize,
+        what: &'static str,
+        need: usize,
+        have: usize,
+    },
     #[error("malformed reply at byte {offset}: {what}")]
     Malformed { offset: usize, what: &'static str },
     #[error("{}", kernel_error_text(*errno))]
@@ -119,7 +124,10 @@ pub enum DiagError {
     #[error("the kernel dropped part of the dump (NLMSG_OVERRUN)")]
     Overrun,
     #[error("{what}: {source}")]
-    Io { what: &'static str, source: io::Error },
+    Io {
+        what: &'static str,
+        source: io::Error,
+    },
 }
 
 impl DiagError {
@@ -187,7 +195,10 @@ where
         let len = ne_u32(rest, 0) as usize;
         let ty = ne_u16(rest, 4);
         if len < NLMSG_HDRLEN {
-            return Err(DiagError::Malformed { offset: off, what: "nlmsg_len below the header size" });
+            return Err(DiagError::Malformed {
+                offset: off,
+                what: "nlmsg_len below the header size",
+            });
         }
         if len > rest.len() {
             return Err(DiagError::Truncated {
@@ -205,7 +216,9 @@ where
                 if payload.len() >= 4 {
                     let status = ne_u32(payload, 0) as i32;
                     if status < 0 {
-                        return Err(DiagError::Kernel { errno: status.saturating_neg() });
+                        return Err(DiagError::Kernel {
+                            errno: status.saturating_neg(),
+                        });
                     }
                 }
                 return Ok(Progress::Done);
@@ -221,7 +234,9 @@ where
                 }
                 let err = ne_u32(payload, 0) as i32;
                 if err != 0 {
-                    return Err(DiagError::Kernel { errno: err.saturating_neg() });
+                    return Err(DiagError::Kernel {
+                        errno: err.saturating_neg(),
+                    });
                 }
                 // err == 0 is an acknowledgement: nothing to do.
             }
@@ -258,7 +273,12 @@ pub fn parse_inet_diag_msg(p: &[u8], base: usize) -> Result<InetSock<'_>, DiagEr
             d.copy_from_slice(&p[24..40]);
             (IpAddr::V6(Ipv6Addr::from(s)), IpAddr::V6(Ipv6Addr::from(d)))
         }
-        _ => return Err(DiagError::Malformed { offset: base, what: "address family is neither AF_INET nor AF_INET6" }),
+        _ => {
+            return Err(DiagError::Malformed {
+                offset: base,
+                what: "address family is neither AF_INET nor AF_INET6",
+            })
+        }
     };
     let mut sock = InetSock {
         family,
@@ -288,7 +308,10 @@ pub fn parse_inet_diag_msg(p: &[u8], base: usize) -> Result<InetSock<'_>, DiagEr
         let len = ne_u16(rest, 0) as usize;
         let ty = ne_u16(rest, 2) & NLA_TYPE_MASK;
         if len < 4 {
-            return Err(DiagError::Malformed { offset: base + off, what: "attribute length below 4" });
+            return Err(DiagError::Malformed {
+                offset: base + off,
+                what: "attribute length below 4",
+            });
         }
         if len > rest.len() {
             return Err(DiagError::Truncated {
@@ -342,7 +365,11 @@ impl DumpRequest {
         } else {
             ExtensionFlags::empty()
         };
-        let socket_id = if self.family == AF_INET6 { SocketId::new_v6() } else { SocketId::new_v4() };
+        let socket_id = if self.family == AF_INET6 {
+            SocketId::new_v6()
+        } else {
+            SocketId::new_v4()
+        };
         let mut msg = NetlinkMessage::new(
             hdr,
             SockDiagMessage::InetRequest(InetRequest {
@@ -387,14 +414,20 @@ pub struct DiagSocket {
 
 impl DiagSocket {
     pub fn open() -> Result<Self, DiagError> {
-        let mut socket = Socket::new(NETLINK_SOCK_DIAG)
-            .map_err(|source| DiagError::Io { what: "socket(NETLINK_SOCK_DIAG)", source })?;
-        socket
-            .bind_auto()
-            .map_err(|source| DiagError::Io { what: "bind netlink socket", source })?;
+        let mut socket = Socket::new(NETLINK_SOCK_DIAG).map_err(|source| DiagError::Io {
+            what: "socket(NETLINK_SOCK_DIAG)",
+            source,
+        })?;
+        socket.bind_auto().map_err(|source| DiagError::Io {
+            what: "bind netlink socket",
+            source,
+        })?;
         socket
             .connect(&SocketAddr::new(0, 0))
-            .map_err(|source| DiagError::Io { what: "connect netlink socket", source })?;
+            .map_err(|source| DiagError::Io {
+                what: "connect netlink socket",
+                source,
+            })?;
         // Best effort: capped by net.core.rmem_max; a dump works with any size.
         let _ = socket.set_rx_buf_sz(SOCKET_RCVBUF as libc::c_int);
         let tv = libc::timeval {
@@ -412,9 +445,16 @@ impl DiagSocket {
             )
         };
         if rc != 0 {
-            return Err(DiagError::Io { what: "setsockopt(SO_RCVTIMEO)", source: io::Error::last_os_error() });
+            return Err(DiagError::Io {
+                what: "setsockopt(SO_RCVTIMEO)",
+                source: io::Error::last_os_error(),
+            });
         }
-        Ok(DiagSocket { socket, buf: vec![0u8; RECV_BUF_LEN].into_boxed_slice(), seq: 0 })
+        Ok(DiagSocket {
+            socket,
+            buf: vec![0u8; RECV_BUF_LEN].into_boxed_slice(),
+            seq: 0,
+        })
     }
 
     /// Runs one dump, calling `visit` for every socket as its datagram arrives.
@@ -427,7 +467,11 @@ impl DiagSocket {
 
     /// Runs one dump, handing each raw datagram to `on_datagram` until it reports
     /// [`Progress::Done`] (fixture capture uses this directly).
-    pub fn dump_raw<F>(&mut self, req: &DumpRequest, mut on_datagram: F) -> Result<DumpStats, DiagError>
+    pub fn dump_raw<F>(
+        &mut self,
+        req: &DumpRequest,
+        mut on_datagram: F,
+    ) -> Result<DumpStats, DiagError>
     where
         F: FnMut(&[u8]) -> Result<Progress, DiagError>,
     {
@@ -435,7 +479,10 @@ impl DiagSocket {
         let request = req.to_bytes(self.seq);
         self.socket
             .send(&request, 0)
-            .map_err(|source| DiagError::Io { what: "send sock_diag request", source })?;
+            .map_err(|source| DiagError::Io {
+                what: "send sock_diag request",
+                source,
+            })?;
         let mut stats = DumpStats::default();
         loop {
             let n = self.recv()?;
@@ -464,14 +511,25 @@ impl DiagSocket {
                 match e.kind() {
                     io::ErrorKind::Interrupted => continue,
                     io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut => {
-                        return Err(DiagError::Io { what: "no reply to the sock_diag dump within 10 s", source: e })
+                        return Err(DiagError::Io {
+                            what: "no reply to the sock_diag dump within 10 s",
+                            source: e,
+                        })
                     }
-                    _ => return Err(DiagError::Io { what: "recv sock_diag reply", source: e }),
+                    _ => {
+                        return Err(DiagError::Io {
+                            what: "recv sock_diag reply",
+                            source: e,
+                        })
+                    }
                 }
             }
             let n = rc as usize;
             if n == 0 {
-                return Err(DiagError::Malformed { offset: 0, what: "empty datagram (socket closed?)" });
+                return Err(DiagError::Malformed {
+                    offset: 0,
+                    what: "empty datagram (socket closed?)",
+                });
             }
             if n > self.buf.len() {
                 // MSG_TRUNC returns the real length: the rest of the datagram is lost.
@@ -533,10 +591,19 @@ mod tests {
         assert_eq!(l.wqueue, 16, "backlog");
         assert_eq!(l.rqueue, 0, "accept queue");
         assert_ne!(l.inode, 0);
-        let est: Vec<_> = socks.iter().filter(|s| s.state == state::ESTABLISHED).collect();
+        let est: Vec<_> = socks
+            .iter()
+            .filter(|s| s.state == state::ESTABLISHED)
+            .collect();
         assert_eq!(est.len(), 2);
-        let server = est.iter().find(|s| s.local_port == 7001).expect("server side");
-        let client = est.iter().find(|s| s.remote_port == 7001).expect("client side");
+        let server = est
+            .iter()
+            .find(|s| s.local_port == 7001)
+            .expect("server side");
+        let client = est
+            .iter()
+            .find(|s| s.remote_port == 7001)
+            .expect("client side");
         assert_eq!(server.remote_port, client.local_port);
         for s in &est {
             let info = crate::netlink::tcp_info::parse_tcp_info(s.tcp_info.expect("tcp_info"));
@@ -556,8 +623,16 @@ mod tests {
         let (r, socks) = collect(TCP6);
         assert_eq!(r.expect("parses"), Progress::Done);
         assert_eq!(socks.len(), 3);
-        assert!(socks.iter().all(|s| s.family == AF_INET6 && s.local == IpAddr::V6(Ipv6Addr::LOCALHOST)));
-        assert_eq!(socks.iter().filter(|s| s.state == state::LISTEN && s.local_port == 7003).count(), 1);
+        assert!(socks
+            .iter()
+            .all(|s| s.family == AF_INET6 && s.local == IpAddr::V6(Ipv6Addr::LOCALHOST)));
+        assert_eq!(
+            socks
+                .iter()
+                .filter(|s| s.state == state::LISTEN && s.local_port == 7003)
+                .count(),
+            1
+        );
 
         let (r, socks) = collect(UDP4);
         assert_eq!(r.expect("parses"), Progress::Done);
@@ -608,7 +683,16 @@ mod tests {
         // The first message is whole at its nlmsg_len; cut one byte short.
         let first = ne_u32(TCP4, 0) as usize;
         let (r, socks) = collect(&TCP4[..first - 1]);
-        assert!(matches!(r, Err(DiagError::Truncated { what: "netlink message", .. })), "{r:?}");
+        assert!(
+            matches!(
+                r,
+                Err(DiagError::Truncated {
+                    what: "netlink message",
+                    ..
+                })
+            ),
+            "{r:?}"
+        );
         assert!(socks.is_empty());
         // Cut right after it: one socket, no DONE yet.
         let (r, socks) = collect(&TCP4[..align4(first)]);
@@ -633,7 +717,10 @@ mod tests {
         let e = collect(&b).0.expect_err("ENOENT");
         assert!(e.is_unsupported());
         let msg = e.into_collect("UDP/IPv6").to_string();
-        assert!(msg.contains("UDP/IPv6") && msg.contains("udp_diag"), "{msg}");
+        assert!(
+            msg.contains("UDP/IPv6") && msg.contains("udp_diag"),
+            "{msg}"
+        );
 
         // A zero error is an ACK, not a failure.
         let mut b = header(36, NLMSG_ERROR);
@@ -644,7 +731,10 @@ mod tests {
         let b = header(18, NLMSG_ERROR);
         let mut b2 = b.clone();
         b2.extend_from_slice(&[0, 0, 0, 0]);
-        assert!(matches!(collect(&b2[..18]).0, Err(DiagError::Truncated { .. })));
+        assert!(matches!(
+            collect(&b2[..18]).0,
+            Err(DiagError::Truncated { .. })
+        ));
     }
 
     #[test]
@@ -655,19 +745,40 @@ mod tests {
         let mut b = header(20, NLMSG_DONE);
         b.extend_from_slice(&0i32.to_ne_bytes());
         assert_eq!(collect(&b).0.expect("done"), Progress::Done);
-        assert_eq!(collect(&header(16, NLMSG_DONE)).0.expect("bare done"), Progress::Done);
+        assert_eq!(
+            collect(&header(16, NLMSG_DONE)).0.expect("bare done"),
+            Progress::Done
+        );
     }
 
     #[test]
     fn malformed_lengths_are_errors() {
-        assert!(matches!(collect(&header(8, NLMSG_NOOP)).0, Err(DiagError::Malformed { .. })));
-        assert!(matches!(collect(&header(0, NLMSG_NOOP)).0, Err(DiagError::Malformed { .. })));
-        assert!(matches!(collect(&[1, 2, 3]).0, Err(DiagError::Truncated { .. })));
-        assert!(matches!(collect(&header(16, NLMSG_OVERRUN)).0, Err(DiagError::Overrun)));
+        assert!(matches!(
+            collect(&header(8, NLMSG_NOOP)).0,
+            Err(DiagError::Malformed { .. })
+        ));
+        assert!(matches!(
+            collect(&header(0, NLMSG_NOOP)).0,
+            Err(DiagError::Malformed { .. })
+        ));
+        assert!(matches!(
+            collect(&[1, 2, 3]).0,
+            Err(DiagError::Truncated { .. })
+        ));
+        assert!(matches!(
+            collect(&header(16, NLMSG_OVERRUN)).0,
+            Err(DiagError::Overrun)
+        ));
         // An inet_diag_msg shorter than 72 bytes.
         let mut b = header(16 + 40, SOCK_DIAG_BY_FAMILY);
         b.extend_from_slice(&[AF_INET; 40]);
-        assert!(matches!(collect(&b).0, Err(DiagError::Truncated { what: "inet_diag_msg", .. })));
+        assert!(matches!(
+            collect(&b).0,
+            Err(DiagError::Truncated {
+                what: "inet_diag_msg",
+                ..
+            })
+        ));
         // A bad address family.
         let mut b = header(16 + 72, SOCK_DIAG_BY_FAMILY);
         b.extend_from_slice(&[99; 72]);
@@ -679,12 +790,23 @@ mod tests {
         b.extend_from_slice(&m);
         b.extend_from_slice(&200u16.to_ne_bytes());
         b.extend_from_slice(&INET_DIAG_INFO.to_ne_bytes());
-        assert!(matches!(collect(&b).0, Err(DiagError::Truncated { what: "attribute", .. })));
+        assert!(matches!(
+            collect(&b).0,
+            Err(DiagError::Truncated {
+                what: "attribute",
+                ..
+            })
+        ));
     }
 
     #[test]
     fn request_bytes_ask_for_every_state_and_tcp_info() {
-        let req = DumpRequest { family: AF_INET6, protocol: IPPROTO_TCP, states: ALL_STATES, tcp_info: true };
+        let req = DumpRequest {
+            family: AF_INET6,
+            protocol: IPPROTO_TCP,
+            states: ALL_STATES,
+            tcp_info: true,
+        };
         let b = req.to_bytes(7);
         assert_eq!(b.len(), 16 + 56);
         assert_eq!(ne_u32(&b, 0), 72);
@@ -693,9 +815,17 @@ mod tests {
         assert_eq!(ne_u32(&b, 8), 7);
         assert_eq!(b[16], AF_INET6);
         assert_eq!(b[17], IPPROTO_TCP);
-        assert_eq!(b[18], (1 << (INET_DIAG_INFO - 1)) | (1 << (INET_DIAG_CONG - 1)));
+        assert_eq!(
+            b[18],
+            (1 << (INET_DIAG_INFO - 1)) | (1 << (INET_DIAG_CONG - 1))
+        );
         assert_eq!(ne_u32(&b, 20), 0x1fff, "bits 0..=12 incl. NEW_SYN_RECV");
-        let udp = DumpRequest { family: AF_INET, protocol: IPPROTO_UDP, states: ALL_STATES, tcp_info: true };
+        let udp = DumpRequest {
+            family: AF_INET,
+            protocol: IPPROTO_UDP,
+            states: ALL_STATES,
+            tcp_info: true,
+        };
         assert_eq!(udp.to_bytes(1)[18], 0, "no TCP extensions for UDP");
     }
 }

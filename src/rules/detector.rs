@@ -1,53 +1,461 @@
 //! The default univariate detector: what `baseline: {model: detector}` uses in rules
 //! and what `netsight replay` scores on NAB. One implementation for both, so what
 //! scores well on the benchmark is what users run.
+//!
+//! Each value is judged against what this series has done before, on two features:
+//!
+//! * the **level** `x`: how far it lies outside the series' usual range, the
+//!   `[0.1%, 99.9%]` quantiles of a forgetting histogram of past values (memory of a
+//!   few thousand samples), in units of that range;
+//! * the **local spread**: the median absolute deviation of the last 16 values, against
+//!   the upper quantile of its own history (a series that suddenly turns noisy).
+//!
+//! The stronger of the two is the raw evidence. Because the range is learned per
+//! series, a spike that is routine for a noisy series scores low and the same step on
+//! a quiet one scores high, so one alarm level suits every series.
+//!
+//! The emitted score is the evidence of the *first* sample of an excursion: afterwards
+//! a score is only emitted again when the evidence clearly exceeds the recent peak
+//! (refractory suppression), so an incident gives one early alarm instead of a
+//! stream of repeats.
+//!
+//! State per series: three fixed-size arrays (a 64-sample ring and two 64-bin
+//! histograms, f32), about 1 KiB; an update costs a few hundred arithmetic
+//! operations and no allocation.
 
 use serde::{Deserialize, Serialize};
 
-use super::baseline::{Estimate, Ewma, RobustWindow};
+use super::baseline::Estimate;
+
+/// Tunables. One configuration ([`Params::DEFAULT`]) serves every series; the other
+/// values exist for experiments.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Params {
+    /// Samples before any score is emitted.
+    pub warmup: u32,
+    /// Forgetting horizon of the histograms, in samples (counts decay by `1 − 1/horizon`).
+    pub horizon: f64,
+    /// Tail mass outside the usual range, on each side.
+    pub tail: f64,
+    /// Weight of the local-spread feature.
+    pub spread_weight: f64,
+    /// Values in the local-spread window.
+    pub spread_window: usize,
+    /// Per-sample decay of the remembered peak evidence.
+    pub peak_decay: f64,
+    /// A new alarm needs evidence above `rearm × the remembered peak`.
+    pub rearm: f64,
+    /// Values are learned clipped to this many ranges beyond the usual range, so an
+    /// outlier does not widen the range it is judged against (a lasting shift is still
+    /// learned, a step at a time).
+    pub clip: f64,
+}
+
+impl Params {
+    pub const DEFAULT: Params = Params {
+        warmup: 150,
+        horizon: 3000.0,
+        tail: 0.001,
+        spread_weight: 0.5,
+        spread_window: 16,
+        peak_decay: 0.99,
+        rearm: 2.0,
+        clip: f64::INFINITY,
+    };
+}
+
+impl Default for Params {
+    fn default() -> Self {
+        Params::DEFAULT
+    }
+}
+
+/// Values kept for the local median and spread.
+const RING: usize = 64;
+/// Bins per histogram.
+const BINS: usize = 64;
+/// Scales a MAD to a normal σ.
+const MAD_TO_SIGMA: f64 = 1.4826;
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct Detector {
-    window: RobustWindow,
-    slow: Ewma,
+    n: u32,
+    ring: Vec<f32>,
+    head: usize,
+    level: Histogram,
+    spread: Histogram,
+    peak: f64,
 }
 
 impl Default for Detector {
     fn default() -> Self {
-        Detector { window: RobustWindow::default(), slow: Ewma::new(0.01) }
+        Detector {
+            n: 0,
+            ring: Vec::with_capacity(RING),
+            head: 0,
+            level: Histogram::default(),
+            spread: Histogram::default(),
+            peak: 0.0,
+        }
     }
 }
 
+/// What one value would do to the detector.
+struct Step {
+    spread: f64,
+    evidence: f64,
+    score: f64,
+}
+
 impl Detector {
+    /// Learns `x` (after scoring it against the past; see [`Detector::observe`]).
     pub fn update(&mut self, x: f64) {
-        self.window.update(x);
-        self.slow.update(x);
+        self.observe(x);
     }
 
-    /// Median/MAD of the recent window, with the long-run spread as a floor so a
-    /// window that happens to be flat does not make every wiggle an anomaly.
-    pub fn estimate(&self) -> Option<Estimate> {
-        let w = self.window.estimate()?;
-        let floor = self.slow.estimate().map(|e| e.sigma * 0.25).unwrap_or(0.0);
-        Some(Estimate { expected: w.expected, sigma: w.sigma.max(floor) })
+    /// Scores `x` against what came before, then learns it: the replay loop.
+    pub fn observe(&mut self, x: f64) -> f64 {
+        self.observe_with(x, &Params::DEFAULT)
     }
 
-    /// Anomaly score in [0, 1] for `x` against the current estimate.
-    pub fn score(&self, x: f64) -> f64 {
-        match self.estimate() {
-            Some(e) => {
-                let z = e.zscore(x).abs();
-                if z.is_finite() { 1.0 - (-z / 4.0).exp() } else { 1.0 }
-            }
-            None => 0.0,
+    /// [`Detector::observe`] with other tunables (experiments only: a detector must
+    /// always be driven with the same parameters).
+    #[doc(hidden)]
+    pub fn observe_with(&mut self, x: f64, p: &Params) -> f64 {
+        if !x.is_finite() {
+            return 0.0;
         }
+        let st = self.step(x, p);
+        self.learn(x, &st, p);
+        st.score
+    }
+
+    /// Anomaly score in [0, 1] of `x` against the current state: high for the first
+    /// sample of an excursion beyond the series' usual range or spread, 0 for ordinary
+    /// values and for the continuation of an excursion already reported.
+    pub fn score(&self, x: f64) -> f64 {
+        if !x.is_finite() {
+            return 0.0;
+        }
+        self.step(x, &Params::DEFAULT).score
+    }
+
+    /// Median and MAD-σ of the recent values, with a quarter of the long-run spread as
+    /// a floor so a window that happens to be flat does not make every wiggle an anomaly.
+    pub fn estimate(&self) -> Option<Estimate> {
+        if self.ring.is_empty() {
+            return None;
+        }
+        let mut buf = [0f32; RING];
+        let len = self.ring.len();
+        buf[..len].copy_from_slice(&self.ring);
+        let (med, mad) = median_mad(&mut buf[..len]);
+        let iqr_sigma = (self.level.quantile(0.75) - self.level.quantile(0.25)) / 1.349;
+        Some(Estimate { expected: med, sigma: (mad * MAD_TO_SIGMA).max(0.25 * iqr_sigma) })
     }
 
     pub fn samples(&self) -> u32 {
-        self.window.samples()
+        self.n
     }
 
     pub fn heap_bytes(&self) -> usize {
-        super::baseline::MAD_WINDOW * std::mem::size_of::<f32>()
+        (self.ring.capacity() + self.level.counts.capacity() + self.spread.counts.capacity()) * std::mem::size_of::<f32>()
+    }
+
+    /// Heap plus inline bytes of one series' state.
+    pub fn memory_bytes(&self) -> usize {
+        std::mem::size_of::<Self>() + self.heap_bytes()
+    }
+
+    fn step(&self, x: f64, p: &Params) -> Step {
+        // Local spread including x.
+        let k = p.spread_window.clamp(2, RING).min(self.ring.len() + 1);
+        let mut buf = [0f32; RING];
+        self.last(k - 1, &mut buf);
+        buf[k - 1] = x as f32;
+        let spread = if k >= p.spread_window.clamp(2, RING) { median_mad(&mut buf[..k]).1 } else { f64::NAN };
+        if self.n < p.warmup {
+            return Step { spread, evidence: 0.0, score: 0.0 };
+        }
+        let mut e = self.level.excess(x, p.tail, false);
+        if spread.is_finite() && self.spread.n > 0 {
+            e = e.max(p.spread_weight * self.spread.excess(spread, p.tail, true));
+        }
+        let evidence = e / (1.0 + e);
+        let score = if evidence > p.rearm * self.peak { evidence } else { 0.0 };
+        Step { spread, evidence, score }
+    }
+
+    fn learn(&mut self, x: f64, st: &Step, p: &Params) {
+        if self.ring.len() < RING {
+            self.ring.push(x as f32);
+            self.head = self.ring.len() % RING;
+        } else {
+            self.ring[self.head] = x as f32;
+            self.head = (self.head + 1) % RING;
+        }
+        self.level.learn(self.level.clip(x, p.tail, p.clip), p.horizon);
+        if st.spread.is_finite() {
+            self.spread.learn(self.spread.clip(st.spread, p.tail, p.clip), p.horizon);
+        }
+        self.peak = (self.peak * p.peak_decay).max(st.evidence);
+        self.n = self.n.saturating_add(1);
+    }
+
+    /// Copies the last `k` values (newest first) into `buf`.
+    fn last(&self, k: usize, buf: &mut [f32; RING]) {
+        let len = self.ring.len();
+        for (i, b) in buf.iter_mut().enumerate().take(k.min(len)) {
+            *b = self.ring[(self.head + len - 1 - i) % len];
+        }
+    }
+}
+
+/// Median and MAD of `v` (reorders it).
+fn median_mad(v: &mut [f32]) -> (f64, f64) {
+    let med = select_median(v);
+    for x in v.iter_mut() {
+        *x = (*x - med).abs();
+    }
+    (med as f64, select_median(v) as f64)
+}
+
+fn select_median(v: &mut [f32]) -> f32 {
+    let mid = v.len() / 2;
+    let (_, m, _) = v.select_nth_unstable_by(mid, f32::total_cmp);
+    *m
+}
+
+/// A histogram over an adaptive range whose counts decay, so it describes the last
+/// `horizon` samples or so. The range grows to include every new value and shrinks when
+/// the mass at its edges has decayed away.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+struct Histogram {
+    lo: f64,
+    hi: f64,
+    counts: Vec<f32>,
+    total: f64,
+    /// Weight of the next sample (grows instead of decaying every count).
+    weight: f64,
+    n: u32,
+}
+
+impl Default for Histogram {
+    fn default() -> Self {
+        Histogram { lo: 0.0, hi: 0.0, counts: vec![0.0; BINS], total: 0.0, weight: 1.0, n: 0 }
+    }
+}
+
+/// Mass below which an edge bin counts as empty, relative to the total.
+const STALE: f64 = 1e-4;
+
+impl Histogram {
+    fn width(&self) -> f64 {
+        (self.hi - self.lo) / BINS as f64
+    }
+
+    /// The value below which a fraction `q` of the mass lies (uniform within a bin).
+    fn quantile(&self, q: f64) -> f64 {
+        if self.total <= 0.0 {
+            return self.lo;
+        }
+        let target = q * self.total;
+        let w = self.width();
+        let mut acc = 0.0;
+        for (i, &c) in self.counts.iter().enumerate() {
+            let c = c as f64;
+            if c > 0.0 && acc + c >= target {
+                return self.lo + (i as f64 + ((target - acc) / c).clamp(0.0, 1.0)) * w;
+            }
+            acc += c;
+        }
+        self.hi
+    }
+
+    /// How far `x` lies beyond the `[tail, 1 − tail]` quantile range, in units of that
+    /// range (0 inside it). `upper`: only the upper side counts.
+    fn excess(&self, x: f64, tail: f64, upper: bool) -> f64 {
+        if self.n == 0 {
+            return 0.0;
+        }
+        let lo = self.quantile(tail);
+        let hi = self.quantile(1.0 - tail);
+        let beyond = if upper { x - hi } else { (x - hi).max(lo - x) };
+        if beyond <= 0.0 {
+            return 0.0;
+        }
+        let range = (hi - lo).max(f64::EPSILON * hi.abs().max(lo.abs())).max(f64::MIN_POSITIVE);
+        beyond / range
+    }
+
+    /// `x` limited to `k` ranges beyond the usual range.
+    fn clip(&self, x: f64, tail: f64, k: f64) -> f64 {
+        if self.n < 32 || !k.is_finite() {
+            return x;
+        }
+        let lo = self.quantile(tail);
+        let hi = self.quantile(1.0 - tail);
+        let m = k * (hi - lo).max(f64::EPSILON * hi.abs().max(lo.abs()));
+        x.clamp(lo - m, hi + m)
+    }
+
+    fn learn(&mut self, x: f64, horizon: f64) {
+        if self.n == 0 {
+            self.lo = x;
+            self.hi = x;
+        }
+        if x < self.lo || x >= self.hi {
+            let span = (self.hi.max(x) - self.lo.min(x)).max(x.abs() * 1e-9).max(1e-12);
+            let hi = if x >= self.hi { x + span * 1e-6 } else { self.hi };
+            self.rebin(self.lo.min(x), hi);
+        }
+        let w = self.width();
+        let b = if w > 0.0 { (((x - self.lo) / w) as usize).min(BINS - 1) } else { 0 };
+        self.counts[b] += self.weight as f32;
+        self.total += self.weight;
+        self.n = self.n.saturating_add(1);
+        self.weight /= 1.0 - 1.0 / horizon.max(2.0);
+        if self.weight > 1e6 {
+            for c in &mut self.counts {
+                *c /= self.weight as f32;
+            }
+            self.total /= self.weight;
+            self.weight = 1.0;
+        }
+        self.shrink();
+    }
+
+    /// Drops edge bins whose mass has decayed away, when they make up half the range.
+    fn shrink(&mut self) {
+        let eps = self.total * STALE;
+        let first = self.counts.iter().position(|&c| c as f64 > eps).unwrap_or(0);
+        let last = self.counts.iter().rposition(|&c| c as f64 > eps).unwrap_or(BINS - 1);
+        if last + 1 - first > BINS / 2 {
+            return;
+        }
+        let w = self.width();
+        let (lo, hi) = (self.lo + first as f64 * w, self.lo + (last + 1) as f64 * w);
+        for (i, c) in self.counts.iter_mut().enumerate() {
+            if i < first || i > last {
+                self.total -= *c as f64;
+                *c = 0.0;
+            }
+        }
+        self.rebin(lo, hi);
+    }
+
+    /// Moves the counts onto `[lo, hi)`, spreading each old bin uniformly over the new
+    /// bins it overlaps.
+    fn rebin(&mut self, lo: f64, hi: f64) {
+        let (old_lo, old_w) = (self.lo, self.width());
+        self.lo = lo;
+        self.hi = hi;
+        let new_w = self.width();
+        let mut next = [0f32; BINS];
+        for (i, &c) in self.counts.iter().enumerate() {
+            if c == 0.0 {
+                continue;
+            }
+            let a = old_lo + i as f64 * old_w;
+            if old_w <= 0.0 || new_w <= 0.0 {
+                let k = if new_w > 0.0 { (((a - lo) / new_w) as usize).min(BINS - 1) } else { 0 };
+                next[k] += c;
+                continue;
+            }
+            let b = a + old_w;
+            let ka = (((a - lo) / new_w).floor().max(0.0) as usize).min(BINS - 1);
+            let kb = (((b - lo) / new_w).ceil().max(1.0) as usize).min(BINS);
+            for (k, slot) in next.iter_mut().enumerate().take(kb).skip(ka) {
+                let l = (lo + k as f64 * new_w).max(a);
+                let r = (lo + (k + 1) as f64 * new_w).min(b);
+                if r > l {
+                    *slot += c * ((r - l) / old_w) as f32;
+                }
+            }
+        }
+        self.counts.copy_from_slice(&next);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Deterministic noise in [−1, 1].
+    fn noise(i: u64) -> f64 {
+        let mut z = i.wrapping_mul(0x9E37_79B9_7F4A_7C15);
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        ((z ^ (z >> 31)) as f64 / u64::MAX as f64) * 2.0 - 1.0
+    }
+
+    #[test]
+    fn a_spike_scores_high_once_and_noise_stays_low() {
+        let mut d = Detector::default();
+        let mut max_normal: f64 = 0.0;
+        for i in 0..2000 {
+            let s = d.observe(100.0 + 5.0 * noise(i));
+            if i > 200 {
+                max_normal = max_normal.max(s);
+            }
+        }
+        assert!(max_normal < 0.2, "ordinary noise scored {max_normal}");
+        let first = d.observe(160.0);
+        assert!(first > 0.8, "spike scored {first}");
+        let again = d.observe(161.0);
+        assert_eq!(again, 0.0, "the same excursion is reported once");
+        // Once the spike has aged out of the series' memory, a new excursion is
+        // reported again.
+        for i in 0..3000 {
+            d.observe(100.0 + 5.0 * noise(10_000 + i));
+        }
+        assert!(d.observe(60.0) > 0.7, "a later excursion is reported again");
+    }
+
+    #[test]
+    fn score_matches_observe_and_estimate_tracks_level() {
+        let mut d = Detector::default();
+        for i in 0..500 {
+            let x = 10.0 + noise(i);
+            let s = d.score(x);
+            assert_eq!(s, d.observe(x));
+        }
+        let e = d.estimate().expect("estimate");
+        assert!((e.expected - 10.0).abs() < 0.5, "{e:?}");
+        assert!(e.sigma > 0.1 && e.sigma < 2.0, "{e:?}");
+        assert_eq!(d.samples(), 500);
+    }
+
+    #[test]
+    fn constant_series_then_change() {
+        let mut d = Detector::default();
+        for _ in 0..1000 {
+            assert_eq!(d.observe(3.0), 0.0);
+        }
+        assert!(d.observe(4.0) > 0.9);
+    }
+
+    #[test]
+    fn state_is_small_and_bounded() {
+        let mut d = Detector::default();
+        for i in 0..100_000 {
+            d.observe(i as f64 * noise(i).abs());
+        }
+        assert!(d.memory_bytes() <= 2048, "{} bytes", d.memory_bytes());
+        let json = serde_json::to_string(&d).expect("serialize");
+        let back: Detector = serde_json::from_str(&json).expect("deserialize");
+        assert_eq!(back.samples(), d.samples());
+    }
+
+    #[test]
+    fn histogram_quantiles_follow_the_data() {
+        let mut h = Histogram::default();
+        for i in 0..10_000 {
+            h.learn((i % 100) as f64, 3000.0);
+        }
+        assert!((h.quantile(0.5) - 50.0).abs() < 3.0, "{}", h.quantile(0.5));
+        assert!(h.quantile(0.999) <= 100.0 && h.quantile(0.001) >= 0.0);
+        assert_eq!(h.excess(50.0, 0.001, false), 0.0);
+        assert!(h.excess(200.0, 0.001, false) > 0.9);
     }
 }

@@ -46,6 +46,7 @@ enum Phase {
 #[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct GroupState {
     names: Vec<String>,
+    values: Vec<String>,
     phase: Phase,
     evaluations: u32,
     last_resolved: Option<f64>,
@@ -58,13 +59,40 @@ pub struct GroupState {
     #[serde(skip)]
     estimate: Option<Estimate>,
     missing: u32,
-    /// Recent (time, value) pairs for changepoint detection.
+    /// Recent values for changepoint detection: (deciseconds since `recent_base`,
+    /// value), 8 bytes a point.
     #[serde(default)]
-    recent: std::collections::VecDeque<(f64, f64)>,
+    recent: std::collections::VecDeque<(u32, f32)>,
+    #[serde(default)]
+    recent_base: f64,
+    /// Output label vectors, built once per group (scrapes of 10k groups then copy
+    /// no strings).
+    #[serde(skip)]
+    out: Option<OutLabels>,
+}
+
+#[derive(Debug, Clone)]
+struct OutLabels {
+    base: Arc<[String]>,
+    bounds: [Arc<[String]>; 3],
+}
+
+fn out_labels(rule: &CompiledRule, output: &[String], names: &[String], values: &[String]) -> OutLabels {
+    let spec = &rule.spec;
+    let mut base: Vec<String> = vec![spec.name.clone(), spec.severity.as_str().to_string(), spec.layer.as_str().to_string()];
+    base.extend(output[3..].iter().map(|n| {
+        names.iter().position(|x| x == n).and_then(|i| values.get(i)).cloned().unwrap_or_default()
+    }));
+    let bound = |b: &str| -> Arc<[String]> {
+        let mut l = base.clone();
+        l.push(b.to_string());
+        l.into()
+    };
+    OutLabels { bounds: [bound("lower"), bound("expected"), bound("upper")], base: base.into() }
 }
 
 /// Values kept per group for level-shift detection.
-const RECENT: usize = 96;
+const RECENT: usize = 64;
 /// Values needed after a shift before re-baselining on it.
 const MIN_AFTER_SHIFT: usize = 8;
 
@@ -73,9 +101,10 @@ fn nan() -> f64 {
 }
 
 impl GroupState {
-    fn new(names: Vec<String>, rule: &CompiledRule) -> Self {
+    fn new(names: Vec<String>, values: Vec<String>, rule: &CompiledRule) -> Self {
         GroupState {
             names,
+            values,
             phase: Phase::Inactive,
             evaluations: 0,
             last_resolved: None,
@@ -86,6 +115,8 @@ impl GroupState {
             estimate: None,
             missing: 0,
             recent: std::collections::VecDeque::new(),
+            recent_base: f64::NAN,
+            out: None,
         }
     }
 
@@ -99,7 +130,7 @@ const STALE_AFTER: u32 = 5;
 
 pub struct Engine {
     set: RuleSet,
-    states: Vec<HashMap<Vec<String>, GroupState>>,
+    states: Vec<HashMap<u64, GroupState>>,
     errors_total: HashMap<String, u64>,
     logged: HashSet<String>,
     pub events: EventLog,
@@ -134,7 +165,7 @@ impl Engine {
     /// Installs a new rule set, keeping the state (baselines, firing alerts) of rules
     /// whose name is unchanged.
     pub fn replace(&mut self, set: RuleSet) {
-        let mut old: HashMap<String, HashMap<Vec<String>, GroupState>> = self
+        let mut old: HashMap<String, HashMap<u64, GroupState>> = self
             .set
             .rules
             .iter()
@@ -142,6 +173,10 @@ impl Engine {
             .zip(std::mem::take(&mut self.states))
             .collect();
         self.states = set.rules.iter().map(|r| old.remove(&r.spec.name).unwrap_or_default()).collect();
+        // Output label sets depend on the union of all rules' labels.
+        for st in self.states.iter_mut().flat_map(|m| m.values_mut()) {
+            st.out = None;
+        }
         self.set = set;
         self.reload_ok = true;
         self.reload_time = unix(SystemTime::now());
@@ -172,19 +207,22 @@ impl Engine {
     }
 
     fn evaluate_rule(&mut self, ri: usize, snap: &Snapshot, hist: &History, now: f64) {
-        let groups = discover_groups(&self.set.rules[ri], snap);
-        let mut seen: HashSet<Vec<String>> = HashSet::with_capacity(groups.len());
-        for (key, names, samples) in groups {
-            seen.insert(key.clone());
+        let (names, groups) = discover_groups(&self.set.rules[ri], snap);
+        let mut seen: HashSet<u64> = HashSet::with_capacity(groups.len());
+        for (key, values, samples) in groups {
+            seen.insert(key);
             let rule = &self.set.rules[ri];
-            let state = self.states[ri]
-                .entry(key.clone())
-                .or_insert_with(|| GroupState::new(names.clone(), rule));
+            let state = self.states[ri].entry(key).or_insert_with(|| {
+                GroupState::new(names.clone(), values.iter().map(|v| v.to_string()).collect(), rule)
+            });
             state.missing = 0;
-            let group = Group { names: &names, values: &key, own: &samples };
-            let outcome = step(rule, &self.set, &self.states, ri, &group, snap, hist, now);
+            if state.out.is_none() {
+                state.out = Some(out_labels(rule, &self.set.output_labels, &state.names, &state.values));
+            }
+            let group = Group { names: &names, values: &values, own: &samples };
+            let outcome = step(rule, &self.set, &self.states, ri, key, &group, snap, hist, now);
             match outcome {
-                Ok(Some(o)) => self.apply(ri, &group, o, now),
+                Ok(Some(o)) => self.apply(ri, key, &group, o, now),
                 Ok(None) => {}
                 Err(e) => {
                     let name = self.set.rules[ri].spec.name.clone();
@@ -213,9 +251,8 @@ impl Engine {
         }
     }
 
-    fn apply(&mut self, ri: usize, group: &Group, o: Outcome, now: f64) {
+    fn apply(&mut self, ri: usize, key: u64, group: &Group, o: Outcome, now: f64) {
         let rule = &self.set.rules[ri];
-        let key = group.values.to_vec();
         let Some(st) = self.states[ri].get_mut(&key) else { return };
         st.value = o.value;
         st.estimate = o.estimate;
@@ -243,8 +280,12 @@ impl Engine {
             Phase::Resolving { since, .. } if now - since >= keep => Phase::Inactive,
             p @ Phase::Resolving { .. } => p,
         };
-        if o.value.is_finite() {
-            st.recent.push_back((now, o.value));
+        if o.value.is_finite() && spec.baseline.as_ref().is_some_and(|b| b.rebaseline_after.as_secs_f64() > 0.0) {
+            if !st.recent_base.is_finite() {
+                st.recent_base = now;
+            }
+            let offset = ((now - st.recent_base) * 10.0).clamp(0.0, u32::MAX as f64) as u32;
+            st.recent.push_back((offset, o.value as f32));
             if st.recent.len() > RECENT {
                 st.recent.pop_front();
             }
@@ -307,20 +348,20 @@ impl Engine {
     /// Learned state of every rule group, keyed by rule name, for persistence.
     /// Each rule's entry carries a fingerprint of its baseline settings so state
     /// learned under other settings is not reused.
-    pub fn export_state(&self) -> BTreeMap<String, (String, Vec<(Vec<String>, GroupState)>)> {
+    pub fn export_state(&self) -> BTreeMap<String, (String, Vec<GroupState>)> {
         self.set
             .rules
             .iter()
             .zip(&self.states)
             .map(|(r, st)| {
-                let groups = st.iter().map(|(k, g)| (k.clone(), g.clone())).collect();
+                let groups = st.values().cloned().collect();
                 (r.spec.name.clone(), (baseline_fingerprint(r), groups))
             })
             .collect()
     }
 
     /// Restores state saved by [`Engine::export_state`]; returns the groups restored.
-    pub fn import_state(&mut self, saved: BTreeMap<String, (String, Vec<(Vec<String>, GroupState)>)>) -> usize {
+    pub fn import_state(&mut self, saved: BTreeMap<String, (String, Vec<GroupState>)>) -> usize {
         let mut restored = 0;
         for (ri, r) in self.set.rules.iter().enumerate() {
             let Some((fp, groups)) = saved.get(&r.spec.name) else { continue };
@@ -328,14 +369,35 @@ impl Engine {
                 tracing::info!(rule = %r.spec.name, "baseline settings changed; not restoring learned state");
                 continue;
             }
-            for (k, g) in groups {
+            for g in groups {
                 let mut g = g.clone();
                 g.missing = 0;
-                self.states[ri].insert(k.clone(), g);
+                self.states[ri].insert(group_hash(g.values.iter().map(String::as_str)), g);
                 restored += 1;
             }
         }
         restored
+    }
+
+    /// Memory by baseline model: model → (series, baseline bytes, whole group state
+    /// bytes including labels and the changepoint window).
+    pub fn state_memory(&self) -> BTreeMap<&'static str, (usize, usize, usize)> {
+        let mut out: BTreeMap<&'static str, (usize, usize, usize)> = BTreeMap::new();
+        for st in self.states.iter().flat_map(|m| m.values()) {
+            let Some(b) = &st.baseline else { continue };
+            let model = match b {
+                BaselineState::Ewma(_) => "ewma",
+                BaselineState::Mad(_) => "mad",
+                BaselineState::Detector(_) => "detector",
+                BaselineState::Seasonal(_) => "seasonal",
+            };
+            let e = out.entry(model).or_default();
+            e.0 += 1;
+            e.1 += b.memory_bytes();
+            let strings: usize = st.names.iter().chain(&st.values).map(|x| x.capacity() + 24).sum();
+            e.2 += b.memory_bytes() + std::mem::size_of::<GroupState>() + strings + st.recent.capacity() * 8;
+        }
+        out
     }
 
     /// Whether `rule` fires now for the given group (test and `rules test` helper).
@@ -346,7 +408,8 @@ impl Engine {
     /// `Some(cause name or "")` when the rule fires for a group matching `labels`.
     pub fn firing_cause(&self, rule: &str, labels: &[(&str, &str)]) -> Option<String> {
         let ri = self.set.rules.iter().position(|r| r.spec.name == rule)?;
-        self.states[ri].iter().find_map(|(vals, st)| {
+        self.states[ri].values().find_map(|st| {
+            let vals = &st.values;
             let matches = labels.iter().all(|(k, v)| {
                 st.names.iter().position(|n| n == k).and_then(|i| vals.get(i)).is_some_and(|x| x == v)
             });
@@ -364,31 +427,24 @@ impl Engine {
         let mut out = Emitter::new();
         for (ri, rule) in self.set.rules.iter().enumerate() {
             let spec = &rule.spec;
-            let base = [spec.name.clone(), spec.severity.as_str().to_string(), spec.layer.as_str().to_string()];
-            for (vals, st) in &self.states[ri] {
-                let mut labels: Vec<String> = base.to_vec();
-                labels.extend(names[3..].iter().map(|n| {
-                    st.names.iter().position(|x| x == n).and_then(|i| vals.get(i)).cloned().unwrap_or_default()
-                }));
-                out.push_dynamic(&ANOMALY, names, labels.clone(), if st.firing() { 1.0 } else { 0.0 });
+            for st in self.states[ri].values() {
+                let Some(ol) = &st.out else { continue };
+                out.push_dynamic(&ANOMALY, names, ol.base.clone(), if st.firing() { 1.0 } else { 0.0 });
                 if st.value.is_finite() {
-                    out.push_dynamic(&VALUE, names, labels.clone(), st.value);
+                    out.push_dynamic(&VALUE, names, ol.base.clone(), st.value);
                 }
                 if let (Some(e), Some(b)) = (st.estimate, spec.baseline.as_ref()) {
-                    let sigma = e.sigma.max(b.min_sigma);
-                    let est = Estimate { expected: e.expected, sigma };
+                    let est = Estimate { expected: e.expected, sigma: e.sigma.max(b.min_sigma) };
                     let z = est.zscore(st.value);
                     if z.is_finite() {
-                        out.push_dynamic(&SCORE, names, labels.clone(), z);
+                        out.push_dynamic(&SCORE, names, ol.base.clone(), z);
                     }
-                    for (bound, v) in [("lower", est.lower(b.k)), ("expected", e.expected), ("upper", est.upper(b.k))] {
-                        let mut l = labels.clone();
-                        l.push(bound.to_string());
-                        out.push_dynamic(&BASELINE, &bound_names, l, v);
+                    for (labels, v) in ol.bounds.iter().zip([est.lower(b.k), e.expected, est.upper(b.k)]) {
+                        out.push_dynamic(&BASELINE, &bound_names, labels.clone(), v);
                     }
                 }
                 if let (true, Some(c)) = (st.firing(), st.cause.as_ref()) {
-                    let mut l = labels.clone();
+                    let mut l = ol.base.to_vec();
                     l[2] = c.layer.clone();
                     l.push(c.name.clone());
                     out.push_dynamic(&ROOT_CAUSE, &cause_names, l, 1.0);
@@ -422,28 +478,38 @@ fn rebaseline(st: &mut GroupState, spec: &super::schema::RuleSpec, now: f64) -> 
     if after <= 0.0 || now - since < after {
         return false;
     }
-    let values: Vec<f64> = st.recent.iter().map(|p| p.1).collect();
+    let values: Vec<f64> = st.recent.iter().map(|p| p.1 as f64).collect();
     let Some(i) = super::changepoint::level_shift(&values, MIN_AFTER_SHIFT) else { return false };
     let mut fresh = BaselineState::new(b);
-    for &(t, v) in st.recent.iter().skip(i) {
-        fresh.update(t, v);
+    let at = |off: u32| st.recent_base + off as f64 / 10.0;
+    for &(off, v) in st.recent.iter().skip(i) {
+        fresh.update(at(off), v as f64);
     }
     st.baseline = Some(fresh);
     st.phase = Phase::Inactive;
-    tracing::info!(rule = %spec.name, shift_at = st.recent.get(i).map(|p| p.0), "level shift: baseline re-learned from the new level");
+    tracing::info!(rule = %spec.name, shift_at = st.recent.get(i).map(|p| at(p.0)), "level shift: baseline re-learned from the new level");
     true
 }
 
 struct Group<'a> {
     names: &'a [String],
-    values: &'a [String],
+    values: &'a [&'a str],
     own: &'a [&'a Sample],
 }
 
 impl Group<'_> {
     fn label_map(&self) -> BTreeMap<String, String> {
-        self.names.iter().cloned().zip(self.values.iter().cloned()).collect()
+        self.names.iter().cloned().zip(self.values.iter().map(|v| v.to_string())).collect()
     }
+}
+
+fn group_hash<'a>(values: impl Iterator<Item = &'a str>) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    for v in values {
+        v.hash(&mut h);
+    }
+    h.finish()
 }
 
 struct Outcome {
@@ -454,26 +520,34 @@ struct Outcome {
     cause: Option<CauseReport>,
 }
 
-type Groups<'a> = Vec<(Vec<String>, Vec<String>, Vec<&'a Sample>)>;
+type Groups<'a> = Vec<(u64, Vec<&'a str>, Vec<&'a Sample>)>;
 
-/// Splits the rule's series into label groups (after matchers).
-fn discover_groups<'a>(rule: &CompiledRule, snap: &'a Snapshot) -> Groups<'a> {
-    let Some(fam) = snap.family(&rule.spec.series.metric) else { return Vec::new() };
-    let all: Vec<String> = fam.label_names().iter().map(|s| s.to_string()).collect();
-    let names = rule.by.clone().unwrap_or(all);
+/// Splits the rule's series into label groups (after matchers), without copying
+/// label strings: groups are keyed by a hash of their label values.
+fn discover_groups<'a>(rule: &CompiledRule, snap: &'a Snapshot) -> (Vec<String>, Groups<'a>) {
+    let Some(fam) = snap.family(&rule.spec.series.metric) else { return (Vec::new(), Vec::new()) };
+    let names = rule.by.clone().unwrap_or_else(|| fam.label_names().iter().map(|s| s.to_string()).collect());
     let idx: Vec<Option<usize>> = names.iter().map(|n| fam.label_index(n)).collect();
     let matchers: Vec<(Option<usize>, &regex::Regex)> =
         rule.matchers.iter().map(|(l, r)| (fam.label_index(l), r)).collect();
-    let mut groups: BTreeMap<Vec<String>, Vec<&Sample>> = BTreeMap::new();
+    let mut index: HashMap<u64, usize> = HashMap::new();
+    let mut groups: Groups<'a> = Vec::new();
     for s in &fam.samples {
         let ok = matchers.iter().all(|(i, re)| re.is_match(i.and_then(|i| s.labels.get(i)).map_or("", |v| v)));
         if !ok {
             continue;
         }
-        let key: Vec<String> = idx.iter().map(|i| i.and_then(|i| s.labels.get(i)).cloned().unwrap_or_default()).collect();
-        groups.entry(key).or_default().push(s);
+        let values: Vec<&str> = idx.iter().map(|i| i.and_then(|i| s.labels.get(i)).map_or("", |v| v.as_str())).collect();
+        let h = group_hash(values.iter().copied());
+        match index.get(&h) {
+            Some(&gi) => groups[gi].2.push(s),
+            None => {
+                index.insert(h, groups.len());
+                groups.push((h, values, vec![s]));
+            }
+        }
     }
-    groups.into_iter().map(|(k, v)| (k, names.clone(), v)).collect()
+    (names, groups)
 }
 
 /// The series a variable stands for in a group: samples of `metric` that agree with
@@ -489,40 +563,47 @@ fn select<'a>(snap: &'a Snapshot, metric: &str, group: &Group) -> Option<(&'a Fa
     let samples: Vec<&Sample> = fam
         .samples
         .iter()
-        .filter(|s| shared.iter().all(|&(fi, gi)| s.labels.get(fi) == group.values.get(gi)))
+        .filter(|s| shared.iter().all(|&(fi, gi)| s.labels.get(fi).map(String::as_str) == group.values.get(gi).copied()))
         .collect();
     (!samples.is_empty()).then_some((fam, samples))
 }
 
 fn window(func: WindowFn, ring: &Ring) -> Option<f64> {
-    let pts: Vec<(f64, f64)> = ring.iter().collect();
-    let (t_last, _) = *pts.last()?;
-    let within = |w: f64| pts.iter().filter(move |(t, _)| *t >= t_last - w - 1e-9);
+    let (t_last, _) = ring.last()?;
+    let within = |w: f64| ring.iter().filter(move |(t, _)| *t >= t_last - w - 1e-9).map(|p| p.1);
     match func {
         WindowFn::Rate => ring.rate(),
-        WindowFn::Delta => {
-            let n = pts.len();
-            (n >= 2).then(|| pts[n - 1].1 - pts[n - 2].1)
-        }
+        WindowFn::Delta => Some(ring.nth_from_end(0)?.1 - ring.nth_from_end(1)?.1),
         WindowFn::Increase(w) => {
-            let v: Vec<f64> = within(w).map(|p| p.1).collect();
-            (v.len() >= 2).then(|| v.windows(2).map(|p| if p[1] >= p[0] { p[1] - p[0] } else { p[1] }).sum())
+            let mut prev: Option<f64> = None;
+            let mut total = 0.0;
+            let mut n = 0;
+            for v in within(w) {
+                if let Some(p) = prev {
+                    total += if v >= p { v - p } else { v };
+                }
+                prev = Some(v);
+                n += 1;
+            }
+            (n >= 2).then_some(total)
         }
         WindowFn::AvgOver(w) => {
-            let v: Vec<f64> = within(w).map(|p| p.1).collect();
-            (!v.is_empty()).then(|| v.iter().sum::<f64>() / v.len() as f64)
+            let (sum, n) = within(w).fold((0.0, 0usize), |(s, n), v| (s + v, n + 1));
+            (n > 0).then(|| sum / n as f64)
         }
-        WindowFn::MaxOver(w) => within(w).map(|p| p.1).reduce(f64::max),
-        WindowFn::MinOver(w) => within(w).map(|p| p.1).reduce(f64::min),
+        WindowFn::MaxOver(w) => within(w).reduce(f64::max),
+        WindowFn::MinOver(w) => within(w).reduce(f64::min),
     }
 }
 
 fn series_window(hist: &History, fam: &Family, samples: &[&Sample], func: WindowFn) -> Option<f64> {
-    let vals: Vec<f64> = samples
-        .iter()
-        .filter_map(|s| hist.get(&fam.desc.name, &s.labels).and_then(|r| window(func, r)))
-        .collect();
-    (!vals.is_empty()).then(|| vals.iter().sum())
+    let mut found = false;
+    let mut total = 0.0;
+    for v in samples.iter().filter_map(|s| hist.get(&fam.desc.name, &s.labels).and_then(|r| window(func, r))) {
+        found = true;
+        total += v;
+    }
+    found.then_some(total)
 }
 
 fn sum(samples: &[&Sample]) -> f64 {
@@ -590,8 +671,9 @@ fn describe(f: WindowFn, var: &str) -> String {
 fn step(
     rule: &CompiledRule,
     set: &RuleSet,
-    states: &[HashMap<Vec<String>, GroupState>],
+    states: &[HashMap<u64, GroupState>],
     ri: usize,
+    key: u64,
     group: &Group,
     snap: &Snapshot,
     hist: &History,
@@ -606,7 +688,7 @@ fn step(
     if !value.is_finite() {
         return Ok(None);
     }
-    let st = states[ri].get(group.values);
+    let st = states[ri].get(&key);
     let mut cb = Bindings::default();
     cb.set("value", value);
     let mut estimate = None;
@@ -648,7 +730,7 @@ fn step(
 fn find_cause(
     rule: &CompiledRule,
     set: &RuleSet,
-    states: &[HashMap<Vec<String>, GroupState>],
+    states: &[HashMap<u64, GroupState>],
     group: &Group,
     snap: &Snapshot,
     hist: &History,
@@ -657,16 +739,14 @@ fn find_cause(
     for c in &rule.causes {
         let mut evidence = BTreeMap::new();
         if let Some(target) = c.rule {
-            let compatible = states[target].iter().find(|(vals, st)| {
+            let compatible = states[target].values().find(|st| {
                 st.firing()
-                    && st.names.iter().enumerate().all(|(i, n)| {
-                        match group.names.iter().position(|g| g == n) {
-                            Some(gi) => group.values.get(gi) == vals.get(i),
-                            None => true,
-                        }
+                    && st.names.iter().enumerate().all(|(i, n)| match group.names.iter().position(|g| g == n) {
+                        Some(gi) => group.values.get(gi).copied() == st.values.get(i).map(String::as_str),
+                        None => true,
                     })
             });
-            let Some((_, st)) = compatible else { continue };
+            let Some(st) = compatible else { continue };
             evidence.insert(format!("rule {} value", set.rules[target].spec.name), st.value);
         }
         if let Some(w) = &c.when {
@@ -683,7 +763,7 @@ fn find_cause(
             .names
             .iter()
             .zip(group.values)
-            .map(|(n, x)| (format!("labels.{n}"), x.clone()))
+            .map(|(n, x)| (format!("labels.{n}"), x.to_string()))
             .collect();
         for (k, x) in &evidence {
             values.insert(format!("evidence.{k}"), format_value(*x, None));
@@ -711,7 +791,7 @@ fn annotation(rule: &CompiledRule, group: &Group, st: &GroupState) -> String {
         v.insert("baseline".to_string(), format_value(e.expected, unit));
     }
     for (n, x) in group.names.iter().zip(group.values) {
-        v.insert(format!("labels.{n}"), x.clone());
+        v.insert(format!("labels.{n}"), x.to_string());
     }
     if let Some(c) = &st.cause {
         v.insert("cause".to_string(), c.explanation.clone());

@@ -488,8 +488,8 @@ rules:
         let bad = GOOD.replace("netsight_netstat_tcp_out_segs_total", "netsight_nope_total");
         let errs = load(&src(&bad)).unwrap_err();
         assert_eq!(errs.len(), 1, "{errs:?}");
-        assert_eq!((errs[0].line, errs[0].column), (16, 12), "{}", errs[0]);
-        assert!(errs[0].to_string().starts_with("t.yaml:16:12: unknown metric `netsight_nope_total`"));
+        assert_eq!((errs[0].line, errs[0].column), (17, 12), "{}", errs[0]);
+        assert!(errs[0].to_string().starts_with("t.yaml:17:12: unknown metric `netsight_nope_total` for var `out`"));
     }
 
     #[test]

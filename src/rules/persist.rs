@@ -20,7 +20,7 @@ pub const VERSION: u32 = 1;
 #[derive(Debug, Serialize, Deserialize)]
 struct Payload {
     saved_at: f64,
-    engine: BTreeMap<String, (String, Vec<(Vec<String>, GroupState)>)>,
+    engine: BTreeMap<String, (String, Vec<GroupState>)>,
     history: Vec<SavedSeries>,
 }
 

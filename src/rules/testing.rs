@@ -127,11 +127,11 @@ pub fn snapshot_at(series: &InputSeries, i: usize, t: SystemTime) -> Snapshot {
         };
         let names: Arc<[String]> = names.into();
         for (labels, v) in samples {
-            let vals = names.iter().map(|n| labels.get(n).cloned().unwrap_or_default()).collect();
+            let vals: Vec<String> = names.iter().map(|n| labels.get(n).cloned().unwrap_or_default()).collect();
             e.push_dynamic(desc.clone(), &names, vals, v);
         }
     }
-    Snapshot { taken_at: t, families: e.into_families() }
+    Snapshot::new(t, e.into_families())
 }
 
 /// Runs every test case of one file; returns failure messages (empty = passed).
