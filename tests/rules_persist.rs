@@ -120,3 +120,34 @@ fn damaged_or_foreign_state_files_are_refused() {
     let err = persist::restore(&file, &mut e2, &mut History::new(10)).unwrap_err();
     assert!(err.to_string().contains("version 99"), "{err}");
 }
+
+#[test]
+fn every_baseline_model_survives_a_save_and_restore() {
+    let text = r#"
+rules:
+  - {name: m_ewma, layer: link, severity: info, series: {metric: netsight_sockstat_tcp_orphans}, baseline: {model: ewma}, when: zscore > 9}
+  - {name: m_mad, layer: link, severity: info, series: {metric: netsight_sockstat_tcp_orphans}, baseline: {model: mad}, when: zscore > 9}
+  - {name: m_det, layer: link, severity: info, series: {metric: netsight_sockstat_tcp_orphans}, baseline: {model: detector}, when: zscore > 9}
+  - {name: m_sea, layer: link, severity: info, series: {metric: netsight_sockstat_tcp_orphans}, baseline: {model: seasonal, periods: [10s], step: 1s, refit_every: 5s}, when: zscore > 9}
+"#;
+    netsight::rules::seasonal::set_synchronous(true);
+    let set = load(&[RuleSource { name: "m.yaml".into(), text: text.into() }]).expect("rules");
+    let values: String = (0..60).map(|i| format!("{} ", 10 + (i % 10))).collect();
+    let s: InputSeries = vec![("netsight_sockstat_tcp_orphans".into(), Default::default(), expand(&values).expect("values"))];
+    let t0 = SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000);
+    let mut e = Engine::new(set.clone());
+    let mut h = History::new(120);
+    for i in 0..60 {
+        let snap = snapshot_at(&s, i, t0 + Duration::from_secs(i as u64));
+        h.record(&snap);
+        e.evaluate(&snap, &h);
+    }
+    let dir = tempfile::tempdir().expect("tempdir");
+    let file = dir.path().join("state");
+    persist::save(&file, &e, &h).expect("save");
+    let mut e2 = Engine::new(set);
+    let restored = persist::restore(&file, &mut e2, &mut History::new(120)).expect("restore");
+    assert_eq!(restored, 4);
+    let json = |e: &Engine| serde_json::to_string(&e.export_state()).expect("json");
+    assert_eq!(json(&e), json(&e2));
+}

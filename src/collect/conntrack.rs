@@ -897,3 +897,58 @@ mod tests {
         }
     }
 }
+
+#[cfg(test)]
+mod breakdown_tests {
+    use super::*;
+
+    fn flow(proto: u8, state: Option<u8>, src: [u8; 4], bytes: Option<u64>) -> Flow {
+        Flow {
+            l3: 2,
+            proto,
+            state,
+            zone: 0,
+            src: Some(IpAddr::from(src)),
+            dst: Some(IpAddr::from([10, 0, 0, 9])),
+            packets: bytes.map(|_| 1),
+            bytes,
+        }
+    }
+
+    #[test]
+    fn top_addresses_with_other_and_tracking_cap() {
+        let mut b = Breakdown {
+            sources: AddressTally::with_cap(3),
+            destinations: AddressTally::with_cap(3),
+            ..Breakdown::default()
+        };
+        for (src, n, bytes) in [([10, 0, 0, 1], 5, 10), ([10, 0, 0, 2], 3, 1000), ([10, 0, 0, 3], 1, 1), ([10, 0, 0, 4], 2, 7)] {
+            for _ in 0..n {
+                b.add(&flow(6, Some(3), src, Some(bytes)));
+            }
+        }
+        b.add(&flow(17, None, [10, 0, 0, 1], None));
+        assert_eq!(b.entries, 12);
+        assert!(b.accounted);
+        assert_eq!(
+            b.by_protocol_state(),
+            vec![("tcp".into(), "ESTABLISHED".into(), 0, 11), ("udp".into(), String::new(), 0, 1)]
+        );
+        // 10.0.0.4 arrived after the cap of 3: counted in other.
+        assert_eq!(b.sources.untracked, (2, 14));
+        assert_eq!(
+            b.sources.top(2, false),
+            vec![("10.0.0.1".into(), 6), ("10.0.0.2".into(), 3), ("other".into(), 3)]
+        );
+        assert_eq!(
+            b.sources.top(1, true),
+            vec![("10.0.0.2".into(), 3000), ("other".into(), 50 + 1 + 14)]
+        );
+        assert_eq!(b.destinations.top(5, false), vec![("10.0.0.9".into(), 12)]);
+        let mut out = Emitter::new();
+        emit_breakdown(&b, 2, false, &mut out);
+        let fams = out.into_families();
+        assert!(fams.iter().all(|f| !f.desc.name.ends_with("_bytes")), "no bytes without accounting");
+        assert!(fams.iter().any(|f| f.desc.name == "netsight_conntrack_flows"));
+    }
+}

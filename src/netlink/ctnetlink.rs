@@ -826,3 +826,146 @@ mod tests {
         }
     }
 }
+
+#[cfg(test)]
+mod ct_dump_tests {
+    use super::*;
+
+    const DUMP: &[u8] = include_bytes!("../../tests/fixtures/netlink/ct_dump.bin");
+    /// `conntrack -L -o extended` printed right after the dump was captured.
+    const LISTING: &str = include_str!("../../tests/fixtures/netlink/ct_dump.txt");
+
+    type Key = (u8, String, String, u16, String, String, u64, u64);
+
+    fn key(f: &Flow) -> Key {
+        (
+            f.l3,
+            protocol_name(f.proto).into_owned(),
+            state_name(f.proto, f.state).into_owned(),
+            f.zone,
+            f.src.map(|a| a.to_string()).unwrap_or_default(),
+            f.dst.map(|a| a.to_string()).unwrap_or_default(),
+            f.packets.unwrap_or(0),
+            f.bytes.unwrap_or(0),
+        )
+    }
+
+    fn listing() -> Vec<Key> {
+        let mut out: Vec<Key> = LISTING
+            .lines()
+            .filter(|l| l.starts_with("ipv"))
+            .map(|l| {
+                let t: Vec<&str> = l.split_whitespace().collect();
+                let field = |name: &str| t.iter().find_map(|x| x.strip_prefix(name)).unwrap_or("");
+                let sum = |name: &str| -> u64 {
+                    t.iter().filter_map(|x| x.strip_prefix(name)).map(|v| v.parse::<u64>().expect("num")).sum()
+                };
+                let state = if t[5].contains('=') || t[5].starts_with('[') { "" } else { t[5] };
+                (
+                    t[1].parse().expect("l3"),
+                    t[2].to_string(),
+                    state.to_string(),
+                    field("zone=").parse().unwrap_or(0),
+                    field("src=").to_string(),
+                    field("dst=").to_string(),
+                    sum("packets="),
+                    sum("bytes="),
+                )
+            })
+            .collect();
+        out.sort();
+        out
+    }
+
+    #[test]
+    fn request_bytes() {
+        let req = ct_dump_request(5);
+        assert_eq!(req.len(), 20);
+        assert_eq!(u16::from_ne_bytes(req[4..6].try_into().expect("2")), 0x0101);
+        assert_eq!(u16::from_ne_bytes(req[6..8].try_into().expect("2")), NLM_F_REQUEST | NLM_F_DUMP);
+        assert_eq!(u32::from_ne_bytes(req[8..12].try_into().expect("4")), 5);
+        assert_eq!(req[16], 0, "AF_UNSPEC: every L3 family");
+    }
+
+    #[test]
+    fn captured_dump_matches_conntrack_l() {
+        let mut got = Vec::new();
+        let done = parse_ct_dump(DUMP, None, |f| got.push(key(f))).expect("parses");
+        assert!(done);
+        got.sort();
+        let want = listing();
+        assert!(want.len() >= 15, "{}", want.len());
+        assert_eq!(got, want);
+        assert!(got.iter().any(|k| k.3 == 7), "a zone 7 entry");
+        assert!(got.iter().any(|k| k.0 == 10), "an IPv6 entry");
+        assert!(got.iter().any(|k| k.7 > 0), "accounted bytes");
+    }
+
+    #[test]
+    fn names() {
+        assert_eq!(protocol_name(6), "tcp");
+        assert_eq!(protocol_name(200), "200");
+        assert_eq!(state_name(6, Some(3)), "ESTABLISHED");
+        assert_eq!(state_name(6, Some(7)), "TIME_WAIT");
+        assert_eq!(state_name(6, Some(42)), "STATE42");
+        assert_eq!(state_name(17, Some(1)), "");
+        assert_eq!(state_name(132, Some(4)), "ESTABLISHED");
+        assert_eq!(state_name(6, None), "");
+    }
+
+    #[test]
+    fn errors_and_wrong_messages() {
+        let mut p = (-libc::EPERM).to_ne_bytes().to_vec();
+        p.extend_from_slice(&[0; 16]);
+        let mut msg = Vec::new();
+        msg.extend_from_slice(&((16 + p.len()) as u32).to_ne_bytes());
+        msg.extend_from_slice(&2u16.to_ne_bytes());
+        msg.extend_from_slice(&[0; 10]);
+        msg.extend_from_slice(&p);
+        assert_eq!(parse_ct_dump(&msg, None, |_| {}), Err(CtnlError::Kernel { errno: libc::EPERM }));
+        // Sequence number check, and a message of another type.
+        assert!(parse_ct_dump(DUMP, Some(u32::MAX), |_| {}).is_err());
+        let stats = stats_cpu_request(StatsDump::Conntrack, 1);
+        assert!(parse_ct_dump(&stats, None, |_| {}).is_err());
+    }
+
+    #[test]
+    fn truncated_corrupted_and_random_input_is_an_error_not_a_panic() {
+        assert_eq!(parse_ct_dump(&[], None, |_| {}), Ok(false));
+        for i in 0..DUMP.len() {
+            if let Ok(done) = parse_ct_dump(&DUMP[..i], None, |_| {}) {
+                assert!(!done, "prefix {i}");
+            }
+        }
+        let mut buf = DUMP.to_vec();
+        for i in 0..buf.len() {
+            for x in [0x01u8, 0x04, 0x7f, 0x80, 0xff] {
+                let old = buf[i];
+                buf[i] ^= x;
+                let _ = parse_ct_dump(&buf, None, |f| {
+                    let _ = (protocol_name(f.proto), state_name(f.proto, f.state));
+                });
+                buf[i] = old;
+            }
+        }
+        let mut state = 0x2545_f491_4f6c_dd1du64;
+        for n in 0..3000 {
+            let junk: Vec<u8> = (0..n % 300)
+                .map(|_| {
+                    state ^= state << 13;
+                    state ^= state >> 7;
+                    state ^= state << 17;
+                    state as u8
+                })
+                .collect();
+            let _ = parse_ct_dump(&junk, None, |_| {});
+            let mut msg = Vec::new();
+            msg.extend_from_slice(&((20 + junk.len()) as u32).to_ne_bytes());
+            msg.extend_from_slice(&0x0100u16.to_ne_bytes());
+            msg.extend_from_slice(&[0; 10]);
+            msg.extend_from_slice(&[2, 0, 0, 0]);
+            msg.extend_from_slice(&junk);
+            let _ = parse_ct_dump(&msg, None, |_| {});
+        }
+    }
+}

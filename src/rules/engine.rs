@@ -63,7 +63,7 @@ pub struct GroupState {
     /// value), 8 bytes a point.
     #[serde(default)]
     recent: std::collections::VecDeque<(u32, f32)>,
-    #[serde(default)]
+    #[serde(default = "nan", with = "super::persist::float")]
     recent_base: f64,
     /// Output label vectors, built once per group (scrapes of 10k groups then copy
     /// no strings).

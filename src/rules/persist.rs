@@ -88,3 +88,21 @@ pub fn restore(path: &Path, engine: &mut Engine, hist: &mut History) -> Result<u
     hist.import(p.history);
     Ok(engine.import_state(p.engine))
 }
+
+/// Serde for floats that may be NaN or infinite (JSON has no such numbers): written
+/// as `null`, read back as NaN.
+pub mod float {
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(v: &f64, s: S) -> Result<S::Ok, S::Error> {
+        if v.is_finite() {
+            s.serialize_some(v)
+        } else {
+            s.serialize_none()
+        }
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<f64, D::Error> {
+        Ok(Option::<f64>::deserialize(d)?.unwrap_or(f64::NAN))
+    }
+}

@@ -37,12 +37,14 @@ pub struct Seasonal {
     max_points: usize,
     buckets: VecDeque<f32>,
     /// End time of the newest completed bucket.
+    #[serde(with = "super::persist::float")]
     buckets_end: f64,
+    #[serde(with = "super::persist::float")]
     acc_start: f64,
     acc_sum: f64,
     acc_n: u32,
     forecast: Option<SeasonalForecast>,
-    last_refit: f64,
+    last_refit: Option<f64>,
     refits: u32,
     fallback: Ewma,
     #[serde(skip)]
@@ -114,7 +116,7 @@ impl Seasonal {
             acc_sum: 0.0,
             acc_n: 0,
             forecast: None,
-            last_refit: f64::NEG_INFINITY,
+            last_refit: None,
             refits: 0,
             fallback: Ewma::new(0.05),
             pending: None,
@@ -133,7 +135,9 @@ impl Seasonal {
         self.acc_n += 1;
         self.poll();
         let longest = self.periods.iter().copied().max().unwrap_or(2);
-        if self.buckets.len() >= 2 * longest && t - self.last_refit >= self.refit_every && self.pending.is_none() {
+        if self.buckets.len() >= 2 * longest
+            && self.last_refit.is_none_or(|last| t - last >= self.refit_every)
+            && self.pending.is_none() {
             self.start_refit(t);
         }
     }
@@ -157,7 +161,7 @@ impl Seasonal {
     }
 
     fn start_refit(&mut self, t: f64) {
-        self.last_refit = t;
+        self.last_refit = Some(t);
         let y: Vec<f64> = self.buckets.iter().map(|&v| v as f64).collect();
         let periods = self.periods.clone();
         let horizon = ((self.refit_every * 2.0) / self.step).ceil().max(2.0) as usize;

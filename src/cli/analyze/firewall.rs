@@ -7,10 +7,11 @@
 //! CAP_NET_ADMIN is missing, 1 on other errors.
 
 use std::collections::{BTreeMap, HashMap};
+use std::io::Write;
 use std::time::{Duration, Instant};
 
 use clap::Args;
-use comfy_table::{presets::NOTHING, CellAlignment, Table};
+use comfy_table::{presets::NOTHING, CellAlignment, Table, TableComponent};
 use serde::Serialize;
 
 use crate::cli::{load_config, CommonArgs};
@@ -168,12 +169,16 @@ pub fn run(args: FirewallArgs) -> anyhow::Result<u8> {
     };
     match analyze(&ctx, &filter, &opts) {
         Ok(report) => {
-            if args.json {
-                println!("{}", serde_json::to_string_pretty(&report)?);
+            let text = if args.json {
+                serde_json::to_string_pretty(&report)? + "\n"
             } else {
-                print!("{}", render_text(&report));
+                render_text(&report)
+            };
+            match std::io::stdout().lock().write_all(text.as_bytes()) {
+                // `… | head` closing the pipe early is not an error.
+                Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => Err(e.into()),
+                _ => Ok(0),
             }
-            Ok(0)
         }
         Err(Failure::NoCapability(m)) => {
             eprintln!("netsight analyze firewall: {m}");
@@ -656,9 +661,22 @@ pub fn recommendations(r: &ConntrackReport, sample: Option<Duration>) -> Vec<Str
 fn table(header: &[&str], rows: Vec<Vec<String>>, right: &[usize]) -> String {
     let mut t = Table::new();
     t.load_preset(NOTHING);
+    for c in [
+        TableComponent::LeftBorder,
+        TableComponent::LeftBorderIntersections,
+        TableComponent::LeftHeaderIntersection,
+        TableComponent::HeaderLines,
+        TableComponent::TopBorder,
+        TableComponent::BottomBorder,
+    ] {
+        t.remove_style(c);
+    }
     t.set_header(header.to_vec());
     for r in rows {
         t.add_row(r);
+    }
+    for c in t.column_iter_mut() {
+        c.set_padding((0, 2));
     }
     for &i in right {
         if let Some(c) = t.column_mut(i) {
@@ -792,6 +810,7 @@ pub fn render_text(report: &Report) -> String {
             c.entries, c.max, c.usage_percent, c.buckets
         ));
         match &c.breakdown {
+            Some(rows) if rows.is_empty() => out.push_str("breakdown: the table is empty\n"),
             Some(rows) => {
                 out.push('\n');
                 out.push_str(&table(
