@@ -19,12 +19,18 @@ fn rules_yaml(seasonal: bool) -> String {
         let metric = format!("netsight_netstat_bench{r}_total");
         let (baseline, when) = match r % 3 {
             0 => ("", "value > 1000".to_string()),
-            1 => ("    baseline: {model: ewma, k: 6, min_sigma: 1}\n", "value > baseline_upper".to_string()),
+            1 => (
+                "    baseline: {model: ewma, k: 6, min_sigma: 1}\n",
+                "value > baseline_upper".to_string(),
+            ),
             _ if seasonal => (
                 "    baseline: {model: seasonal, periods: [60s], step: 1s, refit_every: 30s, k: 6, min_sigma: 1}\n",
                 "zscore > 6".to_string(),
             ),
-            _ => ("    baseline: {model: mad, k: 6, min_sigma: 1}\n", "zscore > 6".to_string()),
+            _ => (
+                "    baseline: {model: mad, k: 6, min_sigma: 1}\n",
+                "zscore > 6".to_string(),
+            ),
         };
         s.push_str(&format!(
             "  - name: r{r}\n    layer: transport\n    severity: warning\n    series: {{metric: {metric}, by: [port]}}\n    expr: rate(value)\n{baseline}    when: {when}\n"
@@ -39,7 +45,9 @@ fn series(ticks: usize) -> InputSeries {
         for g in 0..GROUPS {
             let mut labels = BTreeMap::new();
             labels.insert("port".to_string(), (10_000 + g).to_string());
-            let values = (0..ticks).map(|t| Some((t * (10 + g % 7) + (t * 31 + g) % 5) as f64)).collect();
+            let values = (0..ticks)
+                .map(|t| Some((t * (10 + g % 7) + (t * 31 + g) % 5) as f64))
+                .collect();
             out.push((format!("netsight_netstat_bench{r}_total"), labels, values));
         }
     }
@@ -47,7 +55,11 @@ fn series(ticks: usize) -> InputSeries {
 }
 
 fn run(seasonal: bool, ticks: usize) -> (Vec<f64>, Engine) {
-    let set = load(&[RuleSource { name: "bench.yaml".into(), text: rules_yaml(seasonal) }]).expect("bench rules load");
+    let set = load(&[RuleSource {
+        name: "bench.yaml".into(),
+        text: rules_yaml(seasonal),
+    }])
+    .expect("bench rules load");
     let mut engine = Engine::new(set);
     let mut hist = History::new(120);
     let s = series(ticks);
@@ -75,13 +87,23 @@ fn main() {
         return;
     }
     let ticks = 200;
-    println!("rule engine: {RULES} rules x {GROUPS} groups = {} series/evaluations per tick, {ticks} ticks", RULES * GROUPS);
+    println!(
+        "rule engine: {RULES} rules x {GROUPS} groups = {} series/evaluations per tick, {ticks} ticks",
+        RULES * GROUPS
+    );
     println!("{:<44} {:>10} {:>10} {:>10}", "case", "mean ms", "p95 ms", "max ms");
-    for (label, seasonal) in [("EWMA/MAD/threshold mix", false), ("with seasonal models refitting (1 in 3 rules)", true)] {
+    for (label, seasonal) in [
+        ("EWMA/MAD/threshold mix", false),
+        ("with seasonal models refitting (1 in 3 rules)", true),
+    ] {
         let (times, engine) = run(seasonal, ticks);
         let steady = &times[20..];
         let mean = steady.iter().sum::<f64>() / steady.len() as f64;
-        println!("{label:<44} {mean:>10.2} {:>10.2} {:>10.2}", pct(steady, 0.95), pct(steady, 1.0));
+        println!(
+            "{label:<44} {mean:>10.2} {:>10.2} {:>10.2}",
+            pct(steady, 0.95),
+            pct(steady, 1.0)
+        );
         let mem = engine.state_memory();
         for (model, (groups, baseline, total)) in mem {
             let n = groups.max(1) as f64;

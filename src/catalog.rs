@@ -134,7 +134,11 @@ pub fn render_markdown() -> String {
                 out,
                 "- `{}` (labels: {}; OTel `{}`): {} Source: {}.",
                 d.pattern,
-                if d.labels.is_empty() { "none".to_string() } else { d.labels.join(", ") },
+                if d.labels.is_empty() {
+                    "none".to_string()
+                } else {
+                    d.labels.join(", ")
+                },
                 d.otel_pattern,
                 d.help,
                 d.source

@@ -12,7 +12,12 @@ pub enum ConfigError {
     #[error("cannot read {path}: {source}")]
     Read { path: PathBuf, source: std::io::Error },
     #[error("{path}:{line}:{column}: {message}")]
-    Parse { path: String, line: usize, column: usize, message: String },
+    Parse {
+        path: String,
+        line: usize,
+        column: usize,
+        message: String,
+    },
     #[error("{0}")]
     Invalid(String),
 }
@@ -85,7 +90,11 @@ pub struct ConntrackConfig {
 
 impl Default for ConntrackConfig {
     fn default() -> Self {
-        ConntrackConfig { enabled: true, breakdown_max_entries: 65_536, top_addresses: 10 }
+        ConntrackConfig {
+            enabled: true,
+            breakdown_max_entries: 65_536,
+            top_addresses: 10,
+        }
     }
 }
 
@@ -102,7 +111,12 @@ pub struct NftablesConfig {
 
 impl Default for NftablesConfig {
     fn default() -> Self {
-        NftablesConfig { enabled: true, max_rules: 500, include: None, exclude: None }
+        NftablesConfig {
+            enabled: true,
+            max_rules: 500,
+            include: None,
+            exclude: None,
+        }
     }
 }
 
@@ -155,7 +169,12 @@ fn parse_yaml(path: &str, text: &str) -> Result<serde_yaml::Value, ConfigError> 
 
 fn yaml_error(path: &str, e: &serde_yaml::Error) -> ConfigError {
     let (line, column) = e.location().map(|l| (l.line(), l.column())).unwrap_or((0, 0));
-    ConfigError::Parse { path: path.to_string(), line, column, message: e.to_string() }
+    ConfigError::Parse {
+        path: path.to_string(),
+        line,
+        column,
+        message: e.to_string(),
+    }
 }
 
 impl Config {
@@ -165,8 +184,10 @@ impl Config {
     }
 
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
-        let text = std::fs::read_to_string(path)
-            .map_err(|source| ConfigError::Read { path: path.to_path_buf(), source })?;
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
         Self::from_yaml_over_defaults(&path.display().to_string(), &text)
     }
 
@@ -176,8 +197,11 @@ impl Config {
         if !over.is_null() {
             merge(&mut base, over);
         }
-        let cfg: Config = serde_yaml::from_value(base).map_err(|e| {
-            ConfigError::Parse { path: name.to_string(), line: 0, column: 0, message: e.to_string() }
+        let cfg: Config = serde_yaml::from_value(base).map_err(|e| ConfigError::Parse {
+            path: name.to_string(),
+            line: 0,
+            column: 0,
+            message: e.to_string(),
         })?;
         cfg.validate()?;
         Ok(cfg)
@@ -200,8 +224,7 @@ impl Config {
             ("collectors.nftables.exclude", &self.collectors.nftables.exclude),
         ] {
             if let Some(re) = re {
-                regex::Regex::new(re)
-                    .map_err(|e| ConfigError::Invalid(format!("{what}: {e}")))?;
+                regex::Regex::new(re).map_err(|e| ConfigError::Invalid(format!("{what}: {e}")))?;
             }
         }
         Ok(())
@@ -222,8 +245,8 @@ mod tests {
 
     #[test]
     fn user_file_overrides_one_key() {
-        let c = Config::from_yaml_over_defaults("u.yaml", "collectors:\n  sockets:\n    max_ports: 3\n")
-            .expect("merged");
+        let c =
+            Config::from_yaml_over_defaults("u.yaml", "collectors:\n  sockets:\n    max_ports: 3\n").expect("merged");
         assert_eq!(c.collectors.sockets.max_ports, 3);
         assert_eq!(c.collectors.sockets.max_processes, 64);
     }

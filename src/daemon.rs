@@ -36,7 +36,10 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 impl Shared {
     pub fn new(history_points: usize, engine: Engine) -> Self {
         Shared {
-            latest: RwLock::new(Arc::new(Published { snapshot: Arc::new(Snapshot::empty()), text: Bytes::new() })),
+            latest: RwLock::new(Arc::new(Published {
+                snapshot: Arc::new(Snapshot::empty()),
+                text: Bytes::new(),
+            })),
             history: Mutex::new(History::new(history_points)),
             engine: Mutex::new(engine),
             reload_requested: AtomicBool::new(false),
@@ -73,7 +76,10 @@ impl Shared {
                 return;
             }
         };
-        let p = Arc::new(Published { snapshot: Arc::new(snapshot), text });
+        let p = Arc::new(Published {
+            snapshot: Arc::new(snapshot),
+            text,
+        });
         match self.latest.write() {
             Ok(mut g) => *g = p,
             Err(poisoned) => *poisoned.into_inner() = p,

@@ -114,7 +114,11 @@ impl Emitter {
             None => {
                 let i = self.families.len();
                 self.index.insert(desc.name.to_string(), i);
-                self.families.push(Family { desc, samples: Vec::new(), dynamic_labels: None });
+                self.families.push(Family {
+                    desc,
+                    samples: Vec::new(),
+                    dynamic_labels: None,
+                });
                 i
             }
         };
@@ -126,7 +130,10 @@ impl Emitter {
         let desc = desc.into();
         let labels = labels.into();
         debug_assert_eq!(desc.labels.len(), labels.len(), "labels of {}", desc.name);
-        self.family(desc).samples.push(Sample { labels, value: Value::Scalar(value) });
+        self.family(desc).samples.push(Sample {
+            labels,
+            value: Value::Scalar(value),
+        });
     }
 
     /// Records a sample without labels.
@@ -143,7 +150,10 @@ impl Emitter {
         let desc = desc.into();
         let labels = labels.into();
         debug_assert_eq!(desc.kind, MetricKind::Histogram);
-        self.family(desc).samples.push(Sample { labels, value: Value::Histogram(value) });
+        self.family(desc).samples.push(Sample {
+            labels,
+            value: Value::Histogram(value),
+        });
     }
 
     /// Records a sample of a family whose label names are decided at run time.
@@ -158,7 +168,10 @@ impl Emitter {
         debug_assert_eq!(names.len(), labels.len());
         let fam = self.family(desc.into());
         fam.dynamic_labels = Some(names.clone());
-        fam.samples.push(Sample { labels, value: Value::Scalar(value) });
+        fam.samples.push(Sample {
+            labels,
+            value: Value::Scalar(value),
+        });
     }
 
     /// Makes sure a family appears even when it has no samples this tick.
@@ -191,7 +204,11 @@ pub struct Snapshot {
 
 impl Snapshot {
     pub fn new(taken_at: SystemTime, families: Vec<Family>) -> Self {
-        Snapshot { taken_at, families, index: std::sync::OnceLock::new() }
+        Snapshot {
+            taken_at,
+            families,
+            index: std::sync::OnceLock::new(),
+        }
     }
 
     pub fn empty() -> Self {
@@ -221,9 +238,9 @@ impl Snapshot {
         fam.samples
             .iter()
             .find(|s| {
-                matchers.iter().all(|(l, v)| {
-                    fam.label_index(l).and_then(|i| s.labels.get(i)).is_some_and(|x| x == v)
-                })
+                matchers
+                    .iter()
+                    .all(|(l, v)| fam.label_index(l).and_then(|i| s.labels.get(i)).is_some_and(|x| x == v))
             })
             .and_then(|s| s.value.as_f64())
     }
@@ -243,7 +260,11 @@ pub struct Ring {
 
 impl Ring {
     pub fn new(cap: usize) -> Self {
-        Ring { points: Vec::with_capacity(cap.min(16)), head: 0, cap: cap.max(1) }
+        Ring {
+            points: Vec::with_capacity(cap.min(16)),
+            head: 0,
+            cap: cap.max(1),
+        }
     }
 
     pub fn push(&mut self, t: f64, v: f64) {
@@ -285,7 +306,11 @@ impl Ring {
         if k >= n {
             return None;
         }
-        let idx = if n < self.cap { n - 1 - k } else { (self.head + self.cap - 1 - k) % self.cap };
+        let idx = if n < self.cap {
+            n - 1 - k
+        } else {
+            (self.head + self.cap - 1 - k) % self.cap
+        };
         Some(self.points[idx])
     }
 
@@ -340,7 +365,12 @@ pub fn series_hash(name: &str, labels: &[String]) -> u64 {
 
 impl History {
     pub fn new(cap: usize) -> Self {
-        History { cap, stale_after: 3, generation: 0, series: HashMap::new() }
+        History {
+            cap,
+            stale_after: 3,
+            generation: 0,
+            series: HashMap::new(),
+        }
     }
 
     pub fn record(&mut self, snap: &Snapshot) {
@@ -366,7 +396,15 @@ impl History {
                         let name = name.get_or_insert_with(|| Arc::from(fam.desc.name.as_ref())).clone();
                         let mut ring = Ring::new(self.cap);
                         ring.push(t, v);
-                        self.series.insert(h, HistEntry { name, labels: s.labels.clone(), ring, generation: gen });
+                        self.series.insert(
+                            h,
+                            HistEntry {
+                                name,
+                                labels: s.labels.clone(),
+                                ring,
+                                generation: gen,
+                            },
+                        );
                     }
                 }
             }
@@ -395,7 +433,11 @@ impl History {
         self.series
             .values()
             .filter(|e| keep(&e.name))
-            .map(|e| SavedSeries { name: e.name.to_string(), labels: e.labels.to_vec(), points: e.ring.iter().collect() })
+            .map(|e| SavedSeries {
+                name: e.name.to_string(),
+                labels: e.labels.to_vec(),
+                points: e.ring.iter().collect(),
+            })
             .collect()
     }
 
@@ -407,8 +449,12 @@ impl History {
                 ring.push(t, v);
             }
             let h = series_hash(&s.name, &s.labels);
-            let entry =
-                HistEntry { name: Arc::from(s.name.as_str()), labels: s.labels.into(), ring, generation: self.generation };
+            let entry = HistEntry {
+                name: Arc::from(s.name.as_str()),
+                labels: s.labels.into(),
+                ring,
+                generation: self.generation,
+            };
             self.series.insert(h, entry);
         }
     }

@@ -22,7 +22,8 @@ fn names_follow_prometheus_conventions_and_are_unique() {
             assert!(seen.insert(n.to_string()), "{n} is defined twice");
             assert!(n.starts_with("netsight_"), "{n}: missing prefix");
             assert!(
-                n.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_'),
+                n.chars()
+                    .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_'),
                 "{n}: not snake_case"
             );
             match m.kind {

@@ -74,8 +74,15 @@ fn serves_metrics_health_and_index() {
     let _d = start(&ns, &[]);
     let (status, head, body) = get(&ns, "/metrics").expect("scrape");
     assert_eq!(status, 200);
-    assert!(head.to_ascii_lowercase().contains("content-type: text/plain; version=0.0.4"), "{head}");
-    assert_eq!(metric(&body, r#"netsight_collector_up{collector="netstat"}"#), Some(1.0));
+    assert!(
+        head.to_ascii_lowercase()
+            .contains("content-type: text/plain; version=0.0.4"),
+        "{head}"
+    );
+    assert_eq!(
+        metric(&body, r#"netsight_collector_up{collector="netstat"}"#),
+        Some(1.0)
+    );
     assert!(body.contains("# TYPE netsight_netstat_tcp_retrans_segs_total counter"));
     let (status, _, index) = get(&ns, "/").expect("index");
     assert_eq!(status, 200);
@@ -151,7 +158,10 @@ fn sigterm_shuts_down_cleanly() {
 #[test]
 fn bad_arguments_and_config_fail_with_a_clear_message() {
     let bin = env!("CARGO_BIN_EXE_netsight");
-    let out = Command::new(bin).args(["serve", "--interval", "100ms"]).output().expect("run");
+    let out = Command::new(bin)
+        .args(["serve", "--interval", "100ms"])
+        .output()
+        .expect("run");
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("1s minimum"));
     let dir = tempfile::tempdir().expect("tempdir");
@@ -179,7 +189,12 @@ fn live_host_exposition_passes_promtool() {
         .stderr(Stdio::piped())
         .spawn()
         .expect("promtool must be installed (Debian package `prometheus`)");
-    child.stdin.take().expect("stdin").write_all(&out.stdout).expect("feed promtool");
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(&out.stdout)
+        .expect("feed promtool");
     let res = child.wait_with_output().expect("promtool");
     assert!(
         res.status.success() && res.stdout.is_empty() && res.stderr.is_empty(),

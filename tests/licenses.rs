@@ -73,7 +73,11 @@ fn every_dependency_has_a_permissive_license() {
         .current_dir(env!("CARGO_MANIFEST_DIR"))
         .output()
         .expect("run cargo metadata");
-    assert!(out.status.success(), "cargo metadata: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "cargo metadata: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let meta: serde_json::Value = serde_json::from_slice(&out.stdout).expect("metadata JSON");
     let packages = meta["packages"].as_array().expect("packages");
     assert!(packages.len() > 50, "suspiciously few packages: {}", packages.len());
@@ -91,7 +95,11 @@ fn every_dependency_has_a_permissive_license() {
             assert_eq!(version, "11.3.1", "evalexpr must stay pinned at 11.3.1");
         }
     }
-    assert!(bad.is_empty(), "dependencies with licenses outside the allow-list:\n{}", bad.join("\n"));
+    assert!(
+        bad.is_empty(),
+        "dependencies with licenses outside the allow-list:\n{}",
+        bad.join("\n")
+    );
 }
 
 #[test]

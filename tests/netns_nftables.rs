@@ -439,3 +439,72 @@ fn element_dump_counts_agree_with_set_count_and_nft() {
     }
     assert_eq!(checked, 4);
 }
+
+/// CPU (user + system, this thread) of one collection vs `nft -j list ruleset`, at
+/// 100, 1k and 10k rules with counters. Run by hand, in release mode:
+/// `cargo test --release --test netns_nftables -- --ignored --nocapture measure`.
+#[test]
+#[ignore = "benchmark; prints figures"]
+fn measure_collection_cost_vs_nft() {
+    ensure_nft();
+    for n in [100usize, 1_000, 10_000] {
+        let ns = Netns::new("nnftb");
+        let mut text = String::from("table inet bench {\n  chain input {\n    type filter hook input priority 0; policy accept;\n");
+        for i in 0..n {
+            text.push_str(&format!(
+                "    ip saddr 10.{}.{}.{} tcp dport {} counter accept comment \"rule {i}\"\n",
+                i / 65536 % 256,
+                i / 256 % 256,
+                i % 256,
+                1024 + i % 60000
+            ));
+        }
+        text.push_str("  }\n}\n");
+        let file = std::env::temp_dir().join(format!("netsight-bench-{}-{n}.nft", std::process::id()));
+        std::fs::write(&file, text).expect("write");
+        ns.exec_ok(&["nft", "-f", file.to_str().expect("utf8")]);
+        let _ = std::fs::remove_file(&file);
+        let runs = 10;
+        let (ours, sys, read_only) = ns.enter(move || {
+            netsight::collect::nftables::bench_collect(500).expect("warm-up");
+            let (u0, s0) = thread_cpu();
+            for _ in 0..runs {
+                netsight::collect::nftables::bench_collect(500).expect("collect");
+            }
+            let (u1, s1) = thread_cpu();
+            for _ in 0..runs {
+                netsight::collect::nftables::read_ruleset().expect("read");
+            }
+            let (u2, s2) = thread_cpu();
+            let per = |x: f64| x / runs as f64;
+            (per(u1 - u0 + s1 - s0), per(s1 - s0), per(u2 - u1 + s2 - s1))
+        });
+        let timing = ns.exec(&[
+            "bash",
+            "-c",
+            &format!("TIMEFORMAT='%3U %3S'; time (for i in $(seq {runs}); do nft -j list ruleset >/dev/null; done)"),
+        ]);
+        let t = String::from_utf8_lossy(&timing.stderr);
+        let v: Vec<f64> = t.split_whitespace().filter_map(|x| x.parse().ok()).collect();
+        let nft = (v[0] + v[1]) / runs as f64;
+        println!(
+            "rules {n:>6}: netsight {:>8.2} ms CPU ({:.2} ms system; netlink read alone {:.2} ms), nft -j list ruleset {:>8.2} ms CPU (user {:.2} + system {:.2}), ratio 1/{:.1}",
+            ours * 1e3,
+            sys * 1e3,
+            read_only * 1e3,
+            nft * 1e3,
+            v[0] * 1e3 / runs as f64,
+            v[1] * 1e3 / runs as f64,
+            nft / ours
+        );
+    }
+}
+
+/// (user, system) CPU seconds of the calling thread.
+fn thread_cpu() -> (f64, f64) {
+    // SAFETY: all-zero is a valid rusage; getrusage fills it through a valid pointer.
+    let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
+    unsafe { libc::getrusage(libc::RUSAGE_THREAD, &mut ru) };
+    let tv = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
+    (tv(ru.ru_utime), tv(ru.ru_stime))
+}

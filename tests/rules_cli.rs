@@ -54,10 +54,18 @@ fn construct_tests_pass() {
 #[test]
 fn a_wrong_expectation_fails_the_test_run() {
     let text = std::fs::read_to_string(format!("{DIR}/constructs.test.yaml")).expect("read");
-    let wrong = text.replacen("{at: 5s, rule: threshold, firing: true}", "{at: 5s, rule: threshold, firing: false}", 1);
+    let wrong = text.replacen(
+        "{at: 5s, rule: threshold, firing: true}",
+        "{at: 5s, rule: threshold, firing: false}",
+        1,
+    );
     assert_ne!(text, wrong);
     let dir = tempfile::tempdir().expect("tempdir");
-    std::fs::copy(format!("{DIR}/constructs.rules.yaml"), dir.path().join("constructs.rules.yaml")).expect("copy");
+    std::fs::copy(
+        format!("{DIR}/constructs.rules.yaml"),
+        dir.path().join("constructs.rules.yaml"),
+    )
+    .expect("copy");
     let f = dir.path().join("wrong.test.yaml");
     std::fs::write(&f, wrong).expect("write");
     let (code, out, _) = netsight(&["rules", "test", &f.to_string_lossy()]);
@@ -69,7 +77,8 @@ fn scrape(ns: &common::Netns) -> String {
     ns.enter(|| {
         let mut s = TcpStream::connect("127.0.0.1:9977").ok()?;
         s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
-        s.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").ok()?;
+        s.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+            .ok()?;
         let mut b = String::new();
         s.read_to_string(&mut b).ok()?;
         Some(b)
@@ -78,7 +87,12 @@ fn scrape(ns: &common::Netns) -> String {
 }
 
 fn metric(body: &str, name: &str) -> Option<f64> {
-    body.lines().find(|l| l.starts_with(name) && l[name.len()..].starts_with(' '))?.rsplit(' ').next()?.parse().ok()
+    body.lines()
+        .find(|l| l.starts_with(name) && l[name.len()..].starts_with(' '))?
+        .rsplit(' ')
+        .next()?
+        .parse()
+        .ok()
 }
 
 fn wait_for(ns: &common::Netns, what: &str, pred: impl Fn(&str) -> bool) -> String {
@@ -88,7 +102,11 @@ fn wait_for(ns: &common::Netns, what: &str, pred: impl Fn(&str) -> bool) -> Stri
         if pred(&body) {
             return body;
         }
-        assert!(Instant::now() < deadline, "timed out waiting for {what}; last scrape:\n{}", &body[..body.len().min(2000)]);
+        assert!(
+            Instant::now() < deadline,
+            "timed out waiting for {what}; last scrape:\n{}",
+            &body[..body.len().min(2000)]
+        );
         std::thread::sleep(Duration::from_millis(200));
     }
 }
@@ -104,7 +122,18 @@ fn a_broken_reload_keeps_the_last_good_rules() {
     let cfg = dir.path().join("netsight.yaml");
     std::fs::write(&cfg, format!("rules:\n  paths: [{}]\n", rules_dir.display())).expect("write");
     let mut child = Command::new("ip")
-        .args(["netns", "exec", &ns.name, BIN, "serve", "--listen", "127.0.0.1:9977", "--interval", "1s", "--config"])
+        .args([
+            "netns",
+            "exec",
+            &ns.name,
+            BIN,
+            "serve",
+            "--listen",
+            "127.0.0.1:9977",
+            "--interval",
+            "1s",
+            "--config",
+        ])
         .arg(&cfg)
         .stderr(Stdio::piped())
         .stdout(Stdio::null())
@@ -130,19 +159,26 @@ fn a_broken_reload_keeps_the_last_good_rules() {
     std::fs::write(rules_dir.join("broken.yaml"), broken).expect("write");
     // SAFETY: signalling the daemon we started.
     assert_eq!(unsafe { libc::kill(pid, libc::SIGHUP) }, 0);
-    let body = wait_for(&ns, "failed reload", |b| metric(b, "netsight_rules_last_reload_success") == Some(0.0));
+    let body = wait_for(&ns, "failed reload", |b| {
+        metric(b, "netsight_rules_last_reload_success") == Some(0.0)
+    });
     assert_eq!(metric(&body, "netsight_rules_loaded"), Some(loaded));
 
     // Fixing the file is picked up without a signal.
     std::fs::remove_file(rules_dir.join("broken.yaml")).expect("rm");
-    let body = wait_for(&ns, "successful reload", |b| metric(b, "netsight_rules_last_reload_success") == Some(1.0));
+    let body = wait_for(&ns, "successful reload", |b| {
+        metric(b, "netsight_rules_last_reload_success") == Some(1.0)
+    });
     assert_eq!(metric(&body, "netsight_rules_loaded"), Some(loaded));
     drop(_guard);
     let mut log = String::new();
     if let Some(mut e) = guard_stderr {
         let _ = e.read_to_string(&mut log);
     }
-    assert!(log.contains("broken.yaml:12:15: unknown metric"), "log lacks the located error:\n{log}");
+    assert!(
+        log.contains("broken.yaml:12:15: unknown metric"),
+        "log lacks the located error:\n{log}"
+    );
 }
 
 #[test]
@@ -154,7 +190,18 @@ fn the_daemon_saves_state_on_shutdown_and_restores_it() {
     std::fs::write(&cfg, format!("rules:\n  state_file: {}\n", state.display())).expect("write");
     let run = |expect_restore: bool| {
         let child = Command::new("ip")
-            .args(["netns", "exec", &ns.name, BIN, "serve", "--listen", "127.0.0.1:9977", "--interval", "1s", "--config"])
+            .args([
+                "netns",
+                "exec",
+                &ns.name,
+                BIN,
+                "serve",
+                "--listen",
+                "127.0.0.1:9977",
+                "--interval",
+                "1s",
+                "--config",
+            ])
             .arg(&cfg)
             .stderr(Stdio::piped())
             .stdout(Stdio::null())
@@ -162,7 +209,7 @@ fn the_daemon_saves_state_on_shutdown_and_restores_it() {
             .expect("serve");
         let pid = child.id() as libc::pid_t;
         wait_for(&ns, "a few ticks", |b| {
-            b.lines().any(|l| l.starts_with("netsight_baseline{") )
+            b.lines().any(|l| l.starts_with("netsight_baseline{"))
         });
         // SAFETY: signalling the daemon we started.
         assert_eq!(unsafe { libc::kill(pid, libc::SIGTERM) }, 0);

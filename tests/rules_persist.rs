@@ -33,8 +33,14 @@ fn series() -> InputSeries {
     let tw: String = (0..40).map(|i| format!("{} ", 100 + (i * 7) % 5)).collect::<String>() + "300 300 100 100 100";
     let rst = "0+10x39 400+100x4 900+10x5";
     vec![
-        { let (n, l) = parse_series("netsight_sockstat_tcp_time_wait").expect("name"); (n, l, expand(&tw).expect("tw")) },
-        { let (n, l) = parse_series("netsight_netstat_tcp_out_rsts_total").expect("name"); (n, l, expand(rst).expect("rst")) },
+        {
+            let (n, l) = parse_series("netsight_sockstat_tcp_time_wait").expect("name");
+            (n, l, expand(&tw).expect("tw"))
+        },
+        {
+            let (n, l) = parse_series("netsight_netstat_tcp_out_rsts_total").expect("name");
+            (n, l, expand(rst).expect("rst"))
+        },
     ]
 }
 
@@ -44,7 +50,11 @@ fn decisions(engine: &Engine) -> (bool, bool) {
 
 #[test]
 fn a_restart_mid_series_makes_the_same_decisions() {
-    let set = load(&[RuleSource { name: "t.yaml".into(), text: RULES.into() }]).expect("rules");
+    let set = load(&[RuleSource {
+        name: "t.yaml".into(),
+        text: RULES.into(),
+    }])
+    .expect("rules");
     let s = series();
     let steps = s.iter().map(|x| x.2.len()).max().unwrap_or(0);
     let t0 = SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000);
@@ -59,7 +69,10 @@ fn a_restart_mid_series_makes_the_same_decisions() {
         a.evaluate(&snap, &ha);
         expected.push(decisions(&a));
     }
-    assert!(expected.iter().any(|d| d.0) && expected.iter().any(|d| d.1), "the scenario must fire both rules: {expected:?}");
+    assert!(
+        expected.iter().any(|d| d.0) && expected.iter().any(|d| d.1),
+        "the scenario must fire both rules: {expected:?}"
+    );
 
     let dir = tempfile::tempdir().expect("tempdir");
     let file = dir.path().join("state");
@@ -101,7 +114,11 @@ fn a_restart_mid_series_makes_the_same_decisions() {
 
 #[test]
 fn damaged_or_foreign_state_files_are_refused() {
-    let set = load(&[RuleSource { name: "t.yaml".into(), text: RULES.into() }]).expect("rules");
+    let set = load(&[RuleSource {
+        name: "t.yaml".into(),
+        text: RULES.into(),
+    }])
+    .expect("rules");
     let dir = tempfile::tempdir().expect("tempdir");
     let file = dir.path().join("state");
     let e = Engine::new(set.clone());
@@ -131,9 +148,17 @@ rules:
   - {name: m_sea, layer: link, severity: info, series: {metric: netsight_sockstat_tcp_orphans}, baseline: {model: seasonal, periods: [10s], step: 1s, refit_every: 5s}, when: zscore > 9}
 "#;
     netsight::rules::seasonal::set_synchronous(true);
-    let set = load(&[RuleSource { name: "m.yaml".into(), text: text.into() }]).expect("rules");
+    let set = load(&[RuleSource {
+        name: "m.yaml".into(),
+        text: text.into(),
+    }])
+    .expect("rules");
     let values: String = (0..60).map(|i| format!("{} ", 10 + (i % 10))).collect();
-    let s: InputSeries = vec![("netsight_sockstat_tcp_orphans".into(), Default::default(), expand(&values).expect("values"))];
+    let s: InputSeries = vec![(
+        "netsight_sockstat_tcp_orphans".into(),
+        Default::default(),
+        expand(&values).expect("values"),
+    )];
     let t0 = SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000);
     let mut e = Engine::new(set.clone());
     let mut h = History::new(120);

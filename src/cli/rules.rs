@@ -23,23 +23,28 @@ pub enum RulesCommand {
         with_embedded: bool,
     },
     /// Run rule unit tests (input series, expected anomalies and causes).
-    Test {
-        files: Vec<PathBuf>,
-    },
+    Test { files: Vec<PathBuf> },
 }
 
 /// Returns the process exit code: 0 all good, 1 errors or failures.
 pub fn run(args: RulesArgs) -> anyhow::Result<u8> {
     match args.command {
         RulesCommand::Check { files, with_embedded } => {
-            let mut sources = if with_embedded { rules::sources::embedded() } else { Vec::new() };
+            let mut sources = if with_embedded {
+                rules::sources::embedded()
+            } else {
+                Vec::new()
+            };
             if files.is_empty() && !with_embedded {
                 sources = rules::sources::embedded();
             }
             let mut errors = Vec::new();
             for f in &files {
                 match std::fs::read_to_string(f) {
-                    Ok(text) => sources.push(RuleSource { name: f.display().to_string(), text }),
+                    Ok(text) => sources.push(RuleSource {
+                        name: f.display().to_string(),
+                        text,
+                    }),
                     Err(e) => errors.push(format!("{}: {e}", f.display())),
                 }
             }

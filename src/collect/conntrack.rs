@@ -369,6 +369,16 @@ pub fn dump_breakdown_capturing(
     Ok(b)
 }
 
+/// One breakdown as the collector takes it (streamed table dump, aggregation and
+/// emission of the top `top` addresses) in the calling thread's network namespace;
+/// returns the number of entries seen. For benchmarks.
+pub fn bench_breakdown(top: usize) -> Result<u64, DumpError> {
+    let b = dump_breakdown(MAX_TRACKED_ADDRESSES)?;
+    let mut out = Emitter::new();
+    emit_breakdown(&b, top, true, &mut out);
+    Ok(b.entries)
+}
+
 fn emit_breakdown(b: &Breakdown, top: usize, bytes: bool, out: &mut Emitter) {
     out.declare(&FLOWS);
     for (proto, state, zone, n) in b.by_protocol_state() {

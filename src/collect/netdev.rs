@@ -18,32 +18,189 @@ macro_rules! counter {
     };
 }
 
-counter!(RX_BYTES, "netsight_network_receive_bytes_total", "bytes", "Bytes received.", "system.network.io");
-counter!(RX_PACKETS, "netsight_network_receive_packets_total", "packets", "Packets received.", "system.network.packet.count");
-counter!(RX_ERRS, "netsight_network_receive_errors_total", "packets", "Receive errors (rx_errors).", "system.network.errors");
-counter!(RX_DROP, "netsight_network_receive_drop_total", "packets", "Received packets dropped: rx_dropped plus rx_missed_errors, as /proc/net/dev sums them.", "system.network.packet.dropped");
-counter!(RX_FIFO, "netsight_network_receive_fifo_total", "packets", "Receive FIFO overruns.", "netsight.network.receive.fifo");
-counter!(RX_FRAME, "netsight_network_receive_frame_total", "packets", "Receive frame errors: length, over, CRC and frame errors summed.", "netsight.network.receive.frame");
-counter!(RX_COMPRESSED, "netsight_network_receive_compressed_total", "packets", "Compressed packets received.", "netsight.network.receive.compressed");
-counter!(RX_MULTICAST, "netsight_network_receive_multicast_total", "packets", "Multicast packets received.", "netsight.network.receive.multicast");
-counter!(RX_MISSED, "netsight_network_receive_missed_errors_total", "packets", "Packets the NIC missed for lack of ring-buffer space (sysfs rx_missed_errors).", "netsight.network.receive.missed");
-counter!(TX_BYTES, "netsight_network_transmit_bytes_total", "bytes", "Bytes transmitted.", "system.network.io");
-counter!(TX_PACKETS, "netsight_network_transmit_packets_total", "packets", "Packets transmitted.", "system.network.packet.count");
-counter!(TX_ERRS, "netsight_network_transmit_errors_total", "packets", "Transmit errors.", "system.network.errors");
-counter!(TX_DROP, "netsight_network_transmit_drop_total", "packets", "Transmitted packets dropped.", "system.network.packet.dropped");
-counter!(TX_FIFO, "netsight_network_transmit_fifo_total", "packets", "Transmit FIFO errors.", "netsight.network.transmit.fifo");
-counter!(TX_COLLS, "netsight_network_transmit_colls_total", "packets", "Collisions.", "netsight.network.transmit.collisions");
-counter!(TX_CARRIER, "netsight_network_transmit_carrier_total", "packets", "Carrier errors: carrier, aborted, window and heartbeat errors summed.", "netsight.network.transmit.carrier");
-counter!(TX_COMPRESSED, "netsight_network_transmit_compressed_total", "packets", "Compressed packets transmitted.", "netsight.network.transmit.compressed");
-counter!(CARRIER_CHANGES, "netsight_network_carrier_changes_total", "", "Carrier up/down transitions (link flaps).", "netsight.network.carrier.changes");
+counter!(
+    RX_BYTES,
+    "netsight_network_receive_bytes_total",
+    "bytes",
+    "Bytes received.",
+    "system.network.io"
+);
+counter!(
+    RX_PACKETS,
+    "netsight_network_receive_packets_total",
+    "packets",
+    "Packets received.",
+    "system.network.packet.count"
+);
+counter!(
+    RX_ERRS,
+    "netsight_network_receive_errors_total",
+    "packets",
+    "Receive errors (rx_errors).",
+    "system.network.errors"
+);
+counter!(
+    RX_DROP,
+    "netsight_network_receive_drop_total",
+    "packets",
+    "Received packets dropped: rx_dropped plus rx_missed_errors, as /proc/net/dev sums them.",
+    "system.network.packet.dropped"
+);
+counter!(
+    RX_FIFO,
+    "netsight_network_receive_fifo_total",
+    "packets",
+    "Receive FIFO overruns.",
+    "netsight.network.receive.fifo"
+);
+counter!(
+    RX_FRAME,
+    "netsight_network_receive_frame_total",
+    "packets",
+    "Receive frame errors: length, over, CRC and frame errors summed.",
+    "netsight.network.receive.frame"
+);
+counter!(
+    RX_COMPRESSED,
+    "netsight_network_receive_compressed_total",
+    "packets",
+    "Compressed packets received.",
+    "netsight.network.receive.compressed"
+);
+counter!(
+    RX_MULTICAST,
+    "netsight_network_receive_multicast_total",
+    "packets",
+    "Multicast packets received.",
+    "netsight.network.receive.multicast"
+);
+counter!(
+    RX_MISSED,
+    "netsight_network_receive_missed_errors_total",
+    "packets",
+    "Packets the NIC missed for lack of ring-buffer space (sysfs rx_missed_errors).",
+    "netsight.network.receive.missed"
+);
+counter!(
+    TX_BYTES,
+    "netsight_network_transmit_bytes_total",
+    "bytes",
+    "Bytes transmitted.",
+    "system.network.io"
+);
+counter!(
+    TX_PACKETS,
+    "netsight_network_transmit_packets_total",
+    "packets",
+    "Packets transmitted.",
+    "system.network.packet.count"
+);
+counter!(
+    TX_ERRS,
+    "netsight_network_transmit_errors_total",
+    "packets",
+    "Transmit errors.",
+    "system.network.errors"
+);
+counter!(
+    TX_DROP,
+    "netsight_network_transmit_drop_total",
+    "packets",
+    "Transmitted packets dropped.",
+    "system.network.packet.dropped"
+);
+counter!(
+    TX_FIFO,
+    "netsight_network_transmit_fifo_total",
+    "packets",
+    "Transmit FIFO errors.",
+    "netsight.network.transmit.fifo"
+);
+counter!(
+    TX_COLLS,
+    "netsight_network_transmit_colls_total",
+    "packets",
+    "Collisions.",
+    "netsight.network.transmit.collisions"
+);
+counter!(
+    TX_CARRIER,
+    "netsight_network_transmit_carrier_total",
+    "packets",
+    "Carrier errors: carrier, aborted, window and heartbeat errors summed.",
+    "netsight.network.transmit.carrier"
+);
+counter!(
+    TX_COMPRESSED,
+    "netsight_network_transmit_compressed_total",
+    "packets",
+    "Compressed packets transmitted.",
+    "netsight.network.transmit.compressed"
+);
+counter!(
+    CARRIER_CHANGES,
+    "netsight_network_carrier_changes_total",
+    "",
+    "Carrier up/down transitions (link flaps).",
+    "netsight.network.carrier.changes"
+);
 
-pub static UP: MetricDesc = MetricDesc::new("netsight_network_up", G, "", "1 when operstate is up.", L, "netsight.network.up");
-pub static OPERSTATE: MetricDesc = MetricDesc::new("netsight_network_operstate", G, "", "1 for the interface's current RFC 2863 operational state.", &["device", "operstate"], "netsight.network.operstate");
-pub static CARRIER: MetricDesc = MetricDesc::new("netsight_network_carrier", G, "", "1 when the link has carrier; absent when the device reports none (administratively down).", L, "netsight.network.carrier");
-pub static SPEED: MetricDesc = MetricDesc::new("netsight_network_speed_bits_per_second", G, "bits", "Negotiated link speed; absent when the driver reports none (-1).", L, "netsight.network.speed");
-pub static MTU: MetricDesc = MetricDesc::new("netsight_network_mtu_bytes", G, "bytes", "MTU.", L, "netsight.network.mtu");
-pub static TXQLEN: MetricDesc = MetricDesc::new("netsight_network_transmit_queue_length", G, "packets", "tx_queue_len.", L, "netsight.network.transmit.queue.length");
-pub static INFO: MetricDesc = MetricDesc::new("netsight_network_info", G, "", "Always 1; labels carry the ARPHRD type number and the operstate.", &["device", "type", "operstate"], "netsight.network.info");
+pub static UP: MetricDesc = MetricDesc::new(
+    "netsight_network_up",
+    G,
+    "",
+    "1 when operstate is up.",
+    L,
+    "netsight.network.up",
+);
+pub static OPERSTATE: MetricDesc = MetricDesc::new(
+    "netsight_network_operstate",
+    G,
+    "",
+    "1 for the interface's current RFC 2863 operational state.",
+    &["device", "operstate"],
+    "netsight.network.operstate",
+);
+pub static CARRIER: MetricDesc = MetricDesc::new(
+    "netsight_network_carrier",
+    G,
+    "",
+    "1 when the link has carrier; absent when the device reports none (administratively down).",
+    L,
+    "netsight.network.carrier",
+);
+pub static SPEED: MetricDesc = MetricDesc::new(
+    "netsight_network_speed_bits_per_second",
+    G,
+    "bits",
+    "Negotiated link speed; absent when the driver reports none (-1).",
+    L,
+    "netsight.network.speed",
+);
+pub static MTU: MetricDesc = MetricDesc::new(
+    "netsight_network_mtu_bytes",
+    G,
+    "bytes",
+    "MTU.",
+    L,
+    "netsight.network.mtu",
+);
+pub static TXQLEN: MetricDesc = MetricDesc::new(
+    "netsight_network_transmit_queue_length",
+    G,
+    "packets",
+    "tx_queue_len.",
+    L,
+    "netsight.network.transmit.queue.length",
+);
+pub static INFO: MetricDesc = MetricDesc::new(
+    "netsight_network_info",
+    G,
+    "",
+    "Always 1; labels carry the ARPHRD type number and the operstate.",
+    &["device", "type", "operstate"],
+    "netsight.network.info",
+);
 
 pub static DOC: CollectorDoc = CollectorDoc {
     collector: "netdev",
@@ -66,7 +223,10 @@ pub struct Netdev {
 impl Netdev {
     pub fn new(cfg: &NetdevConfig) -> anyhow::Result<Self> {
         let compile = |r: &Option<String>| r.as_deref().map(Regex::new).transpose();
-        Ok(Netdev { include: compile(&cfg.include)?, exclude: compile(&cfg.exclude)? })
+        Ok(Netdev {
+            include: compile(&cfg.include)?,
+            exclude: compile(&cfg.exclude)?,
+        })
     }
 
     fn wanted(&self, name: &str) -> bool {
@@ -128,7 +288,11 @@ impl Netdev {
             .unwrap_or_else(|| "unknown".to_string());
         out.push(&UP, l(), if operstate == "up" { 1.0 } else { 0.0 });
         for state in OPERSTATES {
-            out.push(&OPERSTATE, vec![dev.to_string(), state.to_string()], (state == operstate) as u8 as f64);
+            out.push(
+                &OPERSTATE,
+                vec![dev.to_string(), state.to_string()],
+                (state == operstate) as u8 as f64,
+            );
         }
         let ty = attr_u64("type").map(|t| t.to_string()).unwrap_or_default();
         out.push(&INFO, vec![dev.to_string(), ty, operstate], 1.0);

@@ -79,7 +79,8 @@ impl Netstat {
                         unit,
                         help: format!("{group} {field} from {source}.").into(),
                         labels: &[],
-                        otel_name: format!("netsight.netstat.{}.{}", group.to_ascii_lowercase(), snake_case(field)).into(),
+                        otel_name: format!("netsight.netstat.{}.{}", group.to_ascii_lowercase(), snake_case(field))
+                            .into(),
                     };
                     (Arc::new(desc), scale)
                 });

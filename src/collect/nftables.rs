@@ -467,6 +467,20 @@ impl Nftables {
     }
 }
 
+/// One collection as the daemon runs it each tick (netlink read of the whole
+/// ruleset, then emission with a `max_rules` cap) in the calling thread's network
+/// namespace; returns the number of samples. For benchmarks.
+pub fn bench_collect(max_rules: usize) -> Result<usize, CollectError> {
+    let mut c = Nftables::new(&NftablesConfig {
+        max_rules,
+        ..NftablesConfig::default()
+    })
+    .map_err(|e| CollectError::Unavailable(e.to_string()))?;
+    let mut out = Emitter::new();
+    c.collect(&CollectContext::new("/proc", "/sys"), &mut out)?;
+    Ok(out.len())
+}
+
 impl Collector for Nftables {
     fn name(&self) -> &'static str {
         "nftables"

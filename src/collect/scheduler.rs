@@ -8,8 +8,8 @@ use std::time::{Duration, Instant, SystemTime};
 use tokio::task::JoinHandle;
 
 use super::{
-    CollectContext, Collector, BUILD_INFO, COLLECTOR_CPU, COLLECTOR_DURATION, COLLECTOR_ERRORS,
-    COLLECTOR_INTERVAL, COLLECTOR_UP, SNAPSHOT_SERIES, SNAPSHOT_TIMESTAMP,
+    CollectContext, Collector, BUILD_INFO, COLLECTOR_CPU, COLLECTOR_DURATION, COLLECTOR_ERRORS, COLLECTOR_INTERVAL,
+    COLLECTOR_UP, SNAPSHOT_SERIES, SNAPSHOT_TIMESTAMP,
 };
 use crate::snapshot::{Emitter, Family, Snapshot};
 
@@ -63,16 +63,18 @@ fn run_one(collector: &Mutex<Box<dyn Collector>>, ctx: &CollectContext) -> RunRe
     let cpu0 = thread_cpu_time();
     let mut out = Emitter::new();
     let outcome = match collector.lock() {
-        Ok(mut c) => match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-            c.collect(ctx, &mut out)
-        })) {
+        Ok(mut c) => match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| c.collect(ctx, &mut out))) {
             Ok(Ok(())) => Ok(out.into_families()),
             Ok(Err(e)) => Err(e.to_string()),
             Err(_) => Err("collector panicked".to_string()),
         },
         Err(_) => Err("collector state poisoned by an earlier panic".to_string()),
     };
-    RunResult { outcome, wall: start.elapsed(), cpu: thread_cpu_time().saturating_sub(cpu0) }
+    RunResult {
+        outcome,
+        wall: start.elapsed(),
+        cpu: thread_cpu_time().saturating_sub(cpu0),
+    }
 }
 
 impl Scheduler {
@@ -147,10 +149,7 @@ impl Scheduler {
             match tokio::time::timeout_at(deadline, handle).await {
                 Ok(Ok(r)) => record_run(slot, r),
                 Ok(Err(e)) => record_failure(slot, format!("collector task failed: {e}")),
-                Err(_) => record_failure(
-                    slot,
-                    format!("exceeded its time budget of {:?}", self.timeout),
-                ),
+                Err(_) => record_failure(slot, format!("exceeded its time budget of {:?}", self.timeout)),
             }
         }
         self.adjust_cadence();
@@ -230,7 +229,11 @@ fn record_run(slot: &mut Slot, r: RunResult) {
     let cpu = r.cpu.as_secs_f64();
     slot.cpu_total += cpu;
     slot.last_wall = r.wall.as_secs_f64();
-    slot.cpu_avg = if slot.runs == 0 { cpu } else { slot.cpu_avg * 0.7 + cpu * 0.3 };
+    slot.cpu_avg = if slot.runs == 0 {
+        cpu
+    } else {
+        slot.cpu_avg * 0.7 + cpu * 0.3
+    };
     slot.runs = slot.runs.saturating_add(1);
     match r.outcome {
         Ok(families) => {
@@ -323,7 +326,10 @@ mod tests {
         );
         let started = Instant::now();
         let snap = sched.tick().await;
-        assert!(started.elapsed() < Duration::from_millis(500), "tick waited for the hang");
+        assert!(
+            started.elapsed() < Duration::from_millis(500),
+            "tick waited for the hang"
+        );
         assert_eq!(up(&snap, "fixed"), Some(1.0));
         assert_eq!(up(&snap, "failing"), Some(0.0));
         assert_eq!(up(&snap, "hanging"), Some(0.0));

@@ -12,16 +12,86 @@ use crate::snapshot::Emitter;
 
 const G: MetricKind = MetricKind::Gauge;
 
-pub static SOCKETS_USED: MetricDesc = MetricDesc::new("netsight_sockstat_sockets_used", G, "", "Sockets in use, all families (sockstat `sockets: used`).", &[], "netsight.sockstat.sockets.used");
-pub static INUSE: MetricDesc = MetricDesc::new("netsight_sockstat_inuse", G, "", "Sockets in use per protocol (sockstat `inuse`).", &["protocol"], "netsight.sockstat.inuse");
-pub static TCP_ORPHAN: MetricDesc = MetricDesc::new("netsight_sockstat_tcp_orphans", G, "", "Orphaned TCP sockets (no file handle).", &[], "netsight.sockstat.tcp.orphans");
-pub static TCP_TW: MetricDesc = MetricDesc::new("netsight_sockstat_tcp_time_wait", G, "", "TCP sockets in TIME_WAIT.", &[], "netsight.sockstat.tcp.time_wait");
-pub static TCP_ALLOC: MetricDesc = MetricDesc::new("netsight_sockstat_tcp_allocated", G, "", "TCP sockets allocated (including not yet or no longer in use).", &[], "netsight.sockstat.tcp.allocated");
-pub static MEM: MetricDesc = MetricDesc::new("netsight_sockstat_memory_bytes", G, "bytes", "Memory used by socket buffers per protocol (pages converted to bytes; FRAG is reported in bytes by the kernel).", &["protocol"], "netsight.sockstat.memory");
-pub static TCP_MEM_LIMIT: MetricDesc = MetricDesc::new("netsight_sockstat_tcp_mem_limit_bytes", G, "bytes", "net.ipv4.tcp_mem thresholds converted to bytes.", &["level"], "netsight.sockstat.tcp.mem.limit");
-pub static UDP_MEM_LIMIT: MetricDesc = MetricDesc::new("netsight_sockstat_udp_mem_limit_bytes", G, "bytes", "net.ipv4.udp_mem thresholds converted to bytes.", &["level"], "netsight.sockstat.udp.mem.limit");
-pub static TCP_MAX_ORPHANS: MetricDesc = MetricDesc::new("netsight_sockstat_tcp_max_orphans", G, "", "net.ipv4.tcp_max_orphans.", &[], "netsight.sockstat.tcp.max_orphans");
-pub static TCP_MAX_TW: MetricDesc = MetricDesc::new("netsight_sockstat_tcp_max_tw_buckets", G, "", "net.ipv4.tcp_max_tw_buckets.", &[], "netsight.sockstat.tcp.max_tw_buckets");
+pub static SOCKETS_USED: MetricDesc = MetricDesc::new(
+    "netsight_sockstat_sockets_used",
+    G,
+    "",
+    "Sockets in use, all families (sockstat `sockets: used`).",
+    &[],
+    "netsight.sockstat.sockets.used",
+);
+pub static INUSE: MetricDesc = MetricDesc::new(
+    "netsight_sockstat_inuse",
+    G,
+    "",
+    "Sockets in use per protocol (sockstat `inuse`).",
+    &["protocol"],
+    "netsight.sockstat.inuse",
+);
+pub static TCP_ORPHAN: MetricDesc = MetricDesc::new(
+    "netsight_sockstat_tcp_orphans",
+    G,
+    "",
+    "Orphaned TCP sockets (no file handle).",
+    &[],
+    "netsight.sockstat.tcp.orphans",
+);
+pub static TCP_TW: MetricDesc = MetricDesc::new(
+    "netsight_sockstat_tcp_time_wait",
+    G,
+    "",
+    "TCP sockets in TIME_WAIT.",
+    &[],
+    "netsight.sockstat.tcp.time_wait",
+);
+pub static TCP_ALLOC: MetricDesc = MetricDesc::new(
+    "netsight_sockstat_tcp_allocated",
+    G,
+    "",
+    "TCP sockets allocated (including not yet or no longer in use).",
+    &[],
+    "netsight.sockstat.tcp.allocated",
+);
+pub static MEM: MetricDesc = MetricDesc::new(
+    "netsight_sockstat_memory_bytes",
+    G,
+    "bytes",
+    "Memory used by socket buffers per protocol (pages converted to bytes; FRAG is reported in bytes by the kernel).",
+    &["protocol"],
+    "netsight.sockstat.memory",
+);
+pub static TCP_MEM_LIMIT: MetricDesc = MetricDesc::new(
+    "netsight_sockstat_tcp_mem_limit_bytes",
+    G,
+    "bytes",
+    "net.ipv4.tcp_mem thresholds converted to bytes.",
+    &["level"],
+    "netsight.sockstat.tcp.mem.limit",
+);
+pub static UDP_MEM_LIMIT: MetricDesc = MetricDesc::new(
+    "netsight_sockstat_udp_mem_limit_bytes",
+    G,
+    "bytes",
+    "net.ipv4.udp_mem thresholds converted to bytes.",
+    &["level"],
+    "netsight.sockstat.udp.mem.limit",
+);
+pub static TCP_MAX_ORPHANS: MetricDesc = MetricDesc::new(
+    "netsight_sockstat_tcp_max_orphans",
+    G,
+    "",
+    "net.ipv4.tcp_max_orphans.",
+    &[],
+    "netsight.sockstat.tcp.max_orphans",
+);
+pub static TCP_MAX_TW: MetricDesc = MetricDesc::new(
+    "netsight_sockstat_tcp_max_tw_buckets",
+    G,
+    "",
+    "net.ipv4.tcp_max_tw_buckets.",
+    &[],
+    "netsight.sockstat.tcp.max_tw_buckets",
+);
 
 pub static DOC: CollectorDoc = CollectorDoc {
     collector: "sockstat",
@@ -40,7 +110,11 @@ pub static DOC: CollectorDoc = CollectorDoc {
 pub fn page_size() -> f64 {
     // SAFETY: sysconf has no memory-safety preconditions.
     let v = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
-    if v > 0 { v as f64 } else { 4096.0 }
+    if v > 0 {
+        v as f64
+    } else {
+        4096.0
+    }
 }
 
 #[derive(Default)]
@@ -87,7 +161,10 @@ impl Sockstat {
 fn limits(ctx: &CollectContext, out: &mut Emitter) {
     let page = page_size();
     let read = |rel: &str| ctx.read_proc(rel).ok().and_then(|b| parse_sysctl_values(&b).ok());
-    for (rel, desc) in [("sys/net/ipv4/tcp_mem", &TCP_MEM_LIMIT), ("sys/net/ipv4/udp_mem", &UDP_MEM_LIMIT)] {
+    for (rel, desc) in [
+        ("sys/net/ipv4/tcp_mem", &TCP_MEM_LIMIT),
+        ("sys/net/ipv4/udp_mem", &UDP_MEM_LIMIT),
+    ] {
         if let Some(v) = read(rel).filter(|v| v.len() == 3) {
             for (level, x) in ["min", "pressure", "max"].iter().zip(v) {
                 out.push(desc, vec![level.to_string()], x as f64 * page);

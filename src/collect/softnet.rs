@@ -8,12 +8,54 @@ use crate::snapshot::Emitter;
 const C: MetricKind = MetricKind::Counter;
 const L: &[&str] = &["cpu"];
 
-pub static PROCESSED: MetricDesc = MetricDesc::new("netsight_softnet_processed_total", C, "packets", "Packets processed by the CPU's backlog/NAPI.", L, "netsight.softnet.processed");
-pub static DROPPED: MetricDesc = MetricDesc::new("netsight_softnet_dropped_total", C, "packets", "Packets dropped because the backlog queue was full (net.core.netdev_max_backlog).", L, "netsight.softnet.dropped");
-pub static SQUEEZED: MetricDesc = MetricDesc::new("netsight_softnet_times_squeezed_total", C, "", "NET_RX runs that ended with work left (net.core.netdev_budget / netdev_budget_usecs exhausted).", L, "netsight.softnet.time_squeeze");
-pub static RPS: MetricDesc = MetricDesc::new("netsight_softnet_received_rps_total", C, "", "Inter-processor interrupts received for RPS.", L, "netsight.softnet.received_rps");
-pub static FLOW_LIMIT: MetricDesc = MetricDesc::new("netsight_softnet_flow_limit_count_total", C, "packets", "Packets dropped by the flow limit.", L, "netsight.softnet.flow_limit");
-pub static BACKLOG: MetricDesc = MetricDesc::new("netsight_softnet_backlog_length", MetricKind::Gauge, "packets", "Current backlog queue length (kernels ≥ 5.10).", L, "netsight.softnet.backlog.length");
+pub static PROCESSED: MetricDesc = MetricDesc::new(
+    "netsight_softnet_processed_total",
+    C,
+    "packets",
+    "Packets processed by the CPU's backlog/NAPI.",
+    L,
+    "netsight.softnet.processed",
+);
+pub static DROPPED: MetricDesc = MetricDesc::new(
+    "netsight_softnet_dropped_total",
+    C,
+    "packets",
+    "Packets dropped because the backlog queue was full (net.core.netdev_max_backlog).",
+    L,
+    "netsight.softnet.dropped",
+);
+pub static SQUEEZED: MetricDesc = MetricDesc::new(
+    "netsight_softnet_times_squeezed_total",
+    C,
+    "",
+    "NET_RX runs that ended with work left (net.core.netdev_budget / netdev_budget_usecs exhausted).",
+    L,
+    "netsight.softnet.time_squeeze",
+);
+pub static RPS: MetricDesc = MetricDesc::new(
+    "netsight_softnet_received_rps_total",
+    C,
+    "",
+    "Inter-processor interrupts received for RPS.",
+    L,
+    "netsight.softnet.received_rps",
+);
+pub static FLOW_LIMIT: MetricDesc = MetricDesc::new(
+    "netsight_softnet_flow_limit_count_total",
+    C,
+    "packets",
+    "Packets dropped by the flow limit.",
+    L,
+    "netsight.softnet.flow_limit",
+);
+pub static BACKLOG: MetricDesc = MetricDesc::new(
+    "netsight_softnet_backlog_length",
+    MetricKind::Gauge,
+    "packets",
+    "Current backlog queue length (kernels ≥ 5.10).",
+    L,
+    "netsight.softnet.backlog.length",
+);
 
 pub static DOC: CollectorDoc = CollectorDoc {
     collector: "softnet",

@@ -25,35 +25,154 @@ macro_rules! param {
 }
 
 pub static PARAMS: &[Param] = &[
-    param!("net/core/somaxconn", "netsight_sysctl_net_core_somaxconn", "Upper bound on listen() backlogs."),
-    param!("net/core/netdev_max_backlog", "netsight_sysctl_net_core_netdev_max_backlog", "Per-CPU input backlog length."),
-    param!("net/core/netdev_budget", "netsight_sysctl_net_core_netdev_budget", "Packets one NET_RX run may process."),
-    param!("net/core/netdev_budget_usecs", "netsight_sysctl_net_core_netdev_budget_usecs", "Microseconds one NET_RX run may take."),
-    param!("net/core/rmem_max", "netsight_sysctl_net_core_rmem_max", "Maximum socket receive buffer (bytes)."),
-    param!("net/core/wmem_max", "netsight_sysctl_net_core_wmem_max", "Maximum socket send buffer (bytes)."),
-    param!("net/ipv4/tcp_max_syn_backlog", "netsight_sysctl_net_ipv4_tcp_max_syn_backlog", "SYN queue length per listener."),
-    param!("net/ipv4/tcp_syncookies", "netsight_sysctl_net_ipv4_tcp_syncookies", "SYN cookies: 0 off, 1 on overflow, 2 always."),
-    param!("net/ipv4/tcp_tw_reuse", "netsight_sysctl_net_ipv4_tcp_tw_reuse", "Reuse of TIME_WAIT sockets for outgoing connections."),
-    param!("net/ipv4/tcp_fin_timeout", "netsight_sysctl_net_ipv4_tcp_fin_timeout", "FIN_WAIT_2 timeout (seconds)."),
-    param!("net/ipv4/tcp_max_tw_buckets", "netsight_sysctl_net_ipv4_tcp_max_tw_buckets", "Maximum TIME_WAIT sockets."),
-    param!("net/ipv4/tcp_max_orphans", "netsight_sysctl_net_ipv4_tcp_max_orphans", "Maximum orphaned TCP sockets."),
-    param!("net/ipv4/tcp_sack", "netsight_sysctl_net_ipv4_tcp_sack", "Selective acknowledgements enabled."),
-    param!("net/ipv4/tcp_timestamps", "netsight_sysctl_net_ipv4_tcp_timestamps", "TCP timestamps mode."),
-    param!("net/ipv4/tcp_window_scaling", "netsight_sysctl_net_ipv4_tcp_window_scaling", "TCP window scaling enabled."),
-    param!("net/ipv4/tcp_retries2", "netsight_sysctl_net_ipv4_tcp_retries2", "Retransmissions before an established connection is dropped."),
-    param!("net/ipv4/tcp_syn_retries", "netsight_sysctl_net_ipv4_tcp_syn_retries", "SYN retransmissions for active opens."),
-    param!("net/ipv4/tcp_synack_retries", "netsight_sysctl_net_ipv4_tcp_synack_retries", "SYN-ACK retransmissions for passive opens."),
-    param!("net/ipv4/ip_forward", "netsight_sysctl_net_ipv4_ip_forward", "IPv4 forwarding enabled."),
-    param!("net/ipv4/conf/all/rp_filter", "netsight_sysctl_net_ipv4_conf_all_rp_filter", "Reverse-path filter: 0 off, 1 strict, 2 loose."),
-    param!("net/ipv4/conf/default/rp_filter", "netsight_sysctl_net_ipv4_conf_default_rp_filter", "Reverse-path filter for new interfaces."),
-    param!("net/ipv4/ip_local_port_range", "netsight_sysctl_net_ipv4_ip_local_port_range", "Ephemeral port range.", ["low", "high"]),
-    param!("net/ipv4/tcp_rmem", "netsight_sysctl_net_ipv4_tcp_rmem", "TCP receive buffer sizes (bytes).", ["min", "default", "max"]),
-    param!("net/ipv4/tcp_wmem", "netsight_sysctl_net_ipv4_tcp_wmem", "TCP send buffer sizes (bytes).", ["min", "default", "max"]),
-    param!("net/netfilter/nf_conntrack_max", "netsight_sysctl_net_netfilter_nf_conntrack_max", "Conntrack table size limit."),
-    param!("net/netfilter/nf_conntrack_buckets", "netsight_sysctl_net_netfilter_nf_conntrack_buckets", "Conntrack hash table buckets."),
-    param!("net/netfilter/nf_conntrack_tcp_timeout_established", "netsight_sysctl_net_netfilter_nf_conntrack_tcp_timeout_established", "Conntrack timeout for established TCP (seconds)."),
-    param!("net/netfilter/nf_conntrack_tcp_timeout_time_wait", "netsight_sysctl_net_netfilter_nf_conntrack_tcp_timeout_time_wait", "Conntrack timeout for TIME_WAIT TCP (seconds)."),
-    param!("net/netfilter/nf_conntrack_acct", "netsight_sysctl_net_netfilter_nf_conntrack_acct", "Conntrack per-flow byte/packet accounting enabled."),
+    param!(
+        "net/core/somaxconn",
+        "netsight_sysctl_net_core_somaxconn",
+        "Upper bound on listen() backlogs."
+    ),
+    param!(
+        "net/core/netdev_max_backlog",
+        "netsight_sysctl_net_core_netdev_max_backlog",
+        "Per-CPU input backlog length."
+    ),
+    param!(
+        "net/core/netdev_budget",
+        "netsight_sysctl_net_core_netdev_budget",
+        "Packets one NET_RX run may process."
+    ),
+    param!(
+        "net/core/netdev_budget_usecs",
+        "netsight_sysctl_net_core_netdev_budget_usecs",
+        "Microseconds one NET_RX run may take."
+    ),
+    param!(
+        "net/core/rmem_max",
+        "netsight_sysctl_net_core_rmem_max",
+        "Maximum socket receive buffer (bytes)."
+    ),
+    param!(
+        "net/core/wmem_max",
+        "netsight_sysctl_net_core_wmem_max",
+        "Maximum socket send buffer (bytes)."
+    ),
+    param!(
+        "net/ipv4/tcp_max_syn_backlog",
+        "netsight_sysctl_net_ipv4_tcp_max_syn_backlog",
+        "SYN queue length per listener."
+    ),
+    param!(
+        "net/ipv4/tcp_syncookies",
+        "netsight_sysctl_net_ipv4_tcp_syncookies",
+        "SYN cookies: 0 off, 1 on overflow, 2 always."
+    ),
+    param!(
+        "net/ipv4/tcp_tw_reuse",
+        "netsight_sysctl_net_ipv4_tcp_tw_reuse",
+        "Reuse of TIME_WAIT sockets for outgoing connections."
+    ),
+    param!(
+        "net/ipv4/tcp_fin_timeout",
+        "netsight_sysctl_net_ipv4_tcp_fin_timeout",
+        "FIN_WAIT_2 timeout (seconds)."
+    ),
+    param!(
+        "net/ipv4/tcp_max_tw_buckets",
+        "netsight_sysctl_net_ipv4_tcp_max_tw_buckets",
+        "Maximum TIME_WAIT sockets."
+    ),
+    param!(
+        "net/ipv4/tcp_max_orphans",
+        "netsight_sysctl_net_ipv4_tcp_max_orphans",
+        "Maximum orphaned TCP sockets."
+    ),
+    param!(
+        "net/ipv4/tcp_sack",
+        "netsight_sysctl_net_ipv4_tcp_sack",
+        "Selective acknowledgements enabled."
+    ),
+    param!(
+        "net/ipv4/tcp_timestamps",
+        "netsight_sysctl_net_ipv4_tcp_timestamps",
+        "TCP timestamps mode."
+    ),
+    param!(
+        "net/ipv4/tcp_window_scaling",
+        "netsight_sysctl_net_ipv4_tcp_window_scaling",
+        "TCP window scaling enabled."
+    ),
+    param!(
+        "net/ipv4/tcp_retries2",
+        "netsight_sysctl_net_ipv4_tcp_retries2",
+        "Retransmissions before an established connection is dropped."
+    ),
+    param!(
+        "net/ipv4/tcp_syn_retries",
+        "netsight_sysctl_net_ipv4_tcp_syn_retries",
+        "SYN retransmissions for active opens."
+    ),
+    param!(
+        "net/ipv4/tcp_synack_retries",
+        "netsight_sysctl_net_ipv4_tcp_synack_retries",
+        "SYN-ACK retransmissions for passive opens."
+    ),
+    param!(
+        "net/ipv4/ip_forward",
+        "netsight_sysctl_net_ipv4_ip_forward",
+        "IPv4 forwarding enabled."
+    ),
+    param!(
+        "net/ipv4/conf/all/rp_filter",
+        "netsight_sysctl_net_ipv4_conf_all_rp_filter",
+        "Reverse-path filter: 0 off, 1 strict, 2 loose."
+    ),
+    param!(
+        "net/ipv4/conf/default/rp_filter",
+        "netsight_sysctl_net_ipv4_conf_default_rp_filter",
+        "Reverse-path filter for new interfaces."
+    ),
+    param!(
+        "net/ipv4/ip_local_port_range",
+        "netsight_sysctl_net_ipv4_ip_local_port_range",
+        "Ephemeral port range.",
+        ["low", "high"]
+    ),
+    param!(
+        "net/ipv4/tcp_rmem",
+        "netsight_sysctl_net_ipv4_tcp_rmem",
+        "TCP receive buffer sizes (bytes).",
+        ["min", "default", "max"]
+    ),
+    param!(
+        "net/ipv4/tcp_wmem",
+        "netsight_sysctl_net_ipv4_tcp_wmem",
+        "TCP send buffer sizes (bytes).",
+        ["min", "default", "max"]
+    ),
+    param!(
+        "net/netfilter/nf_conntrack_max",
+        "netsight_sysctl_net_netfilter_nf_conntrack_max",
+        "Conntrack table size limit."
+    ),
+    param!(
+        "net/netfilter/nf_conntrack_buckets",
+        "netsight_sysctl_net_netfilter_nf_conntrack_buckets",
+        "Conntrack hash table buckets."
+    ),
+    param!(
+        "net/netfilter/nf_conntrack_tcp_timeout_established",
+        "netsight_sysctl_net_netfilter_nf_conntrack_tcp_timeout_established",
+        "Conntrack timeout for established TCP (seconds)."
+    ),
+    param!(
+        "net/netfilter/nf_conntrack_tcp_timeout_time_wait",
+        "netsight_sysctl_net_netfilter_nf_conntrack_tcp_timeout_time_wait",
+        "Conntrack timeout for TIME_WAIT TCP (seconds)."
+    ),
+    param!(
+        "net/netfilter/nf_conntrack_acct",
+        "netsight_sysctl_net_netfilter_nf_conntrack_acct",
+        "Conntrack per-flow byte/packet accounting enabled."
+    ),
 ];
 
 pub static DOC: CollectorDoc = CollectorDoc {
@@ -61,12 +180,35 @@ pub static DOC: CollectorDoc = CollectorDoc {
     source: "/proc/sys/net/… (a parameter whose file is absent, e.g. conntrack without the module, is skipped)",
     capabilities: "none",
     metrics: &[
-        &PARAMS[0].desc, &PARAMS[1].desc, &PARAMS[2].desc, &PARAMS[3].desc, &PARAMS[4].desc,
-        &PARAMS[5].desc, &PARAMS[6].desc, &PARAMS[7].desc, &PARAMS[8].desc, &PARAMS[9].desc,
-        &PARAMS[10].desc, &PARAMS[11].desc, &PARAMS[12].desc, &PARAMS[13].desc, &PARAMS[14].desc,
-        &PARAMS[15].desc, &PARAMS[16].desc, &PARAMS[17].desc, &PARAMS[18].desc, &PARAMS[19].desc,
-        &PARAMS[20].desc, &PARAMS[21].desc, &PARAMS[22].desc, &PARAMS[23].desc, &PARAMS[24].desc,
-        &PARAMS[25].desc, &PARAMS[26].desc, &PARAMS[27].desc, &PARAMS[28].desc,
+        &PARAMS[0].desc,
+        &PARAMS[1].desc,
+        &PARAMS[2].desc,
+        &PARAMS[3].desc,
+        &PARAMS[4].desc,
+        &PARAMS[5].desc,
+        &PARAMS[6].desc,
+        &PARAMS[7].desc,
+        &PARAMS[8].desc,
+        &PARAMS[9].desc,
+        &PARAMS[10].desc,
+        &PARAMS[11].desc,
+        &PARAMS[12].desc,
+        &PARAMS[13].desc,
+        &PARAMS[14].desc,
+        &PARAMS[15].desc,
+        &PARAMS[16].desc,
+        &PARAMS[17].desc,
+        &PARAMS[18].desc,
+        &PARAMS[19].desc,
+        &PARAMS[20].desc,
+        &PARAMS[21].desc,
+        &PARAMS[22].desc,
+        &PARAMS[23].desc,
+        &PARAMS[24].desc,
+        &PARAMS[25].desc,
+        &PARAMS[26].desc,
+        &PARAMS[27].desc,
+        &PARAMS[28].desc,
     ],
     dynamic: &[],
 };
@@ -84,7 +226,9 @@ impl Collector for Sysctl {
             let Ok(bytes) = std::fs::read(ctx.proc_path(&format!("sys/{}", p.path))) else {
                 continue;
             };
-            let Ok(vals) = parse_sysctl_values(&bytes) else { continue };
+            let Ok(vals) = parse_sysctl_values(&bytes) else {
+                continue;
+            };
             read_any = true;
             if p.values.is_empty() {
                 out.push0(&p.desc, vals[0] as f64);

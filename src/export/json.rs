@@ -19,8 +19,9 @@ pub fn render(snap: &Snapshot) -> Json {
                 .samples
                 .iter()
                 .map(|s| {
-                    let labels: Map<String, Json> = f.label_names()
-                    .into_iter()
+                    let labels: Map<String, Json> = f
+                        .label_names()
+                        .into_iter()
                         .zip(s.labels.iter())
                         .map(|(k, v)| (k.to_string(), Json::String(v.clone())))
                         .collect();

@@ -1,9 +1,7 @@
 //! Prometheus text exposition (format 0.0.4), encoded by the `prometheus` crate from
 //! the snapshot's families. Encoding happens once per tick, never per scrape.
 
-use prometheus::proto::{
-    Bucket, Counter, Gauge, Histogram, LabelPair, Metric, MetricFamily, MetricType,
-};
+use prometheus::proto::{Bucket, Counter, Gauge, Histogram, LabelPair, Metric, MetricFamily, MetricType};
 use prometheus::{Encoder, TextEncoder};
 
 use crate::catalog::MetricKind;
@@ -102,8 +100,14 @@ mod tests {
         e.push(&COLLECTOR_UP, vec!["x".into()], 1.0);
         let snap = Snapshot::new(std::time::SystemTime::now(), e.into_families());
         let text = encode(&snap).expect("encode");
-        assert!(text.contains("# TYPE netsight_collector_errors_total counter"), "{text}");
-        assert!(text.contains(r#"netsight_collector_errors_total{collector="a\"b\\c\nd"} 3"#), "{text}");
+        assert!(
+            text.contains("# TYPE netsight_collector_errors_total counter"),
+            "{text}"
+        );
+        assert!(
+            text.contains(r#"netsight_collector_errors_total{collector="a\"b\\c\nd"} 3"#),
+            "{text}"
+        );
         assert!(text.contains("# TYPE netsight_collector_up gauge"));
     }
 }

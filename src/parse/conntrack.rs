@@ -17,23 +17,16 @@ pub struct ProcCtCpu {
 
 pub fn parse_nf_conntrack_stat(bytes: &[u8]) -> Result<Vec<ProcCtCpu>, ParseError> {
     let text = utf8(bytes)?;
-    let mut lines = text
-        .lines()
-        .enumerate()
-        .filter(|(_, l)| !l.trim().is_empty());
+    let mut lines = text.lines().enumerate().filter(|(_, l)| !l.trim().is_empty());
     let Some((_, header)) = lines.next() else {
         return Err(ParseError::Format("empty file: no header line".into()));
     };
     let names: Vec<&str> = header.split_whitespace().collect();
     let is_name = |n: &str| {
-        n.starts_with(|c: char| c.is_ascii_alphabetic())
-            && n.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+        n.starts_with(|c: char| c.is_ascii_alphabetic()) && n.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
     };
     if let Some(bad) = names.iter().find(|n| !is_name(n)) {
-        return Err(ParseError::line(
-            1,
-            format!("header column {bad:?} is not a name"),
-        ));
+        return Err(ParseError::line(1, format!("header column {bad:?} is not a name")));
     }
     let mut out = Vec::new();
     for (n, line) in lines {
@@ -58,14 +51,7 @@ pub fn parse_nf_conntrack_stat(bytes: &[u8]) -> Result<Vec<ProcCtCpu>, ParseErro
 
 /// Column names of the procfs table that are not per-CPU statistics, or that the
 /// kernel no longer maintains (always 0 since Linux 4.10, not sent over ctnetlink).
-const SKIPPED: &[&str] = &[
-    "entries",
-    "searched",
-    "new",
-    "ignore",
-    "delete",
-    "delete_list",
-];
+const SKIPPED: &[&str] = &["entries", "searched", "new", "ignore", "delete", "delete_list"];
 
 /// Maps a procfs column to the name ctnetlink (and `conntrack -S`) uses for the same
 /// counter, so both sources produce the same metrics. `None` for skipped columns;
@@ -99,13 +85,7 @@ mod tests {
         let rows = parse_nf_conntrack_stat(MODERN).expect("ok");
         assert_eq!(rows.len(), 2);
         assert_eq!(rows[1].cpu, 1);
-        let get = |name: &str| {
-            rows[0]
-                .fields
-                .iter()
-                .find(|(n, _)| n == name)
-                .map(|(_, v)| *v)
-        };
+        let get = |name: &str| rows[0].fields.iter().find(|(n, _)| n == name).map(|(_, v)| *v);
         assert_eq!(get("entries"), Some(4));
         assert_eq!(get("found"), Some(10));
         assert_eq!(get("icmp_error"), Some(3));
@@ -124,10 +104,7 @@ mod tests {
 
     #[test]
     fn header_only_is_no_rows() {
-        assert_eq!(
-            parse_nf_conntrack_stat(b"entries found\n").expect("ok"),
-            vec![]
-        );
+        assert_eq!(parse_nf_conntrack_stat(b"entries found\n").expect("ok"), vec![]);
     }
 
     #[test]
@@ -157,18 +134,9 @@ mod tests {
         assert_eq!(proc_stat_name("found").as_deref(), Some("found"));
         assert_eq!(proc_stat_name("icmp_error").as_deref(), Some("error"));
         assert_eq!(proc_stat_name("clashres").as_deref(), Some("clash_resolve"));
-        assert_eq!(
-            proc_stat_name("chainlength").as_deref(),
-            Some("chain_too_long")
-        );
+        assert_eq!(proc_stat_name("chainlength").as_deref(), Some("chain_too_long"));
         assert_eq!(proc_stat_name("expect_new").as_deref(), Some("expect_new"));
-        assert_eq!(
-            proc_stat_name("insert_failed").as_deref(),
-            Some("insert_failed")
-        );
-        assert_eq!(
-            proc_stat_name("FutureThing").as_deref(),
-            Some("future_thing")
-        );
+        assert_eq!(proc_stat_name("insert_failed").as_deref(), Some("insert_failed"));
+        assert_eq!(proc_stat_name("FutureThing").as_deref(), Some("future_thing"));
     }
 }

@@ -18,7 +18,10 @@ pub enum ParseError {
 
 impl ParseError {
     pub fn line(line: usize, message: impl Into<String>) -> Self {
-        ParseError::Line { line, message: message.into() }
+        ParseError::Line {
+            line,
+            message: message.into(),
+        }
     }
 }
 
@@ -37,15 +40,12 @@ pub fn snake_case(name: &str) -> String {
             let prev = i.checked_sub(1).map(|j| chars[j]);
             let next = chars.get(i + 1).copied();
             // `ACKs`, `OKs`, `RTOs`: a plural acronym, not an acronym then a word.
-            let plural = next == Some('s')
-                && !chars.get(i + 2).is_some_and(|n| n.is_ascii_lowercase());
+            let plural = next == Some('s') && !chars.get(i + 2).is_some_and(|n| n.is_ascii_lowercase());
             let boundary = match prev {
                 None => false,
                 Some('_') => false,
                 Some(p) if p.is_ascii_lowercase() || p.is_ascii_digit() => true,
-                Some(p) if p.is_ascii_uppercase() => {
-                    next.is_some_and(|n| n.is_ascii_lowercase()) && !plural
-                }
+                Some(p) if p.is_ascii_uppercase() => next.is_some_and(|n| n.is_ascii_lowercase()) && !plural,
                 _ => false,
             };
             if boundary {

@@ -13,8 +13,8 @@ pub fn parse_proc_net_dev(bytes: &[u8]) -> Result<Vec<DeviceStatus>, ParseError>
     if !text.starts_with("Inter-") {
         return Err(ParseError::Format("missing /proc/net/dev header".into()));
     }
-    let parsed = InterfaceDeviceStatus::from_buf_read(Cursor::new(text))
-        .map_err(|e| ParseError::Format(e.to_string()))?;
+    let parsed =
+        InterfaceDeviceStatus::from_buf_read(Cursor::new(text)).map_err(|e| ParseError::Format(e.to_string()))?;
     let mut devs: Vec<DeviceStatus> = parsed.0.into_values().collect();
     devs.sort_by(|a, b| a.name.cmp(&b.name));
     Ok(devs)
@@ -31,8 +31,15 @@ pub fn parse_u64_attr(bytes: &[u8]) -> Option<u64> {
 }
 
 /// `operstate` values in RFC 2863 order, as the kernel's IF_OPER_* numbering.
-pub const OPERSTATES: [&str; 7] =
-    ["unknown", "notpresent", "down", "lowerlayerdown", "testing", "dormant", "up"];
+pub const OPERSTATES: [&str; 7] = [
+    "unknown",
+    "notpresent",
+    "down",
+    "lowerlayerdown",
+    "testing",
+    "dormant",
+    "up",
+];
 
 #[cfg(test)]
 mod tests {

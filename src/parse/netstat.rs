@@ -22,7 +22,10 @@ pub fn parse_mib_table(bytes: &[u8]) -> Result<Vec<MibGroup>, ParseError> {
     while let Some((hn, header)) = lines.next() {
         let (hname, hfields) = split_group(header, hn + 1)?;
         let Some((vn, values)) = lines.next() else {
-            return Err(ParseError::line(hn + 1, format!("{hname}: header without a value line")));
+            return Err(ParseError::line(
+                hn + 1,
+                format!("{hname}: header without a value line"),
+            ));
         };
         let (vname, vfields) = split_group(values, vn + 1)?;
         if vname != hname {
@@ -41,12 +44,15 @@ pub fn parse_mib_table(bytes: &[u8]) -> Result<Vec<MibGroup>, ParseError> {
         }
         let mut fields = Vec::with_capacity(names.len());
         for (n, v) in names.iter().zip(vals) {
-            let v: i64 = v.parse().map_err(|_| {
-                ParseError::line(vn + 1, format!("{hname} {n}: {v:?} is not an integer"))
-            })?;
+            let v: i64 = v
+                .parse()
+                .map_err(|_| ParseError::line(vn + 1, format!("{hname} {n}: {v:?} is not an integer")))?;
             fields.push((n.to_string(), v));
         }
-        groups.push(MibGroup { name: hname.to_string(), fields });
+        groups.push(MibGroup {
+            name: hname.to_string(),
+            fields,
+        });
     }
     // The kernel always prints its groups; an empty file means nothing was read.
     if groups.is_empty() {
@@ -81,7 +87,10 @@ pub fn parse_snmp6(bytes: &[u8]) -> Result<Vec<MibGroup>, ParseError> {
         let (group, field) = name.split_at(split + 1);
         match groups.last_mut() {
             Some(g) if g.name == group => g.fields.push((field.to_string(), v)),
-            _ => groups.push(MibGroup { name: group.to_string(), fields: vec![(field.to_string(), v)] }),
+            _ => groups.push(MibGroup {
+                name: group.to_string(),
+                fields: vec![(field.to_string(), v)],
+            }),
         }
     }
     Ok(groups)
@@ -96,7 +105,14 @@ mod tests {
         let t = b"Tcp: RtoAlgorithm RtoMin MaxConn\nTcp: 1 200 -1\nUdp: InDatagrams\nUdp: 5\n";
         let g = parse_mib_table(t).expect("parse");
         assert_eq!(g.len(), 2);
-        assert_eq!(g[0].fields, vec![("RtoAlgorithm".into(), 1), ("RtoMin".into(), 200), ("MaxConn".into(), -1)]);
+        assert_eq!(
+            g[0].fields,
+            vec![
+                ("RtoAlgorithm".into(), 1),
+                ("RtoMin".into(), 200),
+                ("MaxConn".into(), -1)
+            ]
+        );
         assert_eq!(g[1].name, "Udp");
     }
 

@@ -30,7 +30,10 @@ pub fn parse_sockstat(bytes: &[u8]) -> Result<Vec<SockstatLine>, ParseError> {
             })?;
             fields.push((pair[0].to_string(), v));
         }
-        out.push(SockstatLine { protocol: proto.trim().to_string(), fields });
+        out.push(SockstatLine {
+            protocol: proto.trim().to_string(),
+            fields,
+        });
     }
     // The kernel always prints every protocol line; an empty file is not a socket-less host.
     if out.is_empty() {

@@ -26,7 +26,10 @@ pub fn parse_softnet(bytes: &[u8]) -> Result<Vec<SoftnetCpu>, ParseError> {
             .collect::<Result<Vec<u64>, _>>()
             .map_err(|e| ParseError::line(n + 1, format!("not hexadecimal: {e}")))?;
         if cols.len() < 3 {
-            return Err(ParseError::line(n + 1, format!("{} columns, need at least 3", cols.len())));
+            return Err(ParseError::line(
+                n + 1,
+                format!("{} columns, need at least 3", cols.len()),
+            ));
         }
         let col = |i: usize| cols.get(i).copied();
         out.push(SoftnetCpu {

@@ -6,7 +6,10 @@ pub fn parse_sysctl_values(bytes: &[u8]) -> Result<Vec<i64>, ParseError> {
     let text = utf8(bytes)?;
     let vals = text
         .split_whitespace()
-        .map(|w| w.parse::<i64>().map_err(|_| ParseError::Format(format!("{w:?} is not an integer"))))
+        .map(|w| {
+            w.parse::<i64>()
+                .map_err(|_| ParseError::Format(format!("{w:?} is not an integer")))
+        })
         .collect::<Result<Vec<_>, _>>()?;
     if vals.is_empty() {
         return Err(ParseError::Format("empty value".into()));

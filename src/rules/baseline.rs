@@ -41,7 +41,12 @@ pub struct Ewma {
 
 impl Ewma {
     pub fn new(alpha: f64) -> Self {
-        Ewma { alpha: alpha.clamp(1e-4, 1.0), mean: 0.0, var: 0.0, n: 0 }
+        Ewma {
+            alpha: alpha.clamp(1e-4, 1.0),
+            mean: 0.0,
+            var: 0.0,
+            n: 0,
+        }
     }
 
     pub fn update(&mut self, x: f64) {
@@ -58,7 +63,10 @@ impl Ewma {
     }
 
     pub fn estimate(&self) -> Option<Estimate> {
-        (self.n > 0).then(|| Estimate { expected: self.mean, sigma: self.var.max(0.0).sqrt() })
+        (self.n > 0).then(|| Estimate {
+            expected: self.mean,
+            sigma: self.var.max(0.0).sqrt(),
+        })
     }
 
     pub fn samples(&self) -> u32 {
@@ -80,7 +88,11 @@ pub struct RobustWindow {
 
 impl Default for RobustWindow {
     fn default() -> Self {
-        RobustWindow { ring: Vec::with_capacity(MAD_WINDOW), head: 0, n: 0 }
+        RobustWindow {
+            ring: Vec::with_capacity(MAD_WINDOW),
+            head: 0,
+            n: 0,
+        }
     }
 }
 
@@ -110,7 +122,10 @@ impl RobustWindow {
             *v = (*v - med).abs();
         }
         let mad = median(&mut buf[..len]);
-        Some(Estimate { expected: med as f64, sigma: mad as f64 * MAD_TO_SIGMA })
+        Some(Estimate {
+            expected: med as f64,
+            sigma: mad as f64 * MAD_TO_SIGMA,
+        })
     }
 
     pub fn samples(&self) -> u32 {
@@ -217,7 +232,10 @@ mod tests {
 
     #[test]
     fn per_series_state_is_small() {
-        let spec = BaselineSpec { model: BaselineModel::Mad, ..Default::default() };
+        let spec = BaselineSpec {
+            model: BaselineModel::Mad,
+            ..Default::default()
+        };
         let mut b = BaselineState::new(&spec);
         for i in 0..1000 {
             b.update(i as f64, i as f64);

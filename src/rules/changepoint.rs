@@ -7,7 +7,7 @@ pub fn level_shift(values: &[f64], min_after: usize) -> Option<usize> {
     if values.len() < 2 * min_after {
         return None;
     }
-    detect(values).into_iter().filter(|&i| i > 0 && values.len() - i >= min_after).last()
+    detect(values).into_iter().rev().find(|&i| i > 0 && values.len() - i >= min_after)
 }
 
 #[cfg(feature = "changepoint")]
@@ -35,7 +35,15 @@ mod tests {
 
     #[test]
     fn finds_a_step() {
-        let v: Vec<f64> = (0..60).map(|i| if i < 30 { 100.0 + (i % 3) as f64 } else { 200.0 + (i % 3) as f64 }).collect();
+        let v: Vec<f64> = (0..60)
+            .map(|i| {
+                if i < 30 {
+                    100.0 + (i % 3) as f64
+                } else {
+                    200.0 + (i % 3) as f64
+                }
+            })
+            .collect();
         let i = level_shift(&v, 8).expect("a shift");
         assert!((28..=32).contains(&i), "{i}");
     }

@@ -15,17 +15,94 @@ use crate::snapshot::{Emitter, Family, History, Ring, Sample, Snapshot};
 const G: MetricKind = MetricKind::Gauge;
 const DYN: &[&str] = &["rule", "severity", "layer", "<group labels>"];
 
-pub static ANOMALY: MetricDesc = MetricDesc::new("netsight_anomaly", G, "", "1 while the rule fires for this group, 0 otherwise.", DYN, "netsight.anomaly");
-pub static SCORE: MetricDesc = MetricDesc::new("netsight_anomaly_score", G, "", "Signed distance of the rule's value from its baseline, in σ (baseline rules only).", DYN, "netsight.anomaly.score");
-pub static VALUE: MetricDesc = MetricDesc::new("netsight_rule_value", G, "", "The rule expression's current value for this group.", DYN, "netsight.rule.value");
-pub static BASELINE: MetricDesc = MetricDesc::new("netsight_baseline", G, "", "Learned baseline of the rule's value: bound=lower|expected|upper.", &["rule", "severity", "layer", "<group labels>", "bound"], "netsight.baseline");
-pub static ROOT_CAUSE: MetricDesc = MetricDesc::new("netsight_root_cause", G, "", "1 while the rule fires with this root cause attached; layer is the cause's layer.", &["rule", "severity", "layer", "<group labels>", "cause"], "netsight.root_cause");
-pub static EVAL_DURATION: MetricDesc = MetricDesc::new("netsight_rule_evaluation_duration_seconds", G, "seconds", "Wall time of the last evaluation of all rules.", &[], "netsight.rule.evaluation.duration");
-pub static RULE_ERRORS: MetricDesc = MetricDesc::new("netsight_rule_errors_total", MetricKind::Counter, "", "Evaluations of the rule that failed (expression error).", &["rule"], "netsight.rule.errors");
-pub static RULES_LOADED: MetricDesc = MetricDesc::new("netsight_rules_loaded", G, "", "Rules currently loaded.", &[], "netsight.rules.loaded");
-pub static RELOAD_OK: MetricDesc = MetricDesc::new("netsight_rules_last_reload_success", G, "", "1 when the last rule (re)load succeeded; 0 when it failed and the previous rules were kept.", &[], "netsight.rules.last_reload.success");
-pub static RELOAD_TIME: MetricDesc = MetricDesc::new("netsight_rules_last_reload_timestamp_seconds", G, "seconds", "Unix time of the last rule (re)load attempt.", &[], "netsight.rules.last_reload.timestamp");
-pub static GROUPS: MetricDesc = MetricDesc::new("netsight_rule_groups", G, "", "Label groups the rule is tracking (each with its own baseline).", &["rule"], "netsight.rule.groups");
+pub static ANOMALY: MetricDesc = MetricDesc::new(
+    "netsight_anomaly",
+    G,
+    "",
+    "1 while the rule fires for this group, 0 otherwise.",
+    DYN,
+    "netsight.anomaly",
+);
+pub static SCORE: MetricDesc = MetricDesc::new(
+    "netsight_anomaly_score",
+    G,
+    "",
+    "Signed distance of the rule's value from its baseline, in σ (baseline rules only).",
+    DYN,
+    "netsight.anomaly.score",
+);
+pub static VALUE: MetricDesc = MetricDesc::new(
+    "netsight_rule_value",
+    G,
+    "",
+    "The rule expression's current value for this group.",
+    DYN,
+    "netsight.rule.value",
+);
+pub static BASELINE: MetricDesc = MetricDesc::new(
+    "netsight_baseline",
+    G,
+    "",
+    "Learned baseline of the rule's value: bound=lower|expected|upper.",
+    &["rule", "severity", "layer", "<group labels>", "bound"],
+    "netsight.baseline",
+);
+pub static ROOT_CAUSE: MetricDesc = MetricDesc::new(
+    "netsight_root_cause",
+    G,
+    "",
+    "1 while the rule fires with this root cause attached; layer is the cause's layer.",
+    &["rule", "severity", "layer", "<group labels>", "cause"],
+    "netsight.root_cause",
+);
+pub static EVAL_DURATION: MetricDesc = MetricDesc::new(
+    "netsight_rule_evaluation_duration_seconds",
+    G,
+    "seconds",
+    "Wall time of the last evaluation of all rules.",
+    &[],
+    "netsight.rule.evaluation.duration",
+);
+pub static RULE_ERRORS: MetricDesc = MetricDesc::new(
+    "netsight_rule_errors_total",
+    MetricKind::Counter,
+    "",
+    "Evaluations of the rule that failed (expression error).",
+    &["rule"],
+    "netsight.rule.errors",
+);
+pub static RULES_LOADED: MetricDesc = MetricDesc::new(
+    "netsight_rules_loaded",
+    G,
+    "",
+    "Rules currently loaded.",
+    &[],
+    "netsight.rules.loaded",
+);
+pub static RELOAD_OK: MetricDesc = MetricDesc::new(
+    "netsight_rules_last_reload_success",
+    G,
+    "",
+    "1 when the last rule (re)load succeeded; 0 when it failed and the previous rules were kept.",
+    &[],
+    "netsight.rules.last_reload.success",
+);
+pub static RELOAD_TIME: MetricDesc = MetricDesc::new(
+    "netsight_rules_last_reload_timestamp_seconds",
+    G,
+    "seconds",
+    "Unix time of the last rule (re)load attempt.",
+    &[],
+    "netsight.rules.last_reload.timestamp",
+);
+pub static GROUPS: MetricDesc = MetricDesc::new(
+    "netsight_rule_groups",
+    G,
+    "",
+    "Label groups the rule is tracking (each with its own baseline).",
+    &["rule"],
+    "netsight.rule.groups",
+);
 
 pub static DOC: CollectorDoc = CollectorDoc {
     collector: "rules",
@@ -79,16 +156,28 @@ struct OutLabels {
 
 fn out_labels(rule: &CompiledRule, output: &[String], names: &[String], values: &[String]) -> OutLabels {
     let spec = &rule.spec;
-    let mut base: Vec<String> = vec![spec.name.clone(), spec.severity.as_str().to_string(), spec.layer.as_str().to_string()];
+    let mut base: Vec<String> = vec![
+        spec.name.clone(),
+        spec.severity.as_str().to_string(),
+        spec.layer.as_str().to_string(),
+    ];
     base.extend(output[3..].iter().map(|n| {
-        names.iter().position(|x| x == n).and_then(|i| values.get(i)).cloned().unwrap_or_default()
+        names
+            .iter()
+            .position(|x| x == n)
+            .and_then(|i| values.get(i))
+            .cloned()
+            .unwrap_or_default()
     }));
     let bound = |b: &str| -> Arc<[String]> {
         let mut l = base.clone();
         l.push(b.to_string());
         l.into()
     };
-    OutLabels { bounds: [bound("lower"), bound("expected"), bound("upper")], base: base.into() }
+    OutLabels {
+        bounds: [bound("lower"), bound("expected"), bound("upper")],
+        base: base.into(),
+    }
 }
 
 /// Values kept per group for level-shift detection.
@@ -140,7 +229,9 @@ pub struct Engine {
 }
 
 fn unix(t: SystemTime) -> f64 {
-    t.duration_since(SystemTime::UNIX_EPOCH).map(|d| d.as_secs_f64()).unwrap_or(0.0)
+    t.duration_since(SystemTime::UNIX_EPOCH)
+        .map(|d| d.as_secs_f64())
+        .unwrap_or(0.0)
 }
 
 impl Engine {
@@ -172,7 +263,11 @@ impl Engine {
             .map(|r| r.spec.name.clone())
             .zip(std::mem::take(&mut self.states))
             .collect();
-        self.states = set.rules.iter().map(|r| old.remove(&r.spec.name).unwrap_or_default()).collect();
+        self.states = set
+            .rules
+            .iter()
+            .map(|r| old.remove(&r.spec.name).unwrap_or_default())
+            .collect();
         // Output label sets depend on the union of all rules' labels.
         for st in self.states.iter_mut().flat_map(|m| m.values_mut()) {
             st.out = None;
@@ -219,7 +314,11 @@ impl Engine {
             if state.out.is_none() {
                 state.out = Some(out_labels(rule, &self.set.output_labels, &state.names, &state.values));
             }
-            let group = Group { names: &names, values: &values, own: &samples };
+            let group = Group {
+                names: &names,
+                values: &values,
+                own: &samples,
+            };
             let outcome = step(rule, &self.set, &self.states, ri, key, &group, snap, hist, now);
             match outcome {
                 Ok(Some(o)) => self.apply(ri, key, &group, o, now),
@@ -253,7 +352,9 @@ impl Engine {
 
     fn apply(&mut self, ri: usize, key: u64, group: &Group, o: Outcome, now: f64) {
         let rule = &self.set.rules[ri];
-        let Some(st) = self.states[ri].get_mut(&key) else { return };
+        let Some(st) = self.states[ri].get_mut(&key) else {
+            return;
+        };
         st.value = o.value;
         st.estimate = o.estimate;
         st.evaluations = st.evaluations.saturating_add(1);
@@ -266,21 +367,37 @@ impl Engine {
         let before = st.firing();
         st.phase = match st.phase {
             Phase::Inactive if o.fire && warm && cooled => {
-                if for_ <= 0.0 { Phase::Firing { since: now } } else { Phase::Pending { since: now } }
+                if for_ <= 0.0 {
+                    Phase::Firing { since: now }
+                } else {
+                    Phase::Pending { since: now }
+                }
             }
             Phase::Inactive => Phase::Inactive,
             Phase::Pending { .. } if !o.fire => Phase::Inactive,
             Phase::Pending { since } if now - since >= for_ => Phase::Firing { since: now },
             p @ Phase::Pending { .. } => p,
             Phase::Firing { since } if o.resolve => {
-                if keep <= 0.0 { Phase::Inactive } else { Phase::Resolving { firing_since: since, since: now } }
+                if keep <= 0.0 {
+                    Phase::Inactive
+                } else {
+                    Phase::Resolving {
+                        firing_since: since,
+                        since: now,
+                    }
+                }
             }
             p @ Phase::Firing { .. } => p,
             Phase::Resolving { firing_since, .. } if !o.resolve => Phase::Firing { since: firing_since },
             Phase::Resolving { since, .. } if now - since >= keep => Phase::Inactive,
             p @ Phase::Resolving { .. } => p,
         };
-        if o.value.is_finite() && spec.baseline.as_ref().is_some_and(|b| b.rebaseline_after.as_secs_f64() > 0.0) {
+        if o.value.is_finite()
+            && spec
+                .baseline
+                .as_ref()
+                .is_some_and(|b| b.rebaseline_after.as_secs_f64() > 0.0)
+        {
             if !st.recent_base.is_finite() {
                 st.recent_base = now;
             }
@@ -364,7 +481,9 @@ impl Engine {
     pub fn import_state(&mut self, saved: BTreeMap<String, (String, Vec<GroupState>)>) -> usize {
         let mut restored = 0;
         for (ri, r) in self.set.rules.iter().enumerate() {
-            let Some((fp, groups)) = saved.get(&r.spec.name) else { continue };
+            let Some((fp, groups)) = saved.get(&r.spec.name) else {
+                continue;
+            };
             if *fp != baseline_fingerprint(r) {
                 tracing::info!(rule = %r.spec.name, "baseline settings changed; not restoring learned state");
                 continue;
@@ -411,7 +530,11 @@ impl Engine {
         self.states[ri].values().find_map(|st| {
             let vals = &st.values;
             let matches = labels.iter().all(|(k, v)| {
-                st.names.iter().position(|n| n == k).and_then(|i| vals.get(i)).is_some_and(|x| x == v)
+                st.names
+                    .iter()
+                    .position(|n| n == k)
+                    .and_then(|i| vals.get(i))
+                    .is_some_and(|x| x == v)
             });
             (matches && st.firing()).then(|| st.cause.as_ref().map(|c| c.name.clone()).unwrap_or_default())
         })
@@ -420,7 +543,12 @@ impl Engine {
     fn outputs(&self) -> Vec<Family> {
         let names = &self.set.output_labels;
         let with = |extra: &str| -> Arc<[String]> {
-            names.iter().cloned().chain(std::iter::once(extra.to_string())).collect::<Vec<_>>().into()
+            names
+                .iter()
+                .cloned()
+                .chain(std::iter::once(extra.to_string()))
+                .collect::<Vec<_>>()
+                .into()
         };
         let bound_names = with("bound");
         let cause_names = with("cause");
@@ -434,7 +562,10 @@ impl Engine {
                     out.push_dynamic(&VALUE, names, ol.base.clone(), st.value);
                 }
                 if let (Some(e), Some(b)) = (st.estimate, spec.baseline.as_ref()) {
-                    let est = Estimate { expected: e.expected, sigma: e.sigma.max(b.min_sigma) };
+                    let est = Estimate {
+                        expected: e.expected,
+                        sigma: e.sigma.max(b.min_sigma),
+                    };
                     let z = est.zscore(st.value);
                     if z.is_finite() {
                         out.push_dynamic(&SCORE, names, ol.base.clone(), z);
@@ -450,7 +581,11 @@ impl Engine {
                     out.push_dynamic(&ROOT_CAUSE, &cause_names, l, 1.0);
                 }
             }
-            out.push(&RULE_ERRORS, vec![spec.name.clone()], self.errors_total.get(&spec.name).copied().unwrap_or(0) as f64);
+            out.push(
+                &RULE_ERRORS,
+                vec![spec.name.clone()],
+                self.errors_total.get(&spec.name).copied().unwrap_or(0) as f64,
+            );
             out.push(&GROUPS, vec![spec.name.clone()], self.states[ri].len() as f64);
         }
         out.push0(&EVAL_DURATION, self.last_eval_seconds);
@@ -462,7 +597,11 @@ impl Engine {
 }
 
 fn baseline_fingerprint(r: &CompiledRule) -> String {
-    format!("{:?}|{}", r.spec.baseline.as_ref().map(|b| (b.model, b.alpha)), r.spec.expr)
+    format!(
+        "{:?}|{}",
+        r.spec.baseline.as_ref().map(|b| (b.model, b.alpha)),
+        r.spec.expr
+    )
 }
 
 /// After a baseline rule has fired for `rebaseline_after`, a level shift found in the
@@ -472,14 +611,19 @@ fn rebaseline(st: &mut GroupState, spec: &super::schema::RuleSpec, now: f64) -> 
     let Some(b) = spec.baseline.as_ref() else { return false };
     let after = b.rebaseline_after.as_secs_f64();
     let since = match st.phase {
-        Phase::Firing { since } | Phase::Resolving { firing_since: since, .. } => since,
+        Phase::Firing { since }
+        | Phase::Resolving {
+            firing_since: since, ..
+        } => since,
         _ => return false,
     };
     if after <= 0.0 || now - since < after {
         return false;
     }
     let values: Vec<f64> = st.recent.iter().map(|p| p.1 as f64).collect();
-    let Some(i) = super::changepoint::level_shift(&values, MIN_AFTER_SHIFT) else { return false };
+    let Some(i) = super::changepoint::level_shift(&values, MIN_AFTER_SHIFT) else {
+        return false;
+    };
     let mut fresh = BaselineState::new(b);
     let at = |off: u32| st.recent_base + off as f64 / 10.0;
     for &(off, v) in st.recent.iter().skip(i) {
@@ -499,7 +643,11 @@ struct Group<'a> {
 
 impl Group<'_> {
     fn label_map(&self) -> BTreeMap<String, String> {
-        self.names.iter().cloned().zip(self.values.iter().map(|v| v.to_string())).collect()
+        self.names
+            .iter()
+            .cloned()
+            .zip(self.values.iter().map(|v| v.to_string()))
+            .collect()
     }
 }
 
@@ -525,19 +673,29 @@ type Groups<'a> = Vec<(u64, Vec<&'a str>, Vec<&'a Sample>)>;
 /// Splits the rule's series into label groups (after matchers), without copying
 /// label strings: groups are keyed by a hash of their label values.
 fn discover_groups<'a>(rule: &CompiledRule, snap: &'a Snapshot) -> (Vec<String>, Groups<'a>) {
-    let Some(fam) = snap.family(&rule.spec.series.metric) else { return (Vec::new(), Vec::new()) };
-    let names = rule.by.clone().unwrap_or_else(|| fam.label_names().iter().map(|s| s.to_string()).collect());
+    let Some(fam) = snap.family(&rule.spec.series.metric) else {
+        return (Vec::new(), Vec::new());
+    };
+    let names = rule
+        .by
+        .clone()
+        .unwrap_or_else(|| fam.label_names().iter().map(|s| s.to_string()).collect());
     let idx: Vec<Option<usize>> = names.iter().map(|n| fam.label_index(n)).collect();
     let matchers: Vec<(Option<usize>, &regex::Regex)> =
         rule.matchers.iter().map(|(l, r)| (fam.label_index(l), r)).collect();
     let mut index: HashMap<u64, usize> = HashMap::new();
     let mut groups: Groups<'a> = Vec::new();
     for s in &fam.samples {
-        let ok = matchers.iter().all(|(i, re)| re.is_match(i.and_then(|i| s.labels.get(i)).map_or("", |v| v)));
+        let ok = matchers
+            .iter()
+            .all(|(i, re)| re.is_match(i.and_then(|i| s.labels.get(i)).map_or("", |v| v)));
         if !ok {
             continue;
         }
-        let values: Vec<&str> = idx.iter().map(|i| i.and_then(|i| s.labels.get(i)).map_or("", |v| v.as_str())).collect();
+        let values: Vec<&str> = idx
+            .iter()
+            .map(|i| i.and_then(|i| s.labels.get(i)).map_or("", |v| v.as_str()))
+            .collect();
         let h = group_hash(values.iter().copied());
         match index.get(&h) {
             Some(&gi) => groups[gi].2.push(s),
@@ -563,7 +721,11 @@ fn select<'a>(snap: &'a Snapshot, metric: &str, group: &Group) -> Option<(&'a Fa
     let samples: Vec<&Sample> = fam
         .samples
         .iter()
-        .filter(|s| shared.iter().all(|&(fi, gi)| s.labels.get(fi).map(String::as_str) == group.values.get(gi).copied()))
+        .filter(|s| {
+            shared
+                .iter()
+                .all(|&(fi, gi)| s.labels.get(fi).map(String::as_str) == group.values.get(gi).copied())
+        })
         .collect();
     (!samples.is_empty()).then_some((fam, samples))
 }
@@ -599,7 +761,10 @@ fn window(func: WindowFn, ring: &Ring) -> Option<f64> {
 fn series_window(hist: &History, fam: &Family, samples: &[&Sample], func: WindowFn) -> Option<f64> {
     let mut found = false;
     let mut total = 0.0;
-    for v in samples.iter().filter_map(|s| hist.get(&fam.desc.name, &s.labels).and_then(|r| window(func, r))) {
+    for v in samples
+        .iter()
+        .filter_map(|s| hist.get(&fam.desc.name, &s.labels).and_then(|r| window(func, r)))
+    {
         found = true;
         total += v;
     }
@@ -633,7 +798,9 @@ fn bind(
         if b.get(v).is_some() {
             continue;
         }
-        let Some((_, samples)) = select(snap, &metric_of(v), group) else { return false };
+        let Some((_, samples)) = select(snap, &metric_of(v), group) else {
+            return false;
+        };
         let x = sum(&samples);
         b.set(v, x);
         if let Some(ev) = ev.as_deref_mut() {
@@ -642,7 +809,8 @@ fn bind(
     }
     for c in &e.calls {
         let found = if c.var == "value" {
-            snap.family(&rule.spec.series.metric).and_then(|f| series_window(hist, f, group.own, c.func))
+            snap.family(&rule.spec.series.metric)
+                .and_then(|f| series_window(hist, f, group.own, c.func))
         } else {
             select(snap, &metric_of(&c.var), group).and_then(|(f, s)| series_window(hist, f, &s, c.func))
         };
@@ -696,9 +864,18 @@ fn step(
         let Some(st) = st else { return Ok(None) };
         let Some(e) = st.baseline.as_ref().and_then(|b| b.estimate(now)) else {
             // Warm-up: learn the first value, decide nothing yet.
-            return Ok(Some(Outcome { value, estimate: None, fire: false, resolve: true, cause: None }));
+            return Ok(Some(Outcome {
+                value,
+                estimate: None,
+                fire: false,
+                resolve: true,
+                cause: None,
+            }));
         };
-        let est = Estimate { expected: e.expected, sigma: e.sigma.max(spec_b.min_sigma) };
+        let est = Estimate {
+            expected: e.expected,
+            sigma: e.sigma.max(spec_b.min_sigma),
+        };
         cb.set("baseline", est.expected);
         cb.set("baseline_lower", est.lower(spec_b.k));
         cb.set("baseline_upper", est.upper(spec_b.k));
@@ -722,8 +899,18 @@ fn step(
     };
     let already = st.is_some_and(|s| s.firing() && s.cause.is_some());
     let will_fire = fire || st.is_some_and(GroupState::firing);
-    let cause = if will_fire && !already { find_cause(rule, set, states, group, snap, hist, &cb) } else { None };
-    Ok(Some(Outcome { value, estimate, fire, resolve, cause }))
+    let cause = if will_fire && !already {
+        find_cause(rule, set, states, group, snap, hist, &cb)
+    } else {
+        None
+    };
+    Ok(Some(Outcome {
+        value,
+        estimate,
+        fire,
+        resolve,
+        cause,
+    }))
 }
 
 /// Walks the rule's causes in order and returns the first that holds, with evidence.
@@ -741,10 +928,14 @@ fn find_cause(
         if let Some(target) = c.rule {
             let compatible = states[target].values().find(|st| {
                 st.firing()
-                    && st.names.iter().enumerate().all(|(i, n)| match group.names.iter().position(|g| g == n) {
-                        Some(gi) => group.values.get(gi).copied() == st.values.get(i).map(String::as_str),
-                        None => true,
-                    })
+                    && st
+                        .names
+                        .iter()
+                        .enumerate()
+                        .all(|(i, n)| match group.names.iter().position(|g| g == n) {
+                            Some(gi) => group.values.get(gi).copied() == st.values.get(i).map(String::as_str),
+                            None => true,
+                        })
             });
             let Some(st) = compatible else { continue };
             evidence.insert(format!("rule {} value", set.rules[target].spec.name), st.value);

@@ -41,7 +41,11 @@ pub struct EventLog {
 
 impl EventLog {
     pub fn new(cap: usize) -> Self {
-        EventLog { cap: cap.max(1), next_id: 1, events: VecDeque::new() }
+        EventLog {
+            cap: cap.max(1),
+            next_id: 1,
+            events: VecDeque::new(),
+        }
     }
 
     pub fn open(&mut self, mut e: Event) -> u64 {
@@ -79,7 +83,11 @@ impl EventLog {
 
 /// The Grafana annotation shape of an event.
 pub fn to_annotation(e: &Event) -> serde_json::Value {
-    let mut tags = vec![format!("rule:{}", e.rule), format!("layer:{}", e.layer), format!("severity:{}", e.severity)];
+    let mut tags = vec![
+        format!("rule:{}", e.rule),
+        format!("layer:{}", e.layer),
+        format!("severity:{}", e.severity),
+    ];
     if let Some(c) = &e.cause {
         tags.push(format!("cause:{}", c.name));
     }

@@ -46,7 +46,9 @@ pub struct ExprError {
 }
 
 fn err(message: impl Into<String>) -> ExprError {
-    ExprError { message: message.into() }
+    ExprError {
+        message: message.into(),
+    }
 }
 
 const WINDOW_FNS: &[&str] = &["rate", "delta", "increase", "avg_over", "max_over", "min_over"];
@@ -63,17 +65,23 @@ fn window_seconds(n: &Node, func: &str) -> Result<f64, ExprError> {
     match unwrap_root(n).operator() {
         Operator::Const { value: Value::Int(i) } if *i > 0 => Ok(*i as f64),
         Operator::Const { value: Value::Float(f) } if *f > 0.0 => Ok(*f),
-        Operator::Const { value: Value::String(s) } => humantime::parse_duration(s)
+        Operator::Const {
+            value: Value::String(s),
+        } => humantime::parse_duration(s)
             .map(|d| d.as_secs_f64())
             .map_err(|e| err(format!("{func}(): bad window {s:?}: {e}"))),
-        _ => Err(err(format!("{func}(): the window must be a positive number of seconds or a duration string like \"5m\""))),
+        _ => Err(err(format!(
+            "{func}(): the window must be a positive number of seconds or a duration string like \"5m\""
+        ))),
     }
 }
 
 fn series_var(n: &Node, func: &str) -> Result<String, ExprError> {
     match unwrap_root(n).operator() {
         Operator::VariableIdentifierRead { identifier } => Ok(identifier.clone()),
-        _ => Err(err(format!("{func}() takes a series variable (value, a var or a metric name) as its first argument"))),
+        _ => Err(err(format!(
+            "{func}() takes a series variable (value, a var or a metric name) as its first argument"
+        ))),
     }
 }
 
@@ -90,7 +98,11 @@ fn rewrite(node: &mut Node, calls: &mut Vec<WindowCall>) -> Result<(), ExprError
         }
         return Ok(());
     };
-    let arg = node.children().first().map(unwrap_root).ok_or_else(|| err(format!("{func}() needs an argument")))?;
+    let arg = node
+        .children()
+        .first()
+        .map(unwrap_root)
+        .ok_or_else(|| err(format!("{func}() needs an argument")))?;
     let args: Vec<&Node> = if matches!(arg.operator(), Operator::Tuple) {
         arg.children().iter().collect()
     } else {
@@ -102,7 +114,11 @@ fn rewrite(node: &mut Node, calls: &mut Vec<WindowCall>) -> Result<(), ExprError
         return Err(err(format!("{func}() takes {want} argument(s), got {}", args.len())));
     }
     let var = series_var(args[0], &func)?;
-    let w = if needs_window { window_seconds(args[1], &func)? } else { 0.0 };
+    let w = if needs_window {
+        window_seconds(args[1], &func)?
+    } else {
+        0.0
+    };
     let f = match func.as_str() {
         "rate" => WindowFn::Rate,
         "delta" => WindowFn::Delta,
@@ -115,7 +131,11 @@ fn rewrite(node: &mut Node, calls: &mut Vec<WindowCall>) -> Result<(), ExprError
         Some(c) => c.synthetic.clone(),
         None => {
             let s = format!("__w{}", calls.len());
-            calls.push(WindowCall { func: f, var, synthetic: s.clone() });
+            calls.push(WindowCall {
+                func: f,
+                var,
+                synthetic: s.clone(),
+            });
             s
         }
     };
@@ -138,7 +158,12 @@ pub fn compile(source: &str) -> Result<CompiledExpr, ExprError> {
         .collect();
     variables.sort();
     variables.dedup();
-    Ok(CompiledExpr { source: source.to_string(), node, calls, variables })
+    Ok(CompiledExpr {
+        source: source.to_string(),
+        node,
+        calls,
+        variables,
+    })
 }
 
 /// Variables bound for one evaluation.
@@ -156,11 +181,16 @@ impl Bindings {
     }
 
     pub fn get(&self, name: &str) -> Option<f64> {
-        self.vars.iter().find(|(n, _)| n == name).and_then(|(_, v)| v.as_number().ok())
+        self.vars
+            .iter()
+            .find(|(n, _)| n == name)
+            .and_then(|(_, v)| v.as_number().ok())
     }
 
     pub fn iter(&self) -> impl Iterator<Item = (&str, f64)> {
-        self.vars.iter().filter_map(|(n, v)| Some((n.as_str(), v.as_number().ok()?)))
+        self.vars
+            .iter()
+            .filter_map(|(n, v)| Some((n.as_str(), v.as_number().ok()?)))
     }
 }
 
@@ -178,7 +208,9 @@ impl Context for Bindings {
     }
 
     fn set_builtin_functions_disabled(&mut self, _disabled: bool) -> EvalexprResult<()> {
-        Err(EvalexprError::CustomMessage("builtin functions cannot be disabled".into()))
+        Err(EvalexprError::CustomMessage(
+            "builtin functions cannot be disabled".into(),
+        ))
     }
 }
 
@@ -208,7 +240,14 @@ mod tests {
     fn window_calls_become_variables() {
         let c = compile("rate(value) / max(rate(out), 1) > 0.05 && increase(value, \"5m\") > 10").expect("compile");
         assert_eq!(c.calls.len(), 3);
-        assert_eq!(c.calls[0], WindowCall { func: WindowFn::Rate, var: "value".into(), synthetic: "__w0".into() });
+        assert_eq!(
+            c.calls[0],
+            WindowCall {
+                func: WindowFn::Rate,
+                var: "value".into(),
+                synthetic: "__w0".into()
+            }
+        );
         assert_eq!(c.calls[2].func, WindowFn::Increase(300.0));
         let mut b = Bindings::default();
         b.set("__w0", 10.0);
@@ -236,6 +275,9 @@ mod tests {
     #[test]
     fn variables_are_listed() {
         let c = compile("value > baseline_upper && netsight_sysctl_net_core_somaxconn < 4096").expect("compile");
-        assert_eq!(c.variables, vec!["baseline_upper", "netsight_sysctl_net_core_somaxconn", "value"]);
+        assert_eq!(
+            c.variables,
+            vec!["baseline_upper", "netsight_sysctl_net_core_somaxconn", "value"]
+        );
     }
 }

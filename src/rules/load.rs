@@ -63,7 +63,9 @@ const RESERVED_LABELS: &[&str] = &["rule", "severity", "layer", "cause", "bound"
 /// True for names the catalog knows, statically or as a run-time family.
 pub fn metric_known(name: &str) -> bool {
     crate::catalog::find(name).is_some()
-        || ["netsight_netstat_", "netsight_sockstat_"].iter().any(|p| name.starts_with(p))
+        || ["netsight_netstat_", "netsight_sockstat_"]
+            .iter()
+            .any(|p| name.starts_with(p))
 }
 
 fn metric_labels(name: &str) -> Option<&'static [&'static str]> {
@@ -81,7 +83,9 @@ fn locate(text: &str, rule: &str, cause: Option<&str>, key: Option<&str>) -> (us
             .unwrap_or(false)
     };
     let indent = |l: &str| l.len() - l.trim_start().len();
-    let Some(start) = lines.iter().position(|l| is_name(l, rule)) else { return (1, 1) };
+    let Some(start) = lines.iter().position(|l| is_name(l, rule)) else {
+        return (1, 1);
+    };
     let block_end = |from: usize| {
         let ind = indent(lines[from]);
         let dash = lines[from].trim_start().starts_with('-');
@@ -121,15 +125,16 @@ struct Ctx<'a> {
 impl Ctx<'_> {
     fn error(&mut self, rule: &str, cause: Option<&str>, key: Option<&str>, message: String) {
         let (line, column) = locate(&self.src.text, rule, cause, key);
-        self.errors.push(RuleError { file: self.src.name.clone(), line, column, message });
+        self.errors.push(RuleError {
+            file: self.src.name.clone(),
+            line,
+            column,
+            message,
+        });
     }
 }
 
-fn check_vars(
-    e: &CompiledExpr,
-    rule: &RuleSpec,
-    allow_baseline: bool,
-) -> Result<(), String> {
+fn check_vars(e: &CompiledExpr, rule: &RuleSpec, allow_baseline: bool) -> Result<(), String> {
     let series_names: Vec<&str> = e.calls.iter().map(|c| c.var.as_str()).collect();
     for v in e.variables.iter().map(String::as_str).chain(series_names) {
         let ok = v == "value"
@@ -143,7 +148,10 @@ fn check_vars(
             if v.starts_with("netsight_") {
                 return Err(format!("unknown metric `{v}` (see docs/metrics.md)"));
             }
-            return Err(format!("unknown variable `{v}`: use value, a name from `vars`, a metric name, or (with a baseline) {}", BASELINE_VARS.join(", ")));
+            return Err(format!(
+                "unknown variable `{v}`: use value, a name from `vars`, a metric name, or (with a baseline) {}",
+                BASELINE_VARS.join(", ")
+            ));
         }
     }
     Ok(())
@@ -153,12 +161,22 @@ fn compile_rule(spec: RuleSpec, cx: &mut Ctx) -> Option<CompiledRule> {
     let name = spec.name.clone();
     let mut ok = true;
     if !metric_known(&spec.series.metric) {
-        cx.error(&name, None, Some("metric"), format!("unknown metric `{}` (see docs/metrics.md)", spec.series.metric));
+        cx.error(
+            &name,
+            None,
+            Some("metric"),
+            format!("unknown metric `{}` (see docs/metrics.md)", spec.series.metric),
+        );
         ok = false;
     }
     for (var, metric) in &spec.vars {
         if !metric_known(metric) {
-            cx.error(&name, None, Some(var), format!("unknown metric `{metric}` for var `{var}`"));
+            cx.error(
+                &name,
+                None,
+                Some(var),
+                format!("unknown metric `{metric}` for var `{var}`"),
+            );
             ok = false;
         }
     }
@@ -166,7 +184,12 @@ fn compile_rule(spec: RuleSpec, cx: &mut Ctx) -> Option<CompiledRule> {
     let mut matchers = Vec::new();
     for (label, re) in &spec.series.matchers {
         if known_labels.is_some_and(|l| !l.contains(&label.as_str())) {
-            cx.error(&name, None, Some(label), format!("`{}` has no label `{label}`", spec.series.metric));
+            cx.error(
+                &name,
+                None,
+                Some(label),
+                format!("`{}` has no label `{label}`", spec.series.metric),
+            );
             ok = false;
         }
         match Regex::new(&format!("^(?:{re})$")) {
@@ -179,35 +202,65 @@ fn compile_rule(spec: RuleSpec, cx: &mut Ctx) -> Option<CompiledRule> {
     }
     for l in spec.series.by.iter().flatten() {
         if RESERVED_LABELS.contains(&l.as_str()) {
-            cx.error(&name, None, Some("by"), format!("label `{l}` is reserved for the engine's outputs"));
+            cx.error(
+                &name,
+                None,
+                Some("by"),
+                format!("label `{l}` is reserved for the engine's outputs"),
+            );
             ok = false;
         } else if known_labels.is_some_and(|k| !k.contains(&l.as_str())) {
-            cx.error(&name, None, Some("by"), format!("`{}` has no label `{l}`", spec.series.metric));
+            cx.error(
+                &name,
+                None,
+                Some("by"),
+                format!("`{}` has no label `{l}`", spec.series.metric),
+            );
             ok = false;
         }
     }
     let has_baseline = spec.baseline.is_some();
-    let compile_at = |src: &str, key: &str, cause: Option<&str>, allow_baseline: bool, cx: &mut Ctx| {
-        match compile(src).and_then(|e| check_vars(&e, &spec, allow_baseline).map(|()| e).map_err(|m| super::expr::ExprError { message: m })) {
-            Ok(e) => Some(e),
-            Err(e) => {
-                cx.error(&name, cause, Some(key), format!("bad expression `{src}`: {}", e.message));
-                None
-            }
+    let compile_at = |src: &str, key: &str, cause: Option<&str>, allow_baseline: bool, cx: &mut Ctx| match compile(src)
+        .and_then(|e| {
+            check_vars(&e, &spec, allow_baseline)
+                .map(|()| e)
+                .map_err(|m| super::expr::ExprError { message: m })
+        }) {
+        Ok(e) => Some(e),
+        Err(e) => {
+            cx.error(
+                &name,
+                cause,
+                Some(key),
+                format!("bad expression `{src}`: {}", e.message),
+            );
+            None
         }
     };
     let expr = compile_at(&spec.expr, "expr", None, false, cx);
     let when = compile_at(&spec.when, "when", None, has_baseline, cx);
-    let until = spec.until.as_ref().map(|u| compile_at(u, "until", None, has_baseline, cx));
+    let until = spec
+        .until
+        .as_ref()
+        .map(|u| compile_at(u, "until", None, has_baseline, cx));
     let mut causes = Vec::new();
     for c in &spec.causes {
-        let w = c.when.as_ref().map(|w| compile_at(w, "when", Some(&c.name), has_baseline, cx));
+        let w = c
+            .when
+            .as_ref()
+            .map(|w| compile_at(w, "when", Some(&c.name), has_baseline, cx));
         if matches!(w, Some(None)) {
             ok = false;
         }
-        causes.push(CompiledCause { spec: c.clone(), when: w.flatten(), rule: None });
+        causes.push(CompiledCause {
+            spec: c.clone(),
+            when: w.flatten(),
+            rule: None,
+        });
     }
-    let (Some(expr), Some(when)) = (expr, when) else { return None };
+    let (Some(expr), Some(when)) = (expr, when) else {
+        return None;
+    };
     let until = match until {
         Some(None) => return None,
         Some(Some(u)) => Some(u),
@@ -218,7 +271,16 @@ fn compile_rule(spec: RuleSpec, cx: &mut Ctx) -> Option<CompiledRule> {
     }
     causes.sort_by_key(|c| (c.spec.when.is_none() && c.spec.rule.is_none(), c.spec.layer));
     let by = spec.series.by.clone();
-    Some(CompiledRule { spec, file: cx.src.name.clone(), expr, when, until, causes, matchers, by })
+    Some(CompiledRule {
+        spec,
+        file: cx.src.name.clone(),
+        expr,
+        when,
+        until,
+        causes,
+        matchers,
+        by,
+    })
 }
 
 impl RuleSet {
@@ -252,10 +314,18 @@ pub fn load(sources: &[RuleSource]) -> Result<RuleSet, Vec<RuleError>> {
             Ok(f) => f.rules,
             Err(e) => recover_items(src, &e, &mut errors),
         };
-        let mut cx = Ctx { src, errors: &mut errors };
+        let mut cx = Ctx {
+            src,
+            errors: &mut errors,
+        };
         for spec in specs {
             if let Some(prev) = seen.insert(spec.name.clone(), src.name.clone()) {
-                cx.error(&spec.name, None, None, format!("rule `{}` is already defined in {prev}", spec.name));
+                cx.error(
+                    &spec.name,
+                    None,
+                    None,
+                    format!("rule `{}` is already defined in {prev}", spec.name),
+                );
                 continue;
             }
             if let Some(r) = compile_rule(spec, &mut cx) {
@@ -279,9 +349,15 @@ pub fn load(sources: &[RuleSource]) -> Result<RuleSet, Vec<RuleError>> {
             }
         }
     }
-    let output_labels: Vec<String> =
-        ["rule", "severity", "layer"].iter().map(|s| s.to_string()).chain(labels).collect();
-    Ok(RuleSet { rules, output_labels: output_labels.into() })
+    let output_labels: Vec<String> = ["rule", "severity", "layer"]
+        .iter()
+        .map(|s| s.to_string())
+        .chain(labels)
+        .collect();
+    Ok(RuleSet {
+        rules,
+        output_labels: output_labels.into(),
+    })
 }
 
 /// After a YAML error, parses each `- ` item of the `rules:` list on its own so one
@@ -310,11 +386,7 @@ fn recover_items(src: &RuleSource, whole: &serde_yaml::Error, errors: &mut Vec<R
         let end = starts.get(k + 1).copied().unwrap_or(lines.len());
         let chunk: String = lines[start..end]
             .iter()
-            .enumerate()
-            .map(|(j, l)| {
-                let body = if l.len() >= ind + 2 { &l[ind + 2..] } else { l.trim_start() };
-                if j == 0 { body.to_string() } else { body.to_string() }
-            })
+            .map(|l| if l.len() >= ind + 2 { &l[ind + 2..] } else { l.trim_start() })
             .collect::<Vec<_>>()
             .join("\n");
         match serde_yaml::from_str::<RuleSpec>(&chunk) {
@@ -336,7 +408,12 @@ fn yaml_error(file: &str, e: &serde_yaml::Error, line_off: usize, col_off: usize
         Some(i) => message[..i].to_string(),
         None => message,
     };
-    RuleError { file: file.to_string(), line: line + line_off, column: column + col_off, message }
+    RuleError {
+        file: file.to_string(),
+        line: line + line_off,
+        column: column + col_off,
+        message,
+    }
 }
 
 fn source_of<'a>(sources: &'a [RuleSource], file: &str) -> Option<&'a RuleSource> {
@@ -344,7 +421,11 @@ fn source_of<'a>(sources: &'a [RuleSource], file: &str) -> Option<&'a RuleSource
 }
 
 fn resolve_causes(rules: &mut [CompiledRule], sources: &[RuleSource], errors: &mut Vec<RuleError>) {
-    let index: HashMap<String, usize> = rules.iter().enumerate().map(|(i, r)| (r.spec.name.clone(), i)).collect();
+    let index: HashMap<String, usize> = rules
+        .iter()
+        .enumerate()
+        .map(|(i, r)| (r.spec.name.clone(), i))
+        .collect();
     let mut pending = Vec::new();
     for (ri, r) in rules.iter_mut().enumerate() {
         for (ci, c) in r.causes.iter_mut().enumerate() {
@@ -366,7 +447,12 @@ fn resolve_causes(rules: &mut [CompiledRule], sources: &[RuleSource], errors: &m
         let mut stack = vec![(start, 0usize)];
         colour[start] = 1;
         while let Some(&mut (node, ref mut next)) = stack.last_mut() {
-            let edges: Vec<(usize, usize)> = rules[node].causes.iter().enumerate().filter_map(|(ci, c)| c.rule.map(|t| (ci, t))).collect();
+            let edges: Vec<(usize, usize)> = rules[node]
+                .causes
+                .iter()
+                .enumerate()
+                .filter_map(|(ci, c)| c.rule.map(|t| (ci, t)))
+                .collect();
             if *next < edges.len() {
                 let (ci, t) = edges[*next];
                 *next += 1;
@@ -377,7 +463,11 @@ fn resolve_causes(rules: &mut [CompiledRule], sources: &[RuleSource], errors: &m
                     }
                     1 => {
                         let path: Vec<&str> = stack.iter().map(|(i, _)| rules[*i].spec.name.as_str()).collect();
-                        pending.push((node, ci, format!("cause graph has a cycle: {} → {}", path.join(" → "), rules[t].spec.name)));
+                        pending.push((
+                            node,
+                            ci,
+                            format!("cause graph has a cycle: {} → {}", path.join(" → "), rules[t].spec.name),
+                        ));
                     }
                     _ => {}
                 }
@@ -391,7 +481,12 @@ fn resolve_causes(rules: &mut [CompiledRule], sources: &[RuleSource], errors: &m
         let r = &rules[ri];
         if let Some(src) = source_of(sources, &r.file) {
             let (line, column) = locate(&src.text, &r.spec.name, Some(&r.causes[ci].spec.name), Some("rule"));
-            errors.push(RuleError { file: src.name.clone(), line, column, message: msg });
+            errors.push(RuleError {
+                file: src.name.clone(),
+                line,
+                column,
+                message: msg,
+            });
         }
     }
 }
@@ -439,7 +534,10 @@ mod tests {
     use super::*;
 
     fn src(text: &str) -> Vec<RuleSource> {
-        vec![RuleSource { name: "t.yaml".into(), text: text.into() }]
+        vec![RuleSource {
+            name: "t.yaml".into(),
+            text: text.into(),
+        }]
     }
 
     const GOOD: &str = r#"
@@ -489,7 +587,9 @@ rules:
         let errs = load(&src(&bad)).unwrap_err();
         assert_eq!(errs.len(), 1, "{errs:?}");
         assert_eq!((errs[0].line, errs[0].column), (17, 12), "{}", errs[0]);
-        assert!(errs[0].to_string().starts_with("t.yaml:17:12: unknown metric `netsight_nope_total` for var `out`"));
+        assert!(errs[0]
+            .to_string()
+            .starts_with("t.yaml:17:12: unknown metric `netsight_nope_total` for var `out`"));
     }
 
     #[test]

@@ -73,7 +73,10 @@ fn read(path: &Path) -> Result<Payload, PersistError> {
     if version != VERSION {
         return Err(PersistError::Version(version));
     }
-    let crc = parts.next().and_then(|c| u32::from_str_radix(c, 16).ok()).ok_or(PersistError::Foreign)?;
+    let crc = parts
+        .next()
+        .and_then(|c| u32::from_str_radix(c, 16).ok())
+        .ok_or(PersistError::Foreign)?;
     let len: usize = parts.next().and_then(|l| l.parse().ok()).ok_or(PersistError::Foreign)?;
     let body = &bytes[nl + 1..];
     if body.len() != len || crc32fast::hash(body) != crc {

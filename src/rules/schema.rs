@@ -159,7 +159,9 @@ mod duration_list {
 
     pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<Duration>, D::Error> {
         let v: Vec<String> = Vec::deserialize(d)?;
-        v.iter().map(|s| humantime::parse_duration(s).map_err(serde::de::Error::custom)).collect()
+        v.iter()
+            .map(|s| humantime::parse_duration(s).map_err(serde::de::Error::custom))
+            .collect()
     }
 }
 
@@ -242,6 +244,7 @@ mod opt_duration {
 
     pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
         let s: Option<String> = Option::deserialize(d)?;
-        s.map(|s| humantime::parse_duration(&s).map_err(serde::de::Error::custom)).transpose()
+        s.map(|s| humantime::parse_duration(&s).map_err(serde::de::Error::custom))
+            .transpose()
     }
 }

@@ -93,10 +93,19 @@ fn fit(y: Vec<f64>, periods: Vec<usize>, horizon: usize, start: f64) -> Result<S
     let fitted = model.fit(&y).map_err(|e| e.to_string())?;
     let f = fitted.predict(horizon, LEVEL).map_err(|e| e.to_string())?;
     let half_width = match &f.intervals {
-        Some(iv) => iv.upper.iter().zip(&iv.lower).map(|(u, l)| ((u - l) / 2.0) as f32).collect(),
+        Some(iv) => iv
+            .upper
+            .iter()
+            .zip(&iv.lower)
+            .map(|(u, l)| ((u - l) / 2.0) as f32)
+            .collect(),
         None => vec![0.0; f.point.len()],
     };
-    Ok(SeasonalForecast { start, point: f.point.iter().map(|&p| p as f32).collect(), half_width })
+    Ok(SeasonalForecast {
+        start,
+        point: f.point.iter().map(|&p| p as f32).collect(),
+        half_width,
+    })
 }
 
 impl Seasonal {
@@ -137,7 +146,8 @@ impl Seasonal {
         let longest = self.periods.iter().copied().max().unwrap_or(2);
         if self.buckets.len() >= 2 * longest
             && self.last_refit.is_none_or(|last| t - last >= self.refit_every)
-            && self.pending.is_none() {
+            && self.pending.is_none()
+        {
             self.start_refit(t);
         }
     }
@@ -196,7 +206,10 @@ impl Seasonal {
 
     /// Picks up a finished background refit, if any.
     fn poll(&mut self) {
-        let done = self.pending.as_ref().and_then(|s| s.lock().ok().and_then(|mut g| g.take()));
+        let done = self
+            .pending
+            .as_ref()
+            .and_then(|s| s.lock().ok().and_then(|mut g| g.take()));
         if let Some(r) = done {
             self.pending = None;
             self.install(r);
@@ -210,7 +223,10 @@ impl Seasonal {
                 let i = idx as usize;
                 let floor = self.fallback.estimate().map(|e| e.sigma * 0.05).unwrap_or(0.0);
                 let sigma = (f.half_width[i] as f64 / Z95).max(floor);
-                return Some(Estimate { expected: f.point[i] as f64, sigma });
+                return Some(Estimate {
+                    expected: f.point[i] as f64,
+                    sigma,
+                });
             }
         }
         self.fallback.estimate()
@@ -226,7 +242,10 @@ impl Seasonal {
 
     pub fn heap_bytes(&self) -> usize {
         self.buckets.capacity() * 4
-            + self.forecast.as_ref().map_or(0, |f| (f.point.capacity() + f.half_width.capacity()) * 4)
+            + self
+                .forecast
+                .as_ref()
+                .map_or(0, |f| (f.point.capacity() + f.half_width.capacity()) * 4)
     }
 
     /// True while a background refit is running (for tests and the bench).

@@ -14,7 +14,13 @@ pub const EMBEDDED: &[(&str, &str)] = &[
 ];
 
 pub fn embedded() -> Vec<RuleSource> {
-    EMBEDDED.iter().map(|(n, t)| RuleSource { name: format!("<embedded>/{n}"), text: t.to_string() }).collect()
+    EMBEDDED
+        .iter()
+        .map(|(n, t)| RuleSource {
+            name: format!("<embedded>/{n}"),
+            text: t.to_string(),
+        })
+        .collect()
 }
 
 /// Every rule file under `paths` (files as given; directories: their *.yaml/*.yml),
@@ -43,8 +49,16 @@ pub fn read(files: &[PathBuf]) -> Result<Vec<RuleSource>, super::load::RuleError
         .iter()
         .map(|f| {
             std::fs::read_to_string(f)
-                .map(|text| RuleSource { name: f.display().to_string(), text })
-                .map_err(|e| super::load::RuleError { file: f.display().to_string(), line: 0, column: 0, message: e.to_string() })
+                .map(|text| RuleSource {
+                    name: f.display().to_string(),
+                    text,
+                })
+                .map_err(|e| super::load::RuleError {
+                    file: f.display().to_string(),
+                    line: 0,
+                    column: 0,
+                    message: e.to_string(),
+                })
         })
         .collect()
 }

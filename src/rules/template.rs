@@ -87,7 +87,10 @@ mod tests {
     #[test]
     fn units_read_well() {
         assert_eq!(format_value(0.0523, Some("ratio")), "5.23%");
-        assert_eq!(format_value(3.5 * 1024.0 * 1024.0, Some("bytes_per_second")), "3.5MiB/s");
+        assert_eq!(
+            format_value(3.5 * 1024.0 * 1024.0, Some("bytes_per_second")),
+            "3.5MiB/s"
+        );
         assert_eq!(format_value(0.0042, Some("seconds")), "4.2ms");
         assert_eq!(format_value(12.0, None), "12");
     }
@@ -97,6 +100,9 @@ mod tests {
         let mut v = BTreeMap::new();
         v.insert("value".to_string(), "5%".to_string());
         v.insert("labels.device".to_string(), "eth0".to_string());
-        assert_eq!(render("{{ value }} on {{labels.device}} {{ nope }}", &v), "5% on eth0 {{ nope }}");
+        assert_eq!(
+            render("{{ value }} on {{labels.device}} {{ nope }}", &v),
+            "5% on eth0 {{ nope }}"
+        );
     }
 }

@@ -91,11 +91,15 @@ pub fn expand(notation: &str) -> Result<Vec<Option<f64>>, String> {
 
 /// Splits `name{a="1",b="2"}` into the name and its labels.
 pub fn parse_series(s: &str) -> Result<(String, BTreeMap<String, String>), String> {
-    let Some((name, rest)) = s.split_once('{') else { return Ok((s.trim().to_string(), BTreeMap::new())) };
+    let Some((name, rest)) = s.split_once('{') else {
+        return Ok((s.trim().to_string(), BTreeMap::new()));
+    };
     let body = rest.strip_suffix('}').ok_or_else(|| format!("missing `}}` in {s:?}"))?;
     let mut labels = BTreeMap::new();
     for pair in body.split(',').filter(|p| !p.trim().is_empty()) {
-        let (k, v) = pair.split_once('=').ok_or_else(|| format!("bad label {pair:?} in {s:?}"))?;
+        let (k, v) = pair
+            .split_once('=')
+            .ok_or_else(|| format!("bad label {pair:?} in {s:?}"))?;
         labels.insert(k.trim().to_string(), v.trim().trim_matches('"').to_string());
     }
     Ok((name.trim().to_string(), labels))
@@ -106,7 +110,8 @@ pub type InputSeries = Vec<(String, BTreeMap<String, String>, Vec<Option<f64>>)>
 
 /// Builds the snapshot of tick `i`.
 pub fn snapshot_at(series: &InputSeries, i: usize, t: SystemTime) -> Snapshot {
-    let mut by_name: BTreeMap<&str, Vec<(&BTreeMap<String, String>, f64)>> = BTreeMap::new();
+    type Points<'a> = Vec<(&'a BTreeMap<String, String>, f64)>;
+    let mut by_name: BTreeMap<&str, Points> = BTreeMap::new();
     for (name, labels, values) in series {
         if let Some(Some(v)) = values.get(i) {
             by_name.entry(name).or_default().push((labels, *v));
@@ -120,14 +125,28 @@ pub fn snapshot_at(series: &InputSeries, i: usize, t: SystemTime) -> Snapshot {
                 let mut names: Vec<String> = samples.iter().flat_map(|(l, _)| l.keys().cloned()).collect();
                 names.sort();
                 names.dedup();
-                let kind = if name.ends_with("_total") { MetricKind::Counter } else { MetricKind::Gauge };
-                let d = MetricDesc { name: name.to_string().into(), kind, unit: "", help: "test input".into(), labels: &[], otel_name: name.to_string().into() };
+                let kind = if name.ends_with("_total") {
+                    MetricKind::Counter
+                } else {
+                    MetricKind::Gauge
+                };
+                let d = MetricDesc {
+                    name: name.to_string().into(),
+                    kind,
+                    unit: "",
+                    help: "test input".into(),
+                    labels: &[],
+                    otel_name: name.to_string().into(),
+                };
                 (DescRef::Owned(Arc::new(d)), names)
             }
         };
         let names: Arc<[String]> = names.into();
         for (labels, v) in samples {
-            let vals: Vec<String> = names.iter().map(|n| labels.get(n).cloned().unwrap_or_default()).collect();
+            let vals: Vec<String> = names
+                .iter()
+                .map(|n| labels.get(n).cloned().unwrap_or_default())
+                .collect();
             e.push_dynamic(desc.clone(), &names, vals, v);
         }
     }
@@ -140,7 +159,12 @@ pub fn run_file(path: &Path) -> Result<Vec<String>, Vec<RuleError>> {
     let text = std::fs::read_to_string(path).map_err(|e| vec![io_err(path, e)])?;
     let file: TestFile = serde_yaml::from_str(&text).map_err(|e| {
         let (line, column) = e.location().map(|l| (l.line(), l.column())).unwrap_or((1, 1));
-        vec![RuleError { file: path.display().to_string(), line, column, message: e.to_string() }]
+        vec![RuleError {
+            file: path.display().to_string(),
+            line,
+            column,
+            message: e.to_string(),
+        }]
     })?;
     let dir = path.parent().unwrap_or(Path::new("."));
     let mut sources = Vec::new();
@@ -150,21 +174,32 @@ pub fn run_file(path: &Path) -> Result<Vec<String>, Vec<RuleError>> {
         } else {
             let p = dir.join(f);
             let text = std::fs::read_to_string(&p).map_err(|e| vec![io_err(&p, e)])?;
-            sources.push(RuleSource { name: p.display().to_string(), text });
+            sources.push(RuleSource {
+                name: p.display().to_string(),
+                text,
+            });
         }
     }
     let set = super::load(&sources)?;
     let mut failures = Vec::new();
     for case in &file.tests {
         if let Err(msgs) = run_case(case, &set, file.interval) {
-            failures.extend(msgs.into_iter().map(|m| format!("{}: {}: {m}", path.display(), case.name)));
+            failures.extend(
+                msgs.into_iter()
+                    .map(|m| format!("{}: {}: {m}", path.display(), case.name)),
+            );
         }
     }
     Ok(failures)
 }
 
 fn io_err(path: &Path, e: std::io::Error) -> RuleError {
-    RuleError { file: path.display().to_string(), line: 0, column: 0, message: e.to_string() }
+    RuleError {
+        file: path.display().to_string(),
+        line: 0,
+        column: 0,
+        message: e.to_string(),
+    }
 }
 
 fn run_case(case: &TestCase, set: &super::RuleSet, interval: Duration) -> Result<(), Vec<String>> {
@@ -205,7 +240,11 @@ fn run_case(case: &TestCase, set: &super::RuleSet, interval: Duration) -> Result
             }
         }
     }
-    if failures.is_empty() { Ok(()) } else { Err(failures) }
+    if failures.is_empty() {
+        Ok(())
+    } else {
+        Err(failures)
+    }
 }
 
 #[cfg(test)]
@@ -214,9 +253,15 @@ mod tests {
 
     #[test]
     fn promtool_notation_expands() {
-        assert_eq!(expand("0+10x3").expect("ok"), vec![Some(0.0), Some(10.0), Some(20.0), Some(30.0)]);
+        assert_eq!(
+            expand("0+10x3").expect("ok"),
+            vec![Some(0.0), Some(10.0), Some(20.0), Some(30.0)]
+        );
         assert_eq!(expand("5 _ 7").expect("ok"), vec![Some(5.0), None, Some(7.0)]);
-        assert_eq!(expand("1x2 _x2").expect("ok"), vec![Some(1.0), Some(1.0), Some(1.0), None, None]);
+        assert_eq!(
+            expand("1x2 _x2").expect("ok"),
+            vec![Some(1.0), Some(1.0), Some(1.0), None, None]
+        );
         assert_eq!(expand("10-1x2").expect("ok"), vec![Some(10.0), Some(9.0), Some(8.0)]);
         assert!(expand("1+x").is_err());
     }

@@ -80,7 +80,11 @@ impl Netns {
         let mut args = vec!["collect", "--once", "--format", "json"];
         args.extend_from_slice(extra);
         let out = self.netsight(&args);
-        assert!(out.status.success(), "collect failed: {}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "collect failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         Snapshot(serde_json::from_slice(&out.stdout).expect("collect output is JSON"))
     }
 
