@@ -777,13 +777,13 @@ fn sum(samples: &[&Sample]) -> f64 {
 
 /// Binds every variable and window call of `e` not bound yet. `Ok(false)` when some
 /// data is missing (a new series without history, an absent metric): not an error.
-fn bind(
-    e: &CompiledExpr,
+fn bind<'a>(
+    e: &'a CompiledExpr,
     rule: &CompiledRule,
     group: &Group,
     snap: &Snapshot,
     hist: &History,
-    b: &mut Bindings,
+    b: &mut Bindings<'a>,
     evidence: Option<&mut BTreeMap<String, f64>>,
 ) -> bool {
     let mut ev = evidence;
@@ -914,14 +914,14 @@ fn step(
 }
 
 /// Walks the rule's causes in order and returns the first that holds, with evidence.
-fn find_cause(
-    rule: &CompiledRule,
+fn find_cause<'a>(
+    rule: &'a CompiledRule,
     set: &RuleSet,
     states: &[HashMap<u64, GroupState>],
     group: &Group,
     snap: &Snapshot,
     hist: &History,
-    base: &Bindings,
+    base: &Bindings<'a>,
 ) -> Option<CauseReport> {
     for c in &rule.causes {
         let mut evidence = BTreeMap::new();

@@ -166,37 +166,38 @@ pub fn compile(source: &str) -> Result<CompiledExpr, ExprError> {
     })
 }
 
-/// Variables bound for one evaluation.
+/// Variables bound for one evaluation. Names borrow from the compiled rule (or are
+/// static), so binding allocates nothing per evaluation.
 #[derive(Debug, Default, Clone)]
-pub struct Bindings {
-    vars: Vec<(String, Value)>,
+pub struct Bindings<'a> {
+    vars: Vec<(&'a str, Value)>,
 }
 
-impl Bindings {
-    pub fn set(&mut self, name: &str, v: f64) {
-        match self.vars.iter_mut().find(|(n, _)| n == name) {
+impl<'a> Bindings<'a> {
+    pub fn set(&mut self, name: &'a str, v: f64) {
+        match self.vars.iter_mut().find(|(n, _)| *n == name) {
             Some(slot) => slot.1 = Value::Float(v),
-            None => self.vars.push((name.to_string(), Value::Float(v))),
+            None => self.vars.push((name, Value::Float(v))),
         }
     }
 
     pub fn get(&self, name: &str) -> Option<f64> {
         self.vars
             .iter()
-            .find(|(n, _)| n == name)
+            .find(|(n, _)| *n == name)
             .and_then(|(_, v)| v.as_number().ok())
     }
 
     pub fn iter(&self) -> impl Iterator<Item = (&str, f64)> {
         self.vars
             .iter()
-            .filter_map(|(n, v)| Some((n.as_str(), v.as_number().ok()?)))
+            .filter_map(|(n, v)| Some((*n, v.as_number().ok()?)))
     }
 }
 
-impl Context for Bindings {
+impl Context for Bindings<'_> {
     fn get_value(&self, identifier: &str) -> Option<&Value> {
-        self.vars.iter().find(|(n, _)| n == identifier).map(|(_, v)| v)
+        self.vars.iter().find(|(n, _)| *n == identifier).map(|(_, v)| v)
     }
 
     fn call_function(&self, identifier: &str, _argument: &Value) -> EvalexprResult<Value> {
