@@ -91,6 +91,7 @@ pub fn all_collectors() -> Vec<&'static CollectorDoc> {
         &crate::collect::sysctl::DOC,
         &crate::collect::nftables::DOC,
         &crate::rules::engine::DOC,
+        &crate::export::otlp::DOC,
     ]
 }
 

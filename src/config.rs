@@ -38,6 +38,61 @@ pub struct Config {
     pub budget: Budget,
     pub collectors: Collectors,
     pub rules: RulesConfig,
+    pub analyze: AnalyzeConfig,
+    /// OTLP push (off by default).
+    pub otlp: crate::export::otlp::OtlpConfig,
+    /// Prometheus-style web config (TLS, basic auth) for the HTTP endpoints.
+    pub web_config_file: Option<PathBuf>,
+}
+
+/// `netsight analyze …` settings.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AnalyzeConfig {
+    /// Listeners on a wildcard address (0.0.0.0, ::) that `analyze listening` does
+    /// not flag as exposure risks: `PORT`, `PORT-PORT`, optionally prefixed with
+    /// `tcp/` or `udp/` (e.g. `tcp/22`, `udp/53`, `9000-9100`).
+    pub exposure_allowlist: Vec<String>,
+}
+
+/// One parsed `analyze.exposure_allowlist` entry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PortRule {
+    /// `Some("tcp")`/`Some("udp")`, or `None` for both.
+    pub protocol: Option<&'static str>,
+    pub first: u16,
+    pub last: u16,
+}
+
+impl PortRule {
+    pub fn parse(entry: &str) -> Result<PortRule, String> {
+        let e = entry.trim();
+        let (protocol, ports) = match e.split_once('/') {
+            Some((p, rest)) => match p.to_ascii_lowercase().as_str() {
+                "tcp" => (Some("tcp"), rest),
+                "udp" => (Some("udp"), rest),
+                _ => return Err(format!("{entry:?}: protocol must be tcp or udp")),
+            },
+            None => (None, e),
+        };
+        let port = |s: &str| {
+            s.trim()
+                .parse::<u16>()
+                .map_err(|_| format!("{entry:?}: {s:?} is not a port (0-65535)"))
+        };
+        let (first, last) = match ports.split_once('-') {
+            Some((a, b)) => (port(a)?, port(b)?),
+            None => (port(ports)?, port(ports)?),
+        };
+        if first > last {
+            return Err(format!("{entry:?}: empty port range"));
+        }
+        Ok(PortRule { protocol, first, last })
+    }
+
+    pub fn matches(&self, protocol: &str, port: u16) -> bool {
+        self.protocol.is_none_or(|p| p == protocol) && (self.first..=self.last).contains(&port)
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -217,6 +272,7 @@ impl Config {
         if self.budget.cpu_percent.is_nan() || self.budget.cpu_percent <= 0.0 {
             return Err(ConfigError::Invalid("budget.cpu_percent must be > 0".into()));
         }
+        self.otlp.validate().map_err(ConfigError::Invalid)?;
         for (what, re) in [
             ("collectors.netdev.include", &self.collectors.netdev.include),
             ("collectors.netdev.exclude", &self.collectors.netdev.exclude),
@@ -226,6 +282,9 @@ impl Config {
             if let Some(re) = re {
                 regex::Regex::new(re).map_err(|e| ConfigError::Invalid(format!("{what}: {e}")))?;
             }
+        }
+        for (i, entry) in self.analyze.exposure_allowlist.iter().enumerate() {
+            PortRule::parse(entry).map_err(|e| ConfigError::Invalid(format!("analyze.exposure_allowlist[{i}]: {e}")))?;
         }
         Ok(())
     }
@@ -256,6 +315,20 @@ mod tests {
         let e = Config::from_yaml_over_defaults("u.yaml", "interval: 5s\n  bad: [\n").unwrap_err();
         let msg = e.to_string();
         assert!(msg.starts_with("u.yaml:2:"), "{msg}");
+    }
+
+    #[test]
+    fn exposure_allowlist_entries_parse_and_bad_ones_are_rejected() {
+        let c = Config::from_yaml_over_defaults("u.yaml", "analyze:\n  exposure_allowlist: [\"tcp/22\", \"53\", \"udp/9000-9100\"]\n")
+            .expect("valid");
+        let rules: Vec<PortRule> = c.analyze.exposure_allowlist.iter().map(|e| PortRule::parse(e).expect("rule")).collect();
+        assert!(rules[0].matches("tcp", 22) && !rules[0].matches("udp", 22));
+        assert!(rules[1].matches("udp", 53) && rules[1].matches("tcp", 53));
+        assert!(rules[2].matches("udp", 9050) && !rules[2].matches("udp", 9101));
+        let e = Config::from_yaml_over_defaults("u.yaml", "analyze:\n  exposure_allowlist: [\"sctp/1\"]\n").unwrap_err();
+        assert!(e.to_string().contains("exposure_allowlist[0]"), "{e}");
+        assert!(PortRule::parse("90-80").is_err());
+        assert!(PortRule::parse("http").is_err());
     }
 
     #[test]

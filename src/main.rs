@@ -32,6 +32,15 @@ fn main() -> ExitCode {
             }
         };
     }
+    if let Command::Diagnose(a) = cli.command {
+        return exit_with(cli::diagnose::run(a));
+    }
+    if let Command::Detect(a) = cli.command {
+        return exit_with(cli::detect::run(a));
+    }
+    if let Command::Monitor(a) = cli.command {
+        return exit_with(runtime.block_on(cli::monitor::run(a)));
+    }
     if let Command::Rules(a) = cli.command {
         return match cli::rules::run(a) {
             Ok(code) => ExitCode::from(code),
@@ -52,7 +61,12 @@ fn main() -> ExitCode {
     }
     let result = runtime.block_on(async {
         match cli.command {
-            Command::Rules(_) | Command::Replay(_) | Command::Analyze(_) => Ok(()),
+            Command::Rules(_)
+            | Command::Replay(_)
+            | Command::Analyze(_)
+            | Command::Diagnose(_)
+            | Command::Detect(_)
+            | Command::Monitor(_) => Ok(()),
             Command::Serve(a) => cli::serve::run(a).await,
             Command::Collect(a) => cli::collect::run(a).await,
             Command::Catalog(a) => {
@@ -74,6 +88,17 @@ fn main() -> ExitCode {
         Err(e) => {
             eprintln!("netsight: {e:#}");
             ExitCode::FAILURE
+        }
+    }
+}
+
+/// Exit code of the diagnostic commands: their own code, or 2 when they could not run.
+fn exit_with(r: anyhow::Result<u8>) -> ExitCode {
+    match r {
+        Ok(code) => ExitCode::from(code),
+        Err(e) => {
+            eprintln!("netsight: {e:#}");
+            ExitCode::from(2)
         }
     }
 }

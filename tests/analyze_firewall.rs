@@ -313,3 +313,60 @@ fn capture_ct_dump_fixture() {
     std::fs::write(dir.join("ct_dump.bin"), raw).expect("write");
     std::fs::write(dir.join("ct_dump.txt"), text).expect("write");
 }
+
+/// CPU (user + system) of one conntrack breakdown at ~256k entries vs
+/// `conntrack -L | wc -l`. Creates the entries with real UDP flows on loopback (one
+/// datagram per destination port and address). Run by hand, in release mode:
+/// `cargo test --release --test analyze_firewall -- --ignored --nocapture measure`.
+#[test]
+#[ignore = "benchmark; prints figures"]
+fn measure_breakdown_cost_vs_conntrack_l() {
+    use std::net::UdpSocket;
+    ensure_tools();
+    let ns = Netns::new("nafm");
+    load(&ns, "clean.nft");
+    ns.exec_ok(&["sysctl", "-q", "-w", "net.netfilter.nf_conntrack_udp_timeout=600"]);
+    // nf_conntrack_max is global (262144 here); stay below it.
+    let target: usize = std::env::var("NETSIGHT_BENCH_ENTRIES").ok().and_then(|v| v.parse().ok()).unwrap_or(256_000);
+    ns.enter(move || {
+        let s = UdpSocket::bind("127.0.0.1:0").expect("bind");
+        s.set_nonblocking(true).expect("nonblocking");
+        for i in 0..target {
+            let addr = format!("127.0.{}.{}:{}", 1 + i / 60_000 / 250, 1 + (i / 60_000) % 250, 1024 + i % 60_000);
+            let _ = s.send_to(b"x", addr.as_str());
+        }
+    });
+    let runs = 3;
+    let (ours, entries) = ns.enter(move || {
+        let mut entries = 0;
+        let (u0, s0) = thread_cpu();
+        for _ in 0..runs {
+            entries = netsight::collect::conntrack::bench_breakdown(10).expect("breakdown");
+        }
+        let (u1, s1) = thread_cpu();
+        ((u1 - u0 + s1 - s0) / runs as f64, entries)
+    });
+    let timing = ns.exec(&[
+        "bash",
+        "-c",
+        &format!("TIMEFORMAT='%3U %3S'; time (for i in $(seq {runs}); do conntrack -L 2>/dev/null | wc -l >/dev/null; done)"),
+    ]);
+    let t = String::from_utf8_lossy(&timing.stderr);
+    let v: Vec<f64> = t.split_whitespace().filter_map(|x| x.parse().ok()).collect();
+    let tool = (v[0] + v[1]) / runs as f64;
+    println!(
+        "conntrack entries {entries}: netsight breakdown {:.1} ms CPU, conntrack -L | wc -l {:.1} ms CPU, ratio 1/{:.1}",
+        ours * 1e3,
+        tool * 1e3,
+        tool / ours
+    );
+}
+
+/// (user, system) CPU seconds of the calling thread.
+fn thread_cpu() -> (f64, f64) {
+    // SAFETY: all-zero is a valid rusage; getrusage fills it through a valid pointer.
+    let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
+    unsafe { libc::getrusage(libc::RUSAGE_THREAD, &mut ru) };
+    let tv = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
+    (tv(ru.ru_utime), tv(ru.ru_stime))
+}

@@ -2,6 +2,9 @@
 
 pub mod analyze;
 pub mod collect;
+pub mod detect;
+pub mod diagnose;
+pub mod monitor;
 pub mod replay;
 pub mod rules;
 pub mod serve;
@@ -38,6 +41,12 @@ pub enum Command {
     Catalog(CatalogArgs),
     /// One-shot diagnostics (`analyze firewall`).
     Analyze(analyze::AnalyzeArgs),
+    /// Layered connectivity checks towards a host (`diagnose connectivity`).
+    Diagnose(diagnose::DiagnoseArgs),
+    /// Live terminal view of interfaces, connections and anomalies (`monitor network`).
+    Monitor(monitor::MonitorArgs),
+    /// Anomaly report with root causes for a past window (daemon event log or Prometheus).
+    Detect(detect::DetectArgs),
     /// Print the version.
     Version,
 }
@@ -69,6 +78,9 @@ pub struct ServeArgs {
     /// Collection interval, e.g. `5s` (minimum 1s).
     #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration)]
     pub interval: Option<std::time::Duration>,
+    /// Prometheus-style web config (TLS, basic auth) [default from config: none].
+    #[arg(long = "web.config.file", value_name = "FILE")]
+    pub web_config_file: Option<PathBuf>,
 }
 
 #[derive(Copy, Clone, Debug, PartialEq, Eq, ValueEnum)]

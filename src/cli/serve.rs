@@ -17,8 +17,19 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     if let Some(i) = args.interval {
         cfg.interval = i;
     }
+    if let Some(f) = args.web_config_file {
+        cfg.web_config_file = Some(f);
+    }
     cfg.validate()?;
-    let sched = scheduler_for(&cfg)?;
+    let web = match &cfg.web_config_file {
+        Some(p) => Some(Arc::new(crate::export::webconfig::WebConfig::load(p)?)),
+        None => None,
+    };
+    let otlp = crate::export::otlp::Otlp::from_config(&cfg)?;
+    let sched = match &otlp {
+        Some(o) => o.scheduler(&cfg)?,
+        None => scheduler_for(&cfg)?,
+    };
     let listener = TcpListener::bind(&cfg.listen)
         .await
         .with_context(|| format!("cannot listen on {}", cfg.listen))?;
@@ -41,6 +52,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     shared.restore_state(&cfg.rules);
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let collection = tokio::spawn(run_collection(sched, shared.clone(), cfg.clone(), stop_rx));
+    let otlp = otlp.map(|o| o.start(shared.clone())).transpose()?;
     let mut hup = signal(SignalKind::hangup())?;
     let hup_shared = shared.clone();
     tokio::spawn(async move {
@@ -58,8 +70,11 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
             _ = int.recv() => tracing::info!("SIGINT: shutting down"),
         }
     };
-    crate::export::http::serve(listener, shared, shutdown).await?;
+    crate::export::http::serve_with(listener, shared, web, shutdown).await?;
     let _ = stop_tx.send(true);
     let _ = collection.await;
+    if let Some(o) = otlp {
+        o.shutdown().await;
+    }
     Ok(())
 }

@@ -503,7 +503,7 @@ impl Collector for Nftables {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::netlink::nftables::{Chain, Expr, Set};
+    use crate::netlink::nftables::{Chain, Set};
     use crate::snapshot::Snapshot;
 
     fn nla(kind: u16, value: &[u8]) -> Vec<u8> {
@@ -514,15 +514,11 @@ mod tests {
     }
 
     fn rule(table: &str, handle: u64, packets: Option<u64>) -> Rule {
-        let exprs = packets
-            .map(|p| {
-                vec![Expr {
-                    name: "counter".into(),
-                    data: [nla(1, &(p * 10).to_be_bytes()), nla(2, &p.to_be_bytes())].concat(),
-                }]
-            })
-            .unwrap_or_default();
-        Rule { family: 1, table: table.into(), chain: "c".into(), handle, exprs, comment: None }
+        let mut r = Rule::new(1, table, "c", handle);
+        if let Some(p) = packets {
+            r.push_expr("counter", &[nla(1, &(p * 10).to_be_bytes()), nla(2, &p.to_be_bytes())].concat());
+        }
+        r
     }
 
     fn ruleset(gen: u32, rules: Vec<Rule>) -> Ruleset {

@@ -26,7 +26,7 @@ use super::{CollectContext, CollectError, Collector};
 use crate::catalog::{CollectorDoc, MetricDesc, MetricKind};
 use crate::config::SocketsConfig;
 use crate::netlink::sock_diag::{
-    state, DiagSocket, DumpRequest, InetSock, AF_INET, AF_INET6, ALL_BUT_LISTEN, ALL_STATES,
+    state, DiagError, DiagSocket, DumpRequest, InetSock, AF_INET, AF_INET6, ALL_BUT_LISTEN, ALL_STATES,
     IPPROTO_TCP, IPPROTO_UDP, LISTEN_ONLY,
 };
 use crate::netlink::tcp_info;
@@ -212,7 +212,7 @@ pub fn tcp_state_name(s: u8) -> &'static str {
 /// `TCP_NEW_SYN_RECV` request sockets are reported as `syn_recv`, as `ss` does;
 /// anything out of range lands in slot 0 ("unknown").
 #[inline]
-fn normalise_state(s: u8) -> u8 {
+pub fn normalise_state(s: u8) -> u8 {
     match s {
         state::NEW_SYN_RECV => state::SYN_RECV,
         s if (s as usize) < NSTATES => s,
@@ -467,6 +467,112 @@ fn fold_udp(agg: &mut Agg, s: InetSock<'_>) {
     agg.udp[family_index(s.family)][normalise_state(s.state) as usize] += 1;
 }
 
+/// Protocol of a socket handed to a [`visit_sockets`] visitor.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Protocol {
+    Tcp,
+    Udp,
+}
+
+/// Which sockets [`visit_sockets`] dumps: state masks (`1 << state`, 0 = none).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SocketDumps {
+    pub tcp_states: u32,
+    /// Ask for `INET_DIAG_INFO` (tcp_info) and `INET_DIAG_CONG` on TCP sockets.
+    pub tcp_info: bool,
+    pub udp_states: u32,
+}
+
+impl SocketDumps {
+    /// What the collector dumps every tick: every TCP and UDP socket, with tcp_info.
+    pub const ALL: SocketDumps = SocketDumps {
+        tcp_states: ALL_STATES,
+        tcp_info: true,
+        udp_states: ALL_STATES,
+    };
+}
+
+/// A dump the kernel refused or that failed mid-way.
+#[derive(Debug)]
+pub struct DumpFailed {
+    /// `TCP/IPv4`… ([`DumpRequest::describe`]).
+    pub dump: &'static str,
+    pub error: DiagError,
+}
+
+impl DumpFailed {
+    pub fn into_collect(self) -> CollectError {
+        self.error.into_collect(self.dump)
+    }
+}
+
+/// How [`visit_sockets`] went, short of failing.
+#[derive(Debug, Default)]
+pub struct VisitOutcome {
+    /// The kernel has no UDP handler (`udp_diag` missing): the TCP sockets were
+    /// all visited, the UDP ones were not.
+    pub udp_unsupported: Option<DiagError>,
+}
+
+/// Runs the collector's dumps on `diag`, calling `visit` for every socket as its
+/// netlink message is parsed (nothing is collected): TCP listeners of both families
+/// first, so a visitor knows every listening port before it sees connections, then
+/// the other TCP states (IPv4, IPv6), then UDP (IPv4, IPv6). The daemon's collector
+/// and `netsight analyze` both read sockets through here.
+///
+/// After an `Err` the netlink socket may still hold the rest of the failed dump:
+/// drop it and open a new one.
+pub fn visit_sockets<F>(diag: &mut DiagSocket, what: &SocketDumps, mut visit: F) -> Result<VisitOutcome, DumpFailed>
+where
+    F: FnMut(Protocol, InetSock<'_>),
+{
+    let tcp = |family, states| DumpRequest {
+        family,
+        protocol: IPPROTO_TCP,
+        states,
+        tcp_info: what.tcp_info,
+    };
+    let listen = what.tcp_states & LISTEN_ONLY;
+    let others = what.tcp_states & ALL_BUT_LISTEN;
+    let mut reqs = Vec::with_capacity(4);
+    if listen != 0 {
+        reqs.extend([tcp(AF_INET, listen), tcp(AF_INET6, listen)]);
+    }
+    if others != 0 {
+        reqs.extend([tcp(AF_INET, others), tcp(AF_INET6, others)]);
+    }
+    for req in reqs {
+        diag.dump(&req, |s| visit(Protocol::Tcp, s)).map_err(|error| DumpFailed {
+            dump: req.describe(),
+            error,
+        })?;
+    }
+    let mut outcome = VisitOutcome::default();
+    if what.udp_states == 0 {
+        return Ok(outcome);
+    }
+    for family in [AF_INET, AF_INET6] {
+        let req = DumpRequest {
+            family,
+            protocol: IPPROTO_UDP,
+            states: what.udp_states,
+            tcp_info: false,
+        };
+        match diag.dump(&req, |s| visit(Protocol::Udp, s)) {
+            Ok(_) => {}
+            // The error ended the dump cleanly; the socket stays usable.
+            Err(e) if e.is_unsupported() => outcome.udp_unsupported = Some(e),
+            Err(error) => {
+                return Err(DumpFailed {
+                    dump: req.describe(),
+                    error,
+                })
+            }
+        }
+    }
+    Ok(outcome)
+}
+
 pub struct Sockets {
     cfg: SocketsConfig,
     bounds: Arc<[f64]>,
@@ -522,40 +628,16 @@ impl Sockets {
             bounds: &self.bounds,
         };
         let agg = &mut self.agg;
-        let tcp = |family, states| DumpRequest {
-            family,
-            protocol: IPPROTO_TCP,
-            states,
-            tcp_info: true,
-        };
-        // Listeners of both families first: connection dumps need the port set.
-        for req in [
-            tcp(AF_INET, LISTEN_ONLY),
-            tcp(AF_INET6, LISTEN_ONLY),
-            tcp(AF_INET, ALL_BUT_LISTEN),
-            tcp(AF_INET6, ALL_BUT_LISTEN),
-        ] {
-            diag.dump(&req, |s| fold_tcp(agg, &cx, s))
-                .map_err(|e| e.into_collect(req.describe()))?;
-        }
-        for family in [AF_INET, AF_INET6] {
-            let req = DumpRequest {
-                family,
-                protocol: IPPROTO_UDP,
-                states: ALL_STATES,
-                tcp_info: false,
-            };
-            match diag.dump(&req, |s| fold_udp(agg, s)) {
-                Ok(_) => {}
-                Err(e) if e.is_unsupported() => {
-                    // No udp_diag: keep the TCP metrics rather than failing the tick.
-                    if !self.udp_unsupported_logged {
-                        tracing::warn!(error = %e, "UDP sockets are not reported");
-                        self.udp_unsupported_logged = true;
-                    }
-                    // The error ended the dump cleanly; the socket stays usable.
-                }
-                Err(e) => return Err(e.into_collect(req.describe())),
+        let outcome = visit_sockets(diag, &SocketDumps::ALL, |proto, s| match proto {
+            Protocol::Tcp => fold_tcp(agg, &cx, s),
+            Protocol::Udp => fold_udp(agg, s),
+        })
+        .map_err(DumpFailed::into_collect)?;
+        if let Some(e) = outcome.udp_unsupported {
+            // No udp_diag: keep the TCP metrics rather than failing the tick.
+            if !self.udp_unsupported_logged {
+                tracing::warn!(error = %e, "UDP sockets are not reported");
+                self.udp_unsupported_logged = true;
             }
         }
         Ok(())

@@ -15,6 +15,7 @@ use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::TcpListener;
 
 use crate::daemon::Shared;
+use crate::export::webconfig::WebConfig;
 
 const INDEX: &str = "<!doctype html><html><head><title>netsight</title></head><body>\
 <h1>netsight</h1><ul>\
@@ -85,6 +86,20 @@ pub async fn serve(
     shared: Arc<Shared>,
     shutdown: impl std::future::Future<Output = ()>,
 ) -> anyhow::Result<()> {
+    serve_with(listener, shared, None, shutdown).await
+}
+
+/// A client that has not finished the TLS handshake by then is dropped.
+const TLS_HANDSHAKE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// [`serve`] with a web configuration (`--web.config.file`): TLS on every accepted
+/// connection when configured, basic auth checked before routing.
+pub async fn serve_with(
+    listener: TcpListener,
+    shared: Arc<Shared>,
+    web: Option<Arc<WebConfig>>,
+    shutdown: impl std::future::Future<Output = ()>,
+) -> anyhow::Result<()> {
     let graceful = GracefulShutdown::new();
     tokio::pin!(shutdown);
     loop {
@@ -98,15 +113,41 @@ pub async fn serve(
                     }
                 };
                 let shared = shared.clone();
+                let svc_web = web.clone();
                 let svc = hyper::service::service_fn(move |req: Request<Incoming>| {
-                    let r = route(&shared, &req);
-                    async move { Ok::<_, Infallible>(r) }
+                    let shared = shared.clone();
+                    let web = svc_web.clone();
+                    async move {
+                        let Some(web) = web else { return Ok::<_, Infallible>(route(&shared, &req)) };
+                        if let Some(denied) = web.authorize(&req).await {
+                            return Ok(denied);
+                        }
+                        let mut r = route(&shared, &req);
+                        web.decorate(&mut r);
+                        Ok(r)
+                    }
                 });
-                let conn = hyper::server::conn::http1::Builder::new()
-                    .serve_connection(TokioIo::new(stream), svc);
-                let conn = graceful.watch(conn);
+                let watcher = graceful.watcher();
+                let tls = web.as_ref().and_then(|w| w.tls.clone());
                 tokio::spawn(async move {
-                    if let Err(e) = conn.await {
+                    let http = hyper::server::conn::http1::Builder::new();
+                    let result = match tls {
+                        None => watcher.watch(http.serve_connection(TokioIo::new(stream), svc)).await,
+                        Some(acceptor) => {
+                            match tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
+                                Ok(Ok(tls)) => watcher.watch(http.serve_connection(TokioIo::new(tls), svc)).await,
+                                Ok(Err(e)) => {
+                                    tracing::debug!(%peer, error = %e, "TLS handshake failed");
+                                    return;
+                                }
+                                Err(_) => {
+                                    tracing::debug!(%peer, "TLS handshake timed out");
+                                    return;
+                                }
+                            }
+                        }
+                    };
+                    if let Err(e) = result {
                         tracing::debug!(%peer, error = %e, "connection ended with an error");
                     }
                 });

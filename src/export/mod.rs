@@ -2,4 +2,7 @@
 
 pub mod http;
 pub mod json;
+pub mod otlp;
 pub mod prometheus;
+pub mod tls;
+pub mod webconfig;

@@ -277,11 +277,42 @@ impl Chain {
     }
 }
 
-/// One expression of a rule: its name and the raw `NFTA_EXPR_DATA` attributes.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub struct Expr {
-    pub name: String,
-    pub data: Vec<u8>,
+/// One expression of a rule: its name and the raw `NFTA_EXPR_DATA` attributes,
+/// borrowed from the rule (see [`Rule::exprs`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Expr<'a> {
+    pub name: &'a str,
+    pub data: &'a [u8],
+}
+
+/// Where one expression lives in [`Rule`]'s buffer. Rules keep all expression data
+/// in one allocation (and well-known names as `&'static str`): at 10k rules the
+/// per-expression allocations otherwise dominate the collector's CPU time.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct ExprSlot {
+    name: Cow<'static, str>,
+    start: usize,
+    end: usize,
+}
+
+/// Expression names the kernel sends, interned so parsing does not allocate them.
+const KNOWN_EXPRS: &[&str] = &[
+    "bitwise", "byteorder", "cmp", "connlimit", "counter", "ct", "dup", "dynset", "exthdr",
+    "fib", "flow_offload", "fwd", "hash", "immediate", "inner", "last", "limit", "log",
+    "lookup", "masq", "match", "meta", "nat", "notrack", "numgen", "objref", "osf", "payload",
+    "queue", "quota", "range", "redir", "reject", "rt", "secmark", "socket", "synproxy",
+    "target", "tproxy", "tunnel", "xfrm",
+];
+
+fn intern(raw: &[u8]) -> Cow<'static, str> {
+    let end = raw.iter().position(|&b| b == 0).unwrap_or(raw.len());
+    match std::str::from_utf8(&raw[..end]) {
+        Ok(n) => match KNOWN_EXPRS.binary_search(&n) {
+            Ok(i) => Cow::Borrowed(KNOWN_EXPRS[i]),
+            Err(_) => Cow::Owned(n.to_string()),
+        },
+        Err(_) => Cow::Owned(String::from_utf8_lossy(&raw[..end]).into_owned()),
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -399,9 +430,11 @@ pub struct Rule {
     pub table: String,
     pub chain: String,
     pub handle: u64,
-    pub exprs: Vec<Expr>,
     /// The `comment` from the rule's userdata (`NFTNL_UDATA_RULE_COMMENT`).
     pub comment: Option<String>,
+    /// Every expression's data, back to back.
+    buf: Vec<u8>,
+    slots: Vec<ExprSlot>,
 }
 
 /// Iterates the attributes of `buf` (`struct nlattr` sequence, 4-byte aligned).
@@ -463,9 +496,9 @@ fn find_attr(buf: &[u8], kind: u16) -> Option<&[u8]> {
     attrs(buf).map_while(Result::ok).find(|a| a.kind == kind).map(|a| a.value)
 }
 
-impl Expr {
-    fn attr(&self, kind: u16) -> Option<&[u8]> {
-        find_attr(&self.data, kind)
+impl<'a> Expr<'a> {
+    fn attr(&self, kind: u16) -> Option<&'a [u8]> {
+        find_attr(self.data, kind)
     }
 
     /// Packets and bytes of a `counter` expression.
@@ -489,7 +522,7 @@ impl Expr {
 
     /// The verdict this expression gives, if it gives one.
     pub fn verdict(&self) -> Option<Verdict> {
-        match self.name.as_str() {
+        match self.name {
             "immediate" => {
                 let dreg = self.attr(NFTA_IMMEDIATE_DREG).and_then(|v| be_u32(v).ok())?;
                 if dreg != NFT_REG_VERDICT {
@@ -511,7 +544,7 @@ impl Expr {
 
     pub fn class(&self) -> ExprClass {
         let has = |kind| self.attr(kind).is_some();
-        match self.name.as_str() {
+        match self.name {
             "payload" if has(NFTA_PAYLOAD_SREG) => ExprClass::Effect,
             "meta" if has(NFTA_META_SREG) => ExprClass::Effect,
             "ct" if has(NFTA_CT_SREG) => ExprClass::Effect,
@@ -541,19 +574,48 @@ impl Expr {
 }
 
 impl Rule {
+    /// A rule without expressions (add them with [`Rule::push_expr`]).
+    pub fn new(family: u8, table: impl Into<String>, chain: impl Into<String>, handle: u64) -> Rule {
+        Rule {
+            family,
+            table: table.into(),
+            chain: chain.into(),
+            handle,
+            comment: None,
+            buf: Vec::new(),
+            slots: Vec::new(),
+        }
+    }
+
+    /// Appends an expression (`name`, raw `NFTA_EXPR_DATA` attributes).
+    pub fn push_expr(&mut self, name: &str, data: &[u8]) {
+        self.push_slot(intern(name.as_bytes()), data);
+    }
+
+    fn push_slot(&mut self, name: Cow<'static, str>, data: &[u8]) {
+        let start = self.buf.len();
+        self.buf.extend_from_slice(data);
+        self.slots.push(ExprSlot { name, start, end: self.buf.len() });
+    }
+
+    /// The expressions, in order.
+    pub fn exprs(&self) -> impl DoubleEndedIterator<Item = Expr<'_>> + ExactSizeIterator + '_ {
+        self.slots.iter().map(|s| Expr { name: &s.name, data: &self.buf[s.start..s.end] })
+    }
+
     /// The first `counter` expression's values (rules have at most one).
     pub fn counter(&self) -> Option<Counter> {
-        self.exprs.iter().find_map(Expr::counter)
+        self.exprs().find_map(|e| e.counter())
     }
 
     /// The last verdict-giving expression, or [`Verdict::None`].
     pub fn verdict(&self) -> Verdict {
-        self.exprs.iter().rev().find_map(Expr::verdict).unwrap_or(Verdict::None)
+        self.exprs().rev().find_map(|e| e.verdict()).unwrap_or(Verdict::None)
     }
 
     /// Names of the xt (`iptables-nft`) matches, in order.
     pub fn xt_matches(&self) -> Vec<String> {
-        self.exprs.iter().filter(|e| e.name == "match").filter_map(Expr::xt_name).collect()
+        self.exprs().filter(|e| e.name == "match").filter_map(|e| e.xt_name()).collect()
     }
 
     /// The comment to show: the userdata comment, else the text of an xt `comment`
@@ -563,7 +625,7 @@ impl Rule {
         if let Some(c) = &self.comment {
             return c.clone();
         }
-        for e in self.exprs.iter().filter(|e| e.name == "match") {
+        for e in self.exprs().filter(|e| e.name == "match") {
             if e.xt_name().as_deref() == Some("comment") {
                 if let Some(info) = e.attr(NFTA_XT_INFO) {
                     return cstr(info);
@@ -580,7 +642,7 @@ impl Rule {
 
     /// True when some expression is an xtables match or target.
     pub fn has_xt(&self) -> bool {
-        self.exprs.iter().any(|e| e.name == "match" || e.name == "target")
+        self.exprs().any(|e| e.name == "match" || e.name == "target")
     }
 }
 
@@ -842,14 +904,7 @@ fn parse_set(family: u8, body: &[u8]) -> Result<Set, String> {
 }
 
 fn parse_rule(family: u8, body: &[u8]) -> Result<Rule, String> {
-    let mut rule = Rule {
-        family,
-        table: String::new(),
-        chain: String::new(),
-        handle: 0,
-        exprs: Vec::new(),
-        comment: None,
-    };
+    let mut rule = Rule::new(family, String::new(), String::new(), 0);
     let mut have_handle = false;
     for a in attrs(body) {
         let a = a?;
@@ -861,6 +916,7 @@ fn parse_rule(family: u8, body: &[u8]) -> Result<Rule, String> {
                 have_handle = true;
             }
             NFTA_RULE_EXPRESSIONS => {
+                rule.buf.reserve(a.value.len());
                 for elem in attrs(a.value) {
                     let elem = elem?;
                     if elem.kind != NFTA_LIST_ELEM {
@@ -871,7 +927,7 @@ fn parse_rule(family: u8, body: &[u8]) -> Result<Rule, String> {
                     for ea in attrs(elem.value) {
                         let ea = ea?;
                         match ea.kind {
-                            NFTA_EXPR_NAME => name = Some(cstr(ea.value)),
+                            NFTA_EXPR_NAME => name = Some(intern(ea.value)),
                             NFTA_EXPR_DATA => data = ea.value,
                             _ => {}
                         }
@@ -881,7 +937,7 @@ fn parse_rule(family: u8, body: &[u8]) -> Result<Rule, String> {
                     for d in attrs(data) {
                         d.map_err(|e| format!("expression {name}: {e}"))?;
                     }
-                    rule.exprs.push(Expr { name, data: data.to_vec() });
+                    rule.push_slot(name, data);
                 }
             }
             NFTA_RULE_USERDATA => rule.comment = udata_comment(a.value),
@@ -1282,8 +1338,9 @@ mod tests {
         let r = one_rule(&rule_msg(2, 6, &[xt("match", "conntrack", &[1, 2, 3]), xt("match", "multiport", &[9]), xt("target", "LOG", &[])], None));
         assert_eq!(r.display_comment(), "(xt match: conntrack,multiport)");
         assert_eq!(r.verdict().to_string(), "xt:LOG");
-        assert_eq!(r.exprs[2].class(), ExprClass::Effect);
-        assert_eq!(r.exprs[0].class(), ExprClass::Compare);
+        let classes: Vec<ExprClass> = r.exprs().map(|e| e.class()).collect();
+        assert_eq!(classes[2], ExprClass::Effect);
+        assert_eq!(classes[0], ExprClass::Compare);
         // The rule's own comment wins over the xt comment match.
         let r = one_rule(&rule_msg(2, 7, &[xt("match", "comment", &comment)], Some(&[0, 3, b'o', b'k', 0])));
         assert_eq!(r.display_comment(), "ok");
@@ -1372,7 +1429,7 @@ mod tests {
             &[load, set_payload, expr("cmp", &[]), map, expr("lookup", &[]), expr("limit", &[]), expr("frobnicate", &[]), counter_expr(0, 0)],
             None,
         ));
-        let classes: Vec<ExprClass> = r.exprs.iter().map(Expr::class).collect();
+        let classes: Vec<ExprClass> = r.exprs().map(|e| e.class()).collect();
         use ExprClass::*;
         assert_eq!(classes, [Load, Effect, Compare, Load, Compare, Stateful, Unknown, Neutral]);
     }
@@ -1406,7 +1463,7 @@ mod tests {
                         for item in c.items {
                             if let Item::Rule(r) = item {
                                 let _ = (r.counter(), r.verdict(), r.display_comment());
-                                let _: Vec<ExprClass> = r.exprs.iter().map(Expr::class).collect();
+                                let _: Vec<ExprClass> = r.exprs().map(|e| e.class()).collect();
                             }
                         }
                     }

@@ -2,26 +2,29 @@
 //! and what `netsight replay` scores on NAB. One implementation for both, so what
 //! scores well on the benchmark is what users run.
 //!
-//! Each value is judged against what this series has done before, on two features:
+//! Each value is judged against what this series has done before, on three features,
+//! each with its own forgetting histogram (a memory of a few thousand samples):
 //!
-//! * the **level** `x`: how far it lies outside the series' usual range, the
-//!   `[0.1%, 99.9%]` quantiles of a forgetting histogram of past values (memory of a
-//!   few thousand samples), in units of that range;
-//! * the **local spread**: the median absolute deviation of the last 16 values, against
-//!   the upper quantile of its own history (a series that suddenly turns noisy).
+//! * **level**: the value itself;
+//! * **shift**: the mean of the last 16 values minus the median of the 32 before
+//!   (a sustained step that stays inside the usual range of values);
+//! * **spread**: the median absolute deviation of the last 16 values (a series that
+//!   suddenly turns noisy).
 //!
-//! The stronger of the two is the raw evidence. Because the range is learned per
-//! series, a spike that is routine for a noisy series scores low and the same step on
-//! a quiet one scores high, so one alarm level suits every series.
+//! A feature's evidence is how far it lies outside its usual range — the
+//! `[0.1%, 99.9%]` quantiles of its histogram — in units of that range, so it is
+//! scale-free: a swing that is routine for a noisy series scores low and the same
+//! swing on a quiet one scores high, and one alarm level suits every series. The
+//! evidence of the value is the strongest of the three (shift and spread weighted
+//! ½), mapped to [0, 1) by `e / (1 + e)`.
 //!
-//! The emitted score is the evidence of the *first* sample of an excursion: afterwards
-//! a score is only emitted again when the evidence clearly exceeds the recent peak
-//! (refractory suppression), so an incident gives one early alarm instead of a
-//! stream of repeats.
+//! The emitted score is that evidence at the *first* sample of an excursion; after it,
+//! a score is only emitted again once the evidence exceeds three times the recent peak
+//! (which fades by 2% a sample). An incident thus gives one early alarm instead of a
+//! stream of repeats — what NAB rewards, and what an on-call human wants.
 //!
-//! State per series: three fixed-size arrays (a 64-sample ring and two 64-bin
-//! histograms, f32), about 1 KiB; an update costs a few hundred arithmetic
-//! operations and no allocation.
+//! State per series: a 64-value ring and three 64-bin histograms of f32, about 1.3 KiB,
+//! no allocation after the first update.
 
 use serde::{Deserialize, Serialize};
 
@@ -31,24 +34,26 @@ use super::baseline::Estimate;
 /// values exist for experiments.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Params {
-    /// Samples before any score is emitted.
+    /// Samples learned before any score is emitted.
     pub warmup: u32,
     /// Forgetting horizon of the histograms, in samples (counts decay by `1 − 1/horizon`).
     pub horizon: f64,
-    /// Tail mass outside the usual range, on each side.
+    /// Mass outside the usual range, on each side.
     pub tail: f64,
-    /// Weight of the local-spread feature.
-    pub spread_weight: f64,
-    /// Values in the local-spread window.
+    /// Values averaged by the shift feature.
+    pub shift_window: usize,
+    /// Values before them whose median is the shift feature's reference.
+    pub shift_context: usize,
+    /// Weight of the shift feature's evidence.
+    pub shift_weight: f64,
+    /// Values in the spread feature's window.
     pub spread_window: usize,
+    /// Weight of the spread feature's evidence.
+    pub spread_weight: f64,
     /// Per-sample decay of the remembered peak evidence.
     pub peak_decay: f64,
     /// A new alarm needs evidence above `rearm × the remembered peak`.
     pub rearm: f64,
-    /// Values are learned clipped to this many ranges beyond the usual range, so an
-    /// outlier does not widen the range it is judged against (a lasting shift is still
-    /// learned, a step at a time).
-    pub clip: f64,
 }
 
 impl Params {
@@ -56,11 +61,13 @@ impl Params {
         warmup: 150,
         horizon: 3000.0,
         tail: 0.001,
-        spread_weight: 0.5,
+        shift_window: 16,
+        shift_context: 32,
+        shift_weight: 0.5,
         spread_window: 16,
-        peak_decay: 0.99,
-        rearm: 2.0,
-        clip: f64::INFINITY,
+        spread_weight: 0.5,
+        peak_decay: 0.98,
+        rearm: 3.0,
     };
 }
 
@@ -70,7 +77,7 @@ impl Default for Params {
     }
 }
 
-/// Values kept for the local median and spread.
+/// Values kept for the local features.
 const RING: usize = 64;
 /// Bins per histogram.
 const BINS: usize = 64;
@@ -80,10 +87,13 @@ const MAD_TO_SIGMA: f64 = 1.4826;
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct Detector {
     n: u32,
+    /// The last `RING` values, oldest overwritten first; `head` is the next slot.
     ring: Vec<f32>,
     head: usize,
     level: Histogram,
+    shift: Histogram,
     spread: Histogram,
+    /// Recent peak evidence (fading), for the refractory suppression.
     peak: f64,
 }
 
@@ -91,9 +101,10 @@ impl Default for Detector {
     fn default() -> Self {
         Detector {
             n: 0,
-            ring: Vec::with_capacity(RING),
+            ring: Vec::new(),
             head: 0,
             level: Histogram::default(),
+            shift: Histogram::default(),
             spread: Histogram::default(),
             peak: 0.0,
         }
@@ -102,7 +113,8 @@ impl Default for Detector {
 
 /// What one value would do to the detector.
 struct Step {
-    spread: f64,
+    shift: Option<f64>,
+    spread: Option<f64>,
     evidence: f64,
     score: f64,
 }
@@ -113,7 +125,8 @@ impl Detector {
         self.observe(x);
     }
 
-    /// Scores `x` against what came before, then learns it: the replay loop.
+    /// Scores `x` against what came before, then learns it: the replay loop. Equal to
+    /// `score(x)` followed by `update(x)`.
     pub fn observe(&mut self, x: f64) -> f64 {
         self.observe_with(x, &Params::DEFAULT)
     }
@@ -130,14 +143,23 @@ impl Detector {
         st.score
     }
 
-    /// Anomaly score in [0, 1] of `x` against the current state: high for the first
-    /// sample of an excursion beyond the series' usual range or spread, 0 for ordinary
-    /// values and for the continuation of an excursion already reported.
+    /// Anomaly score in [0, 1) of `x` against the current state: high for the first
+    /// sample of an excursion beyond the series' usual level, shift or spread; 0 for
+    /// ordinary values and for the continuation of an excursion already reported.
     pub fn score(&self, x: f64) -> f64 {
         if !x.is_finite() {
             return 0.0;
         }
         self.step(x, &Params::DEFAULT).score
+    }
+
+    /// How far `x` is outside the usual range (the evidence before the refractory
+    /// suppression), in [0, 1).
+    pub fn evidence(&self, x: f64) -> f64 {
+        if !x.is_finite() {
+            return 0.0;
+        }
+        self.step(x, &Params::DEFAULT).evidence
     }
 
     /// Median and MAD-σ of the recent values, with a quarter of the long-run spread as
@@ -159,7 +181,8 @@ impl Detector {
     }
 
     pub fn heap_bytes(&self) -> usize {
-        (self.ring.capacity() + self.level.counts.capacity() + self.spread.counts.capacity()) * std::mem::size_of::<f32>()
+        let hist = self.level.counts.capacity() + self.shift.counts.capacity() + self.spread.counts.capacity();
+        (self.ring.capacity() + hist) * std::mem::size_of::<f32>()
     }
 
     /// Heap plus inline bytes of one series' state.
@@ -168,35 +191,65 @@ impl Detector {
     }
 
     fn step(&self, x: f64, p: &Params) -> Step {
-        // Local spread including x.
-        let k = p.spread_window.clamp(2, RING).min(self.ring.len() + 1);
         let mut buf = [0f32; RING];
-        self.last(k - 1, &mut buf);
-        buf[k - 1] = x as f32;
-        let spread = if k >= p.spread_window.clamp(2, RING) { median_mad(&mut buf[..k]).1 } else { f64::NAN };
+        let shift = self.shift_feature(x, p, &mut buf);
+        let spread = self.spread_feature(x, p, &mut buf);
         if self.n < p.warmup {
-            return Step { spread, evidence: 0.0, score: 0.0 };
+            return Step { shift, spread, evidence: 0.0, score: 0.0 };
         }
         let mut e = self.level.excess(x, p.tail, false);
-        if spread.is_finite() && self.spread.n > 0 {
-            e = e.max(p.spread_weight * self.spread.excess(spread, p.tail, true));
+        if let Some(s) = shift {
+            e = e.max(p.shift_weight * self.shift.excess(s, p.tail, false));
+        }
+        if let Some(s) = spread {
+            e = e.max(p.spread_weight * self.spread.excess(s, p.tail, true));
         }
         let evidence = e / (1.0 + e);
         let score = if evidence > p.rearm * self.peak { evidence } else { 0.0 };
-        Step { spread, evidence, score }
+        Step { shift, spread, evidence, score }
+    }
+
+    /// Mean of the last `shift_window` values (with `x`) minus the median of the
+    /// `shift_context` values before `x`.
+    fn shift_feature(&self, x: f64, p: &Params, buf: &mut [f32; RING]) -> Option<f64> {
+        let k = p.shift_window.clamp(1, RING);
+        let m = p.shift_context.clamp(1, RING);
+        if self.ring.len() < k.max(m) {
+            return None;
+        }
+        self.last(k.max(m), buf);
+        let mean = (x + buf[..k - 1].iter().map(|&v| v as f64).sum::<f64>()) / k as f64;
+        Some(mean - select_median(&mut buf[..m]) as f64)
+    }
+
+    /// MAD of the last `spread_window` values, `x` included.
+    fn spread_feature(&self, x: f64, p: &Params, buf: &mut [f32; RING]) -> Option<f64> {
+        let k = p.spread_window.clamp(2, RING);
+        if self.ring.len() < k - 1 {
+            return None;
+        }
+        self.last(k - 1, buf);
+        buf[k - 1] = x as f32;
+        Some(median_mad(&mut buf[..k]).1)
     }
 
     fn learn(&mut self, x: f64, st: &Step, p: &Params) {
         if self.ring.len() < RING {
+            if self.ring.capacity() < RING {
+                self.ring.reserve_exact(RING);
+            }
             self.ring.push(x as f32);
             self.head = self.ring.len() % RING;
         } else {
             self.ring[self.head] = x as f32;
             self.head = (self.head + 1) % RING;
         }
-        self.level.learn(self.level.clip(x, p.tail, p.clip), p.horizon);
-        if st.spread.is_finite() {
-            self.spread.learn(self.spread.clip(st.spread, p.tail, p.clip), p.horizon);
+        self.level.learn(x, p.horizon);
+        if let Some(s) = st.shift {
+            self.shift.learn(s, p.horizon);
+        }
+        if let Some(s) = st.spread {
+            self.spread.learn(s, p.horizon);
         }
         self.peak = (self.peak * p.peak_decay).max(st.evidence);
         self.n = self.n.saturating_add(1);
@@ -226,8 +279,8 @@ fn select_median(v: &mut [f32]) -> f32 {
     *m
 }
 
-/// A histogram over an adaptive range whose counts decay, so it describes the last
-/// `horizon` samples or so. The range grows to include every new value and shrinks when
+/// A histogram over an adaptive range whose counts decay, so it describes roughly the
+/// last `horizon` samples. The range grows to take in every new value and shrinks when
 /// the mass at its edges has decayed away.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 struct Histogram {
@@ -235,14 +288,14 @@ struct Histogram {
     hi: f64,
     counts: Vec<f32>,
     total: f64,
-    /// Weight of the next sample (grows instead of decaying every count).
+    /// Weight of the next sample (grows, instead of decaying every count).
     weight: f64,
     n: u32,
 }
 
 impl Default for Histogram {
     fn default() -> Self {
-        Histogram { lo: 0.0, hi: 0.0, counts: vec![0.0; BINS], total: 0.0, weight: 1.0, n: 0 }
+        Histogram { lo: 0.0, hi: 0.0, counts: Vec::new(), total: 0.0, weight: 1.0, n: 0 }
     }
 }
 
@@ -255,21 +308,35 @@ impl Histogram {
     }
 
     /// The value below which a fraction `q` of the mass lies (uniform within a bin).
+    /// Scans from the nearer end, so the tail quantiles cost a few bins.
     fn quantile(&self, q: f64) -> f64 {
-        if self.total <= 0.0 {
+        if self.total <= 0.0 || self.counts.is_empty() {
             return self.lo;
         }
-        let target = q * self.total;
         let w = self.width();
-        let mut acc = 0.0;
-        for (i, &c) in self.counts.iter().enumerate() {
-            let c = c as f64;
-            if c > 0.0 && acc + c >= target {
-                return self.lo + (i as f64 + ((target - acc) / c).clamp(0.0, 1.0)) * w;
+        if q <= 0.5 {
+            let target = q * self.total;
+            let mut acc = 0.0;
+            for (i, &c) in self.counts.iter().enumerate() {
+                let c = c as f64;
+                if c > 0.0 && acc + c >= target {
+                    return self.lo + (i as f64 + ((target - acc) / c).clamp(0.0, 1.0)) * w;
+                }
+                acc += c;
             }
-            acc += c;
+            self.hi
+        } else {
+            let target = (1.0 - q) * self.total;
+            let mut acc = 0.0;
+            for (i, &c) in self.counts.iter().enumerate().rev() {
+                let c = c as f64;
+                if c > 0.0 && acc + c >= target {
+                    return self.lo + (i as f64 + 1.0 - ((target - acc) / c).clamp(0.0, 1.0)) * w;
+                }
+                acc += c;
+            }
+            self.lo
         }
-        self.hi
     }
 
     /// How far `x` lies beyond the `[tail, 1 − tail]` quantile range, in units of that
@@ -278,29 +345,31 @@ impl Histogram {
         if self.n == 0 {
             return 0.0;
         }
-        let lo = self.quantile(tail);
         let hi = self.quantile(1.0 - tail);
+        let lo = self.quantile(tail);
         let beyond = if upper { x - hi } else { (x - hi).max(lo - x) };
-        if beyond <= 0.0 {
+        if beyond <= 0.0 || self.common(x, tail) {
             return 0.0;
         }
         let range = (hi - lo).max(f64::EPSILON * hi.abs().max(lo.abs())).max(f64::MIN_POSITIVE);
         beyond / range
     }
 
-    /// `x` limited to `k` ranges beyond the usual range.
-    fn clip(&self, x: f64, tail: f64, k: f64) -> f64 {
-        if self.n < 32 || !k.is_finite() {
-            return x;
+    /// Whether `x` falls in a bin that holds more than the tail mass (the quantiles
+    /// interpolate inside bins, so a value at the edge of a well-populated bin, like the
+    /// only value of a constant series, would otherwise look slightly outside).
+    fn common(&self, x: f64, tail: f64) -> bool {
+        let w = self.width();
+        if x < self.lo || x > self.hi {
+            return false;
         }
-        let lo = self.quantile(tail);
-        let hi = self.quantile(1.0 - tail);
-        let m = k * (hi - lo).max(f64::EPSILON * hi.abs().max(lo.abs()));
-        x.clamp(lo - m, hi + m)
+        let b = if w > 0.0 { (((x - self.lo) / w) as usize).min(BINS - 1) } else { 0 };
+        self.counts.get(b).is_some_and(|&c| c as f64 > tail * self.total)
     }
 
     fn learn(&mut self, x: f64, horizon: f64) {
-        if self.n == 0 {
+        if self.counts.is_empty() {
+            self.counts = vec![0.0; BINS];
             self.lo = x;
             self.hi = x;
         }
@@ -322,10 +391,12 @@ impl Histogram {
             self.total /= self.weight;
             self.weight = 1.0;
         }
-        self.shrink();
+        if self.n % 16 == 0 {
+            self.shrink();
+        }
     }
 
-    /// Drops edge bins whose mass has decayed away, when they make up half the range.
+    /// Drops edge bins whose mass has decayed away, once they make up half the range.
     fn shrink(&mut self) {
         let eps = self.total * STALE;
         let first = self.counts.iter().position(|&c| c as f64 > eps).unwrap_or(0);
@@ -402,14 +473,41 @@ mod tests {
         assert!(max_normal < 0.2, "ordinary noise scored {max_normal}");
         let first = d.observe(160.0);
         assert!(first > 0.8, "spike scored {first}");
+        assert!(d.evidence(161.0) > 0.8, "the evidence stays high");
         let again = d.observe(161.0);
-        assert_eq!(again, 0.0, "the same excursion is reported once");
+        assert_eq!(again, 0.0, "but the same excursion is reported once");
         // Once the spike has aged out of the series' memory, a new excursion is
         // reported again.
         for i in 0..3000 {
             d.observe(100.0 + 5.0 * noise(10_000 + i));
         }
         assert!(d.observe(60.0) > 0.7, "a later excursion is reported again");
+    }
+
+    #[test]
+    fn a_step_inside_the_range_and_a_burst_of_noise_are_seen() {
+        // A slow wave between 10 and 90; a sudden step from 50 to 80 stays inside the
+        // usual range of values, but not of shifts.
+        let wave = |i: u64| 50.0 + 40.0 * (i as f64 * std::f64::consts::TAU / 2000.0).sin() + noise(i);
+        let mut d = Detector::default();
+        for i in 0..4000 {
+            d.observe(wave(i));
+        }
+        let mut best: f64 = 0.0;
+        for i in 0..16 {
+            best = best.max(d.observe(80.0 + noise(50_000 + i)));
+        }
+        assert!(best > 0.1, "a sudden step scored {best}");
+        // Quiet noise, then the same mean with five times the noise.
+        let mut d = Detector::default();
+        for i in 0..3000 {
+            d.observe(20.0 + 0.2 * noise(i));
+        }
+        let mut best: f64 = 0.0;
+        for i in 0..20 {
+            best = best.max(d.observe(20.0 + noise(70_000 + i)));
+        }
+        assert!(best > 0.3, "a burst of noise scored {best}");
     }
 
     #[test]
@@ -433,18 +531,24 @@ mod tests {
             assert_eq!(d.observe(3.0), 0.0);
         }
         assert!(d.observe(4.0) > 0.9);
+        assert_eq!(d.observe(f64::NAN), 0.0, "non-finite values are ignored");
+        assert_eq!(d.samples(), 1001);
     }
 
     #[test]
     fn state_is_small_and_bounded() {
         let mut d = Detector::default();
+        assert!(d.estimate().is_none());
         for i in 0..100_000 {
             d.observe(i as f64 * noise(i).abs());
         }
         assert!(d.memory_bytes() <= 2048, "{} bytes", d.memory_bytes());
         let json = serde_json::to_string(&d).expect("serialize");
-        let back: Detector = serde_json::from_str(&json).expect("deserialize");
+        let mut back: Detector = serde_json::from_str(&json).expect("deserialize");
         assert_eq!(back.samples(), d.samples());
+        for x in [5e4, 2e5, -1.0] {
+            assert!((back.observe(x) - d.observe(x)).abs() < 1e-9);
+        }
     }
 
     #[test]
@@ -454,8 +558,17 @@ mod tests {
             h.learn((i % 100) as f64, 3000.0);
         }
         assert!((h.quantile(0.5) - 50.0).abs() < 3.0, "{}", h.quantile(0.5));
+        assert!((h.quantile(0.9) - 90.0).abs() < 3.0, "{}", h.quantile(0.9));
         assert!(h.quantile(0.999) <= 100.0 && h.quantile(0.001) >= 0.0);
         assert_eq!(h.excess(50.0, 0.001, false), 0.0);
         assert!(h.excess(200.0, 0.001, false) > 0.9);
+        assert!(h.excess(-100.0, 0.001, false) > 0.9);
+        assert_eq!(h.excess(-100.0, 0.001, true), 0.0);
+        // A far outlier widens the range; once it has decayed, the range shrinks back.
+        h.learn(1e6, 3000.0);
+        for i in 0..30_000 {
+            h.learn((i % 100) as f64, 3000.0);
+        }
+        assert!(h.hi < 1e4, "{}", h.hi);
     }
 }

@@ -364,10 +364,10 @@ fn facts(rule: &Rule) -> Facts<'_> {
     let mut loads = 0;
     let mut decidable = true;
     let (mut conditional, mut barrier, mut stateful) = (false, false, false);
-    for e in &rule.exprs {
+    for e in rule.exprs() {
         match e.class() {
             ExprClass::Load => {
-                encode(&mut cur, &e.name, &e.data);
+                encode(&mut cur, e.name, e.data);
                 loads += 1;
                 conditional = true;
             }
@@ -377,11 +377,11 @@ fn facts(rule: &Rule) -> Facts<'_> {
                     // xtables matches read the packet themselves.
                     decidable &= cur.is_empty();
                     let mut a = Vec::new();
-                    encode(&mut a, &e.name, &e.data);
+                    encode(&mut a, e.name, e.data);
                     atoms.push(a);
                 } else {
                     decidable &= loads > 0;
-                    encode(&mut cur, &e.name, &e.data);
+                    encode(&mut cur, e.name, e.data);
                     atoms.push(std::mem::take(&mut cur));
                     loads = 0;
                 }
@@ -412,7 +412,7 @@ fn facts(rule: &Rule) -> Facts<'_> {
         rule,
         unconditional: !conditional && verdict.is_terminal(),
         verdict,
-        canon: rule.exprs.iter().filter(|e| e.name != "counter").map(|e| (e.name.as_str(), e.data.as_slice())).collect(),
+        canon: rule.exprs().filter(|e| e.name != "counter").map(|e| (e.name, e.data)).collect(),
         atoms: decidable.then_some(atoms),
         barrier,
         stateful,
@@ -859,7 +859,12 @@ pub fn render_text(report: &Report) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::netlink::nftables::Expr;
+
+    /// An expression for a test rule: name and raw data.
+    struct Expr {
+        name: &'static str,
+        data: Vec<u8>,
+    }
 
     fn nla(kind: u16, value: &[u8]) -> Vec<u8> {
         let mut v = Vec::new();
@@ -872,8 +877,8 @@ mod tests {
         v
     }
 
-    fn e(name: &str, data: Vec<u8>) -> Expr {
-        Expr { name: name.into(), data }
+    fn e(name: &'static str, data: Vec<u8>) -> Expr {
+        Expr { name, data }
     }
 
     fn payload(offset: u32) -> Expr {
@@ -895,7 +900,11 @@ mod tests {
     }
 
     fn rule(handle: u64, exprs: Vec<Expr>) -> Rule {
-        Rule { family: 2, table: "t".into(), chain: "c".into(), handle, exprs, comment: None }
+        let mut r = Rule::new(2, "t", "c", handle);
+        for e in exprs {
+            r.push_expr(e.name, &e.data);
+        }
+        r
     }
 
     fn kinds(rules: Vec<Rule>) -> Vec<(&'static str, u64, u64)> {
