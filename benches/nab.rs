@@ -25,7 +25,11 @@ fn main() {
         println!("nab bench: run with `cargo bench --bench nab -- DIR` (DIR: a NAB corpus); skipped");
         return;
     }
-    let dir = args.iter().find(|a| !a.starts_with("--")).cloned().or_else(|| std::env::var("NAB_DIR").ok());
+    let dir = args
+        .iter()
+        .find(|a| !a.starts_with("--"))
+        .cloned()
+        .or_else(|| std::env::var("NAB_DIR").ok());
     let Some(dir) = dir.map(PathBuf::from) else {
         println!("nab bench: no corpus given (`cargo bench --bench nab -- DIR` or NAB_DIR); skipped");
         return;
@@ -72,7 +76,10 @@ fn main() {
     println!("| measure | value |");
     println!("|---|---:|");
     println!("| state per series (inline + heap, largest over the corpus) | {max_bytes} bytes |");
-    println!("| `observe` (score + learn), one series fed {} values, best of 3 | {best:.0} ns |", values.len());
+    println!(
+        "| `observe` (score + learn), one series fed {} values, best of 3 | {best:.0} ns |",
+        values.len()
+    );
     println!("| whole-corpus replay, per row (includes allocation of the outputs) | {replay_ns:.0} ns |");
     println!("| rolling z-score (288-value window), per row | {zscore_ns:.0} ns |");
 }
@@ -84,7 +91,10 @@ fn categories(corpus: &Corpus, scores: &[Vec<f64>]) -> String {
     let thr = all.standard().threshold;
     let mut cats: BTreeMap<&str, (f64, usize, usize, usize)> = BTreeMap::new();
     for (f, s) in corpus.files.iter().zip(scores) {
-        let series = score::Series { scores: s, windows: &f.windows };
+        let series = score::Series {
+            scores: s,
+            windows: &f.windows,
+        };
         let r = score::score_series(&series, &score::STANDARD, thr);
         let e = score::event_metrics(&[series], thr);
         let c = cats.entry(f.category.as_str()).or_default();
@@ -93,9 +103,15 @@ fn categories(corpus: &Corpus, scores: &[Vec<f64>]) -> String {
         c.2 += e.detected;
         c.3 += e.false_events;
     }
-    let mut out = String::from("| category | windows found | false events | raw standard score | normalised |\n|---|---:|---:|---:|---:|\n");
+    let mut out = String::from(
+        "| category | windows found | false events | raw standard score | normalised |\n|---|---:|---:|---:|---:|\n",
+    );
     for (k, (raw, w, d, fp)) in cats {
-        let norm = if w > 0 { format!("{:.1}", score::normalize(raw, w, &score::STANDARD)) } else { "—".into() };
+        let norm = if w > 0 {
+            format!("{:.1}", score::normalize(raw, w, &score::STANDARD))
+        } else {
+            "—".into()
+        };
         out.push_str(&format!("| {k} | {d}/{w} | {fp} | {raw:.2} | {norm} |\n"));
     }
     out

@@ -284,7 +284,8 @@ impl Config {
             }
         }
         for (i, entry) in self.analyze.exposure_allowlist.iter().enumerate() {
-            PortRule::parse(entry).map_err(|e| ConfigError::Invalid(format!("analyze.exposure_allowlist[{i}]: {e}")))?;
+            PortRule::parse(entry)
+                .map_err(|e| ConfigError::Invalid(format!("analyze.exposure_allowlist[{i}]: {e}")))?;
         }
         Ok(())
     }
@@ -319,13 +320,22 @@ mod tests {
 
     #[test]
     fn exposure_allowlist_entries_parse_and_bad_ones_are_rejected() {
-        let c = Config::from_yaml_over_defaults("u.yaml", "analyze:\n  exposure_allowlist: [\"tcp/22\", \"53\", \"udp/9000-9100\"]\n")
-            .expect("valid");
-        let rules: Vec<PortRule> = c.analyze.exposure_allowlist.iter().map(|e| PortRule::parse(e).expect("rule")).collect();
+        let c = Config::from_yaml_over_defaults(
+            "u.yaml",
+            "analyze:\n  exposure_allowlist: [\"tcp/22\", \"53\", \"udp/9000-9100\"]\n",
+        )
+        .expect("valid");
+        let rules: Vec<PortRule> = c
+            .analyze
+            .exposure_allowlist
+            .iter()
+            .map(|e| PortRule::parse(e).expect("rule"))
+            .collect();
         assert!(rules[0].matches("tcp", 22) && !rules[0].matches("udp", 22));
         assert!(rules[1].matches("udp", 53) && rules[1].matches("tcp", 53));
         assert!(rules[2].matches("udp", 9050) && !rules[2].matches("udp", 9101));
-        let e = Config::from_yaml_over_defaults("u.yaml", "analyze:\n  exposure_allowlist: [\"sctp/1\"]\n").unwrap_err();
+        let e =
+            Config::from_yaml_over_defaults("u.yaml", "analyze:\n  exposure_allowlist: [\"sctp/1\"]\n").unwrap_err();
         assert!(e.to_string().contains("exposure_allowlist[0]"), "{e}");
         assert!(PortRule::parse("90-80").is_err());
         assert!(PortRule::parse("http").is_err());

@@ -73,7 +73,10 @@ fn main() -> ExitCode {
                 if a.markdown {
                     print!("{}", netsight::catalog::render_markdown());
                 } else {
-                    println!("{}", serde_json::to_string_pretty(&netsight::catalog::all_metrics_json())?);
+                    println!(
+                        "{}",
+                        serde_json::to_string_pretty(&netsight::catalog::all_metrics_json())?
+                    );
                 }
                 Ok(())
             }

@@ -20,9 +20,16 @@ fn ensure_tools() {
     if !count.exists() {
         let _ = run(&["modprobe", "nf_conntrack"]);
     }
-    assert!(count.exists(), "nf_conntrack is not available (modprobe nf_conntrack failed)");
+    assert!(
+        count.exists(),
+        "nf_conntrack is not available (modprobe nf_conntrack failed)"
+    );
     for tool in [["nft", "--version"], ["conntrack", "--version"]] {
-        assert!(run(&tool).status.success(), "{} is needed: apt-get install -y nftables conntrack", tool[0]);
+        assert!(
+            run(&tool).status.success(),
+            "{} is needed: apt-get install -y nftables conntrack",
+            tool[0]
+        );
     }
 }
 
@@ -67,7 +74,13 @@ fn planted_shadowed_duplicate_and_redundant_rules_are_found() {
     let findings = report["rules"]["findings"].as_array().expect("findings");
     let got: Vec<(String, u64, u64)> = findings
         .iter()
-        .map(|f| (f["kind"].as_str().expect("kind").to_string(), f["handle"].as_u64().expect("h"), f["by_handle"].as_u64().expect("b")))
+        .map(|f| {
+            (
+                f["kind"].as_str().expect("kind").to_string(),
+                f["handle"].as_u64().expect("h"),
+                f["by_handle"].as_u64().expect("b"),
+            )
+        })
         .collect();
     let h = |c| handle_of(&ns, c);
     let want = vec![
@@ -114,19 +127,34 @@ fn clean_ruleset_reports_no_findings_and_ranks_rules_over_a_sample() {
     let report = analyze_json(&ns, &["--rules", "--sample", "1s"]);
     let _ = sender.wait();
     let rules = &report["rules"];
-    assert_eq!(rules["findings"].as_array().expect("findings").len(), 0, "{:#}", rules["findings"]);
+    assert_eq!(
+        rules["findings"].as_array().expect("findings").len(),
+        0,
+        "{:#}",
+        rules["findings"]
+    );
     assert!(report["sample_seconds"].as_f64().expect("sample") >= 1.0);
     let by_rate = rules["top_by_rate"].as_array().expect("by rate");
-    assert!(!by_rate.is_empty(), "traffic during the sample must rank a rule: {rules:#}");
+    assert!(
+        !by_rate.is_empty(),
+        "traffic during the sample must rank a rule: {rules:#}"
+    );
     assert!(by_rate[0]["packets_per_second"].as_f64().expect("rate") > 0.0);
     assert!(by_rate.iter().any(|r| r["comment"] == "loopback"), "{by_rate:#?}");
     let by_packets = rules["top_by_packets"].as_array().expect("by packets");
-    assert!(by_packets.windows(2).all(|w| w[0]["packets"].as_u64() >= w[1]["packets"].as_u64()));
+    assert!(by_packets
+        .windows(2)
+        .all(|w| w[0]["packets"].as_u64() >= w[1]["packets"].as_u64()));
     let policy: BTreeMap<String, String> = rules["chains"]
         .as_array()
         .expect("chains")
         .iter()
-        .map(|c| (c["chain"].as_str().expect("c").to_string(), c["policy"].as_str().expect("p").to_string()))
+        .map(|c| {
+            (
+                c["chain"].as_str().expect("c").to_string(),
+                c["policy"].as_str().expect("p").to_string(),
+            )
+        })
         .collect();
     assert_eq!(policy["input"], "drop");
     assert_eq!(policy["output"], "accept");
@@ -144,8 +172,15 @@ fn conntrack_l(text: &str) -> BTreeMap<(String, String, u64), u64> {
         if tok.len() < 4 || tok[1].parse::<u32>().is_err() {
             continue;
         }
-        let state = if tok[3].contains('=') || tok[3].starts_with('[') { "" } else { tok[3] };
-        let zone = tok.iter().find_map(|t| t.strip_prefix("zone=")).map_or(0, |z| z.parse().expect("zone"));
+        let state = if tok[3].contains('=') || tok[3].starts_with('[') {
+            ""
+        } else {
+            tok[3]
+        };
+        let zone = tok
+            .iter()
+            .find_map(|t| t.strip_prefix("zone="))
+            .map_or(0, |z| z.parse().expect("zone"));
         *m.entry((tok[0].to_string(), state.to_string(), zone)).or_default() += 1;
     }
     m
@@ -162,21 +197,109 @@ fn populate(ns: &Netns) {
     load(ns, "clean.nft");
     for i in 0..3 {
         let sport = (1000 + i).to_string();
-        insert(ns, &["-s", "10.1.0.1", "-d", "10.1.0.9", "-p", "tcp", "--sport", &sport, "--dport", "80", "--state", "ESTABLISHED", "-t", "300", "-u", "SEEN_REPLY"]);
+        insert(
+            ns,
+            &[
+                "-s",
+                "10.1.0.1",
+                "-d",
+                "10.1.0.9",
+                "-p",
+                "tcp",
+                "--sport",
+                &sport,
+                "--dport",
+                "80",
+                "--state",
+                "ESTABLISHED",
+                "-t",
+                "300",
+                "-u",
+                "SEEN_REPLY",
+            ],
+        );
     }
     for i in 0..2 {
         let sport = (2000 + i).to_string();
-        insert(ns, &["-s", "10.1.0.2", "-d", "10.1.0.9", "-p", "tcp", "--sport", &sport, "--dport", "443", "--state", "TIME_WAIT", "-t", "300"]);
+        insert(
+            ns,
+            &[
+                "-s",
+                "10.1.0.2",
+                "-d",
+                "10.1.0.9",
+                "-p",
+                "tcp",
+                "--sport",
+                &sport,
+                "--dport",
+                "443",
+                "--state",
+                "TIME_WAIT",
+                "-t",
+                "300",
+            ],
+        );
     }
     for i in 0..4 {
         let sport = (3000 + i).to_string();
-        insert(ns, &["-s", "10.1.0.3", "-d", "10.1.0.8", "-p", "udp", "--sport", &sport, "--dport", "53", "-t", "300"]);
+        insert(
+            ns,
+            &[
+                "-s", "10.1.0.3", "-d", "10.1.0.8", "-p", "udp", "--sport", &sport, "--dport", "53", "-t", "300",
+            ],
+        );
     }
-    insert(ns, &["-s", "10.1.0.4", "-d", "10.1.0.8", "-p", "udp", "--sport", "4000", "--dport", "53", "-t", "300", "-w", "7"]);
-    insert(ns, &["-s", "2001:db8::1", "-d", "2001:db8::2", "-p", "tcp", "--sport", "5000", "--dport", "22", "--state", "SYN_SENT", "-t", "300"]);
-    insert(ns, &["-s", "10.1.0.5", "-d", "10.1.0.9", "-p", "icmp", "--icmp-type", "8", "--icmp-code", "0", "--icmp-id", "77", "-t", "300"]);
+    insert(
+        ns,
+        &[
+            "-s", "10.1.0.4", "-d", "10.1.0.8", "-p", "udp", "--sport", "4000", "--dport", "53", "-t", "300", "-w", "7",
+        ],
+    );
+    insert(
+        ns,
+        &[
+            "-s",
+            "2001:db8::1",
+            "-d",
+            "2001:db8::2",
+            "-p",
+            "tcp",
+            "--sport",
+            "5000",
+            "--dport",
+            "22",
+            "--state",
+            "SYN_SENT",
+            "-t",
+            "300",
+        ],
+    );
+    insert(
+        ns,
+        &[
+            "-s",
+            "10.1.0.5",
+            "-d",
+            "10.1.0.9",
+            "-p",
+            "icmp",
+            "--icmp-type",
+            "8",
+            "--icmp-code",
+            "0",
+            "--icmp-id",
+            "77",
+            "-t",
+            "300",
+        ],
+    );
     // Real flows through the ruleset's ct expressions.
-    ns.exec_ok(&["bash", "-c", "for p in 7001 7002 7003; do echo x > /dev/udp/127.0.0.1/$p; done"]);
+    ns.exec_ok(&[
+        "bash",
+        "-c",
+        "for p in 7001 7002 7003; do echo x > /dev/udp/127.0.0.1/$p; done",
+    ]);
 }
 
 #[test]
@@ -195,7 +318,11 @@ fn conntrack_breakdown_equals_conntrack_l() {
         .iter()
         .map(|r| {
             (
-                (r["protocol"].as_str().expect("p").to_string(), r["state"].as_str().expect("s").to_string(), r["zone"].as_u64().expect("z")),
+                (
+                    r["protocol"].as_str().expect("p").to_string(),
+                    r["state"].as_str().expect("s").to_string(),
+                    r["zone"].as_u64().expect("z"),
+                ),
                 r["entries"].as_u64().expect("n"),
             )
         })
@@ -215,14 +342,27 @@ fn conntrack_breakdown_equals_conntrack_l() {
     assert_eq!(snap.value("netsight_conntrack_breakdown_available", &[]), 1.0);
     for ((proto, state, zone), n) in &want {
         let zone = zone.to_string();
-        let v = snap.value("netsight_conntrack_flows", &[("protocol", proto), ("state", state), ("zone", &zone)]);
+        let v = snap.value(
+            "netsight_conntrack_flows",
+            &[("protocol", proto), ("state", state), ("zone", &zone)],
+        );
         assert_eq!(v, *n as f64, "{proto} {state} {zone}");
     }
     assert_eq!(snap.samples("netsight_conntrack_flows", &[]).len(), want.len());
     // Top sources: 10.1.0.3 has 4 entries, the most after loopback's.
-    assert_eq!(snap.value("netsight_conntrack_top_source_flows", &[("address", "10.1.0.3")]), 4.0);
-    assert_eq!(snap.value("netsight_conntrack_top_destination_flows", &[("address", "10.1.0.9")]), 6.0);
-    let src_sum: f64 = snap.samples("netsight_conntrack_top_source_flows", &[]).iter().map(|s| s["value"].as_f64().expect("v")).sum();
+    assert_eq!(
+        snap.value("netsight_conntrack_top_source_flows", &[("address", "10.1.0.3")]),
+        4.0
+    );
+    assert_eq!(
+        snap.value("netsight_conntrack_top_destination_flows", &[("address", "10.1.0.9")]),
+        6.0
+    );
+    let src_sum: f64 = snap
+        .samples("netsight_conntrack_top_source_flows", &[])
+        .iter()
+        .map(|s| s["value"].as_f64().expect("v"))
+        .sum();
     assert_eq!(src_sum, total as f64, "top sources plus other cover every entry");
 }
 
@@ -233,7 +373,11 @@ fn top_addresses_are_capped_and_bytes_follow_accounting() {
     ns.exec_ok(&["sysctl", "-q", "-w", "net.netfilter.nf_conntrack_acct=1"]);
     populate(&ns);
     // More real flows with payload, after accounting was switched on.
-    ns.exec_ok(&["bash", "-c", "for p in 7101 7102; do head -c 500 /dev/zero > /dev/udp/127.0.0.1/$p; done"]);
+    ns.exec_ok(&[
+        "bash",
+        "-c",
+        "for p in 7101 7102; do head -c 500 /dev/zero > /dev/udp/127.0.0.1/$p; done",
+    ]);
     let cfg = std::env::temp_dir().join(format!("netsight-ct-top-{}.yaml", std::process::id()));
     std::fs::write(&cfg, "collectors:\n  conntrack:\n    top_addresses: 2\n").expect("cfg");
     let snap = ns.collect_json(&["--config", cfg.to_str().expect("utf8")]);
@@ -241,7 +385,11 @@ fn top_addresses_are_capped_and_bytes_follow_accounting() {
     let _ = std::fs::remove_file(&cfg);
     let src = snap.samples("netsight_conntrack_top_source_flows", &[]);
     assert_eq!(src.len(), 3, "2 addresses plus other");
-    assert_eq!(snap.samples("netsight_conntrack_top_source_flows", &[("address", "other")]).len(), 1);
+    assert_eq!(
+        snap.samples("netsight_conntrack_top_source_flows", &[("address", "other")])
+            .len(),
+        1
+    );
     // Bytes of 127.0.0.1's flows equal the sum of conntrack -L's bytes= fields.
     let mut want_bytes = 0u64;
     for line in listing.lines().filter(|l| l.contains("src=127.0.0.1 ")) {
@@ -263,7 +411,14 @@ fn breakdown_is_skipped_above_the_budget() {
     populate(&ns);
     let cfg = std::env::temp_dir().join(format!("netsight-ct-budget-{}.yaml", std::process::id()));
     std::fs::write(&cfg, "collectors:\n  conntrack:\n    breakdown_max_entries: 3\n").expect("cfg");
-    let out = ns.netsight(&["collect", "--once", "--format", "json", "--config", cfg.to_str().expect("utf8")]);
+    let out = ns.netsight(&[
+        "collect",
+        "--once",
+        "--format",
+        "json",
+        "--config",
+        cfg.to_str().expect("utf8"),
+    ]);
     let report = analyze(&ns, &["--conntrack", "--json", "--config", cfg.to_str().expect("utf8")]);
     let _ = std::fs::remove_file(&cfg);
     assert!(out.status.success());
@@ -275,7 +430,10 @@ fn breakdown_is_skipped_above_the_budget() {
     assert!(stderr.contains("breakdown_max_entries 3"), "{stderr}");
     let v: Value = serde_json::from_slice(&report.stdout).expect("json");
     assert!(v["conntrack"]["breakdown"].is_null());
-    assert!(v["conntrack"]["breakdown_note"].as_str().expect("note").contains("breakdown_max_entries 3"));
+    assert!(v["conntrack"]["breakdown_note"]
+        .as_str()
+        .expect("note")
+        .contains("breakdown_max_entries 3"));
 }
 
 #[test]
@@ -285,7 +443,15 @@ fn without_cap_net_admin_the_analyzer_exits_77_naming_the_capability() {
     load(&ns, "clean.nft");
     let bin = env!("CARGO_BIN_EXE_netsight");
     for part in ["--rules", "--conntrack"] {
-        let out = ns.exec(&["setpriv", "--bounding-set=-net_admin", "--inh-caps=-net_admin", bin, "analyze", "firewall", part]);
+        let out = ns.exec(&[
+            "setpriv",
+            "--bounding-set=-net_admin",
+            "--inh-caps=-net_admin",
+            bin,
+            "analyze",
+            "firewall",
+            part,
+        ]);
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert_eq!(out.status.code(), Some(77), "{part}: {stderr}");
         assert!(stderr.contains("CAP_NET_ADMIN"), "{part}: {stderr}");
@@ -327,12 +493,20 @@ fn measure_breakdown_cost_vs_conntrack_l() {
     load(&ns, "clean.nft");
     ns.exec_ok(&["sysctl", "-q", "-w", "net.netfilter.nf_conntrack_udp_timeout=600"]);
     // nf_conntrack_max is global (262144 here); stay below it.
-    let target: usize = std::env::var("NETSIGHT_BENCH_ENTRIES").ok().and_then(|v| v.parse().ok()).unwrap_or(256_000);
+    let target: usize = std::env::var("NETSIGHT_BENCH_ENTRIES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(256_000);
     ns.enter(move || {
         let s = UdpSocket::bind("127.0.0.1:0").expect("bind");
         s.set_nonblocking(true).expect("nonblocking");
         for i in 0..target {
-            let addr = format!("127.0.{}.{}:{}", 1 + i / 60_000 / 250, 1 + (i / 60_000) % 250, 1024 + i % 60_000);
+            let addr = format!(
+                "127.0.{}.{}:{}",
+                1 + i / 60_000 / 250,
+                1 + (i / 60_000) % 250,
+                1024 + i % 60_000
+            );
             let _ = s.send_to(b"x", addr.as_str());
         }
     });
@@ -349,7 +523,9 @@ fn measure_breakdown_cost_vs_conntrack_l() {
     let timing = ns.exec(&[
         "bash",
         "-c",
-        &format!("TIMEFORMAT='%3U %3S'; time (for i in $(seq {runs}); do conntrack -L 2>/dev/null | wc -l >/dev/null; done)"),
+        &format!(
+            "TIMEFORMAT='%3U %3S'; time (for i in $(seq {runs}); do conntrack -L 2>/dev/null | wc -l >/dev/null; done)"
+        ),
     ]);
     let t = String::from_utf8_lossy(&timing.stderr);
     let v: Vec<f64> = t.split_whitespace().filter_map(|x| x.parse().ok()).collect();

@@ -117,8 +117,18 @@ fn make_certs(dir: &Path) {
     let mut ca = vec!["req", "-x509"];
     ca.extend_from_slice(&ec);
     ca.extend_from_slice(&[
-        "-keyout", "ca.key", "-out", "ca.pem", "-days", "30", "-subj", "/CN=netsight test CA",
-        "-addext", "basicConstraints=critical,CA:TRUE", "-addext", "keyUsage=critical,keyCertSign,cRLSign",
+        "-keyout",
+        "ca.key",
+        "-out",
+        "ca.pem",
+        "-days",
+        "30",
+        "-subj",
+        "/CN=netsight test CA",
+        "-addext",
+        "basicConstraints=critical,CA:TRUE",
+        "-addext",
+        "keyUsage=critical,keyCertSign,cRLSign",
     ]);
     openssl(dir, &ca);
     std::fs::write(
@@ -129,6 +139,22 @@ fn make_certs(dir: &Path) {
         ),
     )
     .expect("write ext");
+    // A typical self-signed certificate (`openssl req -x509`: CA:TRUE, its own issuer).
+    let mut own = vec!["req", "-x509"];
+    own.extend_from_slice(&ec);
+    own.extend_from_slice(&[
+        "-keyout",
+        "self.key",
+        "-out",
+        "self.pem",
+        "-days",
+        "30",
+        "-subj",
+        "/CN=good.test",
+        "-addext",
+        "subjectAltName=DNS:good.test",
+    ]);
+    openssl(dir, &own);
     for (name, days) in [("srv", "365"), ("soon", "5")] {
         let key = format!("{name}.key");
         let csr = format!("{name}.csr");
@@ -140,8 +166,21 @@ fn make_certs(dir: &Path) {
         openssl(
             dir,
             &[
-                "x509", "-req", "-in", &csr, "-CA", "ca.pem", "-CAkey", "ca.key", "-CAcreateserial", "-out", &pem,
-                "-days", days, "-extfile", "ext.cnf",
+                "x509",
+                "-req",
+                "-in",
+                &csr,
+                "-CA",
+                "ca.pem",
+                "-CAkey",
+                "ca.key",
+                "-CAcreateserial",
+                "-out",
+                &pem,
+                "-days",
+                days,
+                "-extfile",
+                "ext.cnf",
             ],
         );
     }
@@ -152,9 +191,8 @@ fn wait_port(ns: &Netns, port: u16) {
     let addr = format!("{SERVER}:{port}");
     loop {
         let a = addr.clone();
-        let ok = ns.enter(move || {
-            TcpStream::connect_timeout(&a.parse().expect("addr"), Duration::from_millis(300)).is_ok()
-        });
+        let ok =
+            ns.enter(move || TcpStream::connect_timeout(&a.parse().expect("addr"), Duration::from_millis(300)).is_ok());
         if ok {
             return;
         }
@@ -166,7 +204,18 @@ fn wait_port(ns: &Netns, port: u16) {
 fn wait_dns(env: &Env) {
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
-        let (code, _) = diagnose(env, &["--host", "good.test", "--resolver", SERVER, "--port", "7000", "--no-icmp"]);
+        let (code, _) = diagnose(
+            env,
+            &[
+                "--host",
+                "good.test",
+                "--resolver",
+                SERVER,
+                "--port",
+                "7000",
+                "--no-icmp",
+            ],
+        );
         if code == 0 {
             return;
         }
@@ -186,10 +235,24 @@ fn setup() -> Env {
     serve_in(&server, 8081, http_ok);
     serve_in(&server, 8082, http_silent);
     let mut kids = Vec::new();
-    for (port, cert, key) in [("8443", "srv.pem", "srv.key"), ("8444", "soon.pem", "soon.key")] {
+    for (port, cert, key) in [
+        ("8443", "srv.pem", "srv.key"),
+        ("8444", "soon.pem", "soon.key"),
+        ("8445", "self.pem", "self.key"),
+    ] {
         kids.push(
             Command::new("ip")
-                .args(["netns", "exec", &server.name, "openssl", "s_server", "-quiet", "-www", "-accept", port])
+                .args([
+                    "netns",
+                    "exec",
+                    &server.name,
+                    "openssl",
+                    "s_server",
+                    "-quiet",
+                    "-www",
+                    "-accept",
+                    port,
+                ])
                 .args(["-cert", cert, "-key", key])
                 .current_dir(dir.path())
                 .stdin(Stdio::null())
@@ -201,7 +264,15 @@ fn setup() -> Env {
     }
     kids.push(
         Command::new("ip")
-            .args(["netns", "exec", &server.name, "dnsmasq", "--keep-in-foreground", "--no-resolv", "--no-hosts"])
+            .args([
+                "netns",
+                "exec",
+                &server.name,
+                "dnsmasq",
+                "--keep-in-foreground",
+                "--no-resolv",
+                "--no-hosts",
+            ])
             .args(["--conf-file=/dev/null", "--user=root", "--bind-interfaces", "--port=53"])
             .arg(format!("--listen-address={SERVER}"))
             .arg(format!("--address=/good.test/{SERVER}"))
@@ -220,6 +291,7 @@ fn setup() -> Env {
     };
     wait_port(&env.client, 8443);
     wait_port(&env.client, 8444);
+    wait_port(&env.client, 8445);
     wait_dns(&env);
     env
 }
@@ -265,10 +337,16 @@ fn names_the_failing_layer_for_each_fault() {
     let ca = ca.to_str().expect("utf-8 path");
 
     // Everything healthy: name via dnsmasq, TCP, HTTP.
-    let (code, v) = diagnose(&env, &["--host", "good.test", "--resolver", SERVER, "--port", "8081", "--http"]);
+    let (code, v) = diagnose(
+        &env,
+        &["--host", "good.test", "--resolver", SERVER, "--port", "8081", "--http"],
+    );
     expect(&v, 0, code, None);
     assert_eq!(layer(&v, "dns")["details"]["addresses"][0], SERVER);
-    assert!(layer(&v, "dns")["details"]["resolver"].as_str().unwrap_or("").contains(SERVER));
+    assert!(layer(&v, "dns")["details"]["resolver"]
+        .as_str()
+        .unwrap_or("")
+        .contains(SERVER));
     assert_eq!(layer(&v, "route")["details"]["interface"]["name"], "c0");
     assert_eq!(layer(&v, "route")["details"]["interface"]["mtu"], 1500);
     assert_eq!(layer(&v, "icmp")["status"], "ok", "{v:#}");
@@ -280,22 +358,44 @@ fn names_the_failing_layer_for_each_fault() {
     // A name that does not resolve → dns, unreachable.
     let (code, v) = diagnose(&env, &["--host", "bad.test", "--resolver", SERVER, "--port", "80"]);
     expect(&v, 2, code, Some("dns"));
-    assert!(v["verdict"]["summary"].as_str().unwrap_or("").contains("NXDOMAIN"), "{v:#}");
+    assert!(
+        v["verdict"]["summary"].as_str().unwrap_or("").contains("NXDOMAIN"),
+        "{v:#}"
+    );
     assert_eq!(layer(&v, "tcp")["status"], "skipped");
 
     // A resolver that does not answer (nothing on that port) → dns.
-    let (code, v) = diagnose(&env, &["--host", "good.test", "--resolver", &format!("{SERVER}:5353"), "--port", "80"]);
+    let (code, v) = diagnose(
+        &env,
+        &[
+            "--host",
+            "good.test",
+            "--resolver",
+            &format!("{SERVER}:5353"),
+            "--port",
+            "80",
+        ],
+    );
     expect(&v, 2, code, Some("dns"));
 
     // A host with no route → route.
     let (code, v) = diagnose(&env, &["--host", "10.99.0.1", "--port", "80"]);
     expect(&v, 2, code, Some("route"));
-    assert!(layer(&v, "route")["summary"].as_str().unwrap_or("").contains("no route"), "{v:#}");
+    assert!(
+        layer(&v, "route")["summary"]
+            .as_str()
+            .unwrap_or("")
+            .contains("no route"),
+        "{v:#}"
+    );
 
     // A closed port → tcp (refused).
     let (code, v) = diagnose(&env, &["--host", SERVER, "--port", "7999"]);
     expect(&v, 2, code, Some("tcp"));
-    assert!(layer(&v, "tcp")["summary"].as_str().unwrap_or("").contains("refused"), "{v:#}");
+    assert!(
+        layer(&v, "tcp")["summary"].as_str().unwrap_or("").contains("refused"),
+        "{v:#}"
+    );
 
     // A plain TCP service.
     let (code, v) = diagnose(&env, &["--host", SERVER, "--port", "7000"]);
@@ -304,18 +404,39 @@ fn names_the_failing_layer_for_each_fault() {
     // An HTTP server that answers slowly → http, degraded.
     let (code, v) = diagnose(&env, &["--host", SERVER, "--port", "8080", "--http"]);
     expect(&v, 1, code, Some("http"));
-    assert!(v["http_timing"]["first_byte_ms"].as_f64().unwrap_or(0.0) >= 1500.0, "{v:#}");
-    assert!(layer(&v, "http")["summary"].as_str().unwrap_or("").contains("slow"), "{v:#}");
+    assert!(
+        v["http_timing"]["first_byte_ms"].as_f64().unwrap_or(0.0) >= 1500.0,
+        "{v:#}"
+    );
+    assert!(
+        layer(&v, "http")["summary"].as_str().unwrap_or("").contains("slow"),
+        "{v:#}"
+    );
 
     // An HTTP server that never answers → http, unreachable.
     let (code, v) = diagnose(&env, &["--host", SERVER, "--port", "8082", "--http"]);
     expect(&v, 2, code, Some("http"));
 
     // TLS with a certificate from an unknown CA → tls, verification failure reported.
-    let (code, v) = diagnose(&env, &["--host", "good.test", "--resolver", SERVER, "--port", "8443", "--tls", "--http"]);
+    let (code, v) = diagnose(
+        &env,
+        &[
+            "--host",
+            "good.test",
+            "--resolver",
+            SERVER,
+            "--port",
+            "8443",
+            "--tls",
+            "--http",
+        ],
+    );
     expect(&v, 2, code, Some("tls"));
     let tls = layer(&v, "tls");
-    assert!(tls["summary"].as_str().unwrap_or("").contains("unknown issuer"), "{v:#}");
+    assert!(
+        tls["summary"].as_str().unwrap_or("").contains("unknown issuer"),
+        "{v:#}"
+    );
     assert_eq!(tls["details"]["verified"], false);
     assert_eq!(tls["details"]["certificate"]["subject"], "good.test");
     assert_eq!(layer(&v, "http")["status"], "skipped");
@@ -323,12 +444,26 @@ fn names_the_failing_layer_for_each_fault() {
     // The same server trusted with --ca: TLS version, validity, HTTP over TLS.
     let (code, v) = diagnose(
         &env,
-        &["--host", "good.test", "--resolver", SERVER, "--port", "8443", "--tls", "--http", "--ca", ca],
+        &[
+            "--host",
+            "good.test",
+            "--resolver",
+            SERVER,
+            "--port",
+            "8443",
+            "--tls",
+            "--http",
+            "--ca",
+            ca,
+        ],
     );
     expect(&v, 0, code, None);
     let tls = layer(&v, "tls");
     assert_eq!(tls["details"]["verified"], true, "{v:#}");
-    assert!(tls["details"]["version"].as_str().unwrap_or("").starts_with("TLS 1."), "{v:#}");
+    assert!(
+        tls["details"]["version"].as_str().unwrap_or("").starts_with("TLS 1."),
+        "{v:#}"
+    );
     let days = tls["details"]["certificate"]["days_left"].as_f64().expect("days_left");
     assert!((360.0..=366.0).contains(&days), "{v:#}");
     assert!(v["http_timing"]["tls_ms"].as_f64().is_some(), "{v:#}");
@@ -341,7 +476,28 @@ fn names_the_failing_layer_for_each_fault() {
     // A certificate expiring in 5 days → tls, degraded.
     let (code, v) = diagnose(&env, &["--host", SERVER, "--port", "8444", "--tls", "--ca", ca]);
     expect(&v, 1, code, Some("tls"));
-    assert!(layer(&v, "tls")["summary"].as_str().unwrap_or("").contains("expires in"), "{v:#}");
+    assert!(
+        layer(&v, "tls")["summary"]
+            .as_str()
+            .unwrap_or("")
+            .contains("expires in"),
+        "{v:#}"
+    );
+
+    // A self-signed certificate → tls, said so.
+    let (code, v) = diagnose(
+        &env,
+        &["--host", "good.test", "--resolver", SERVER, "--port", "8445", "--tls"],
+    );
+    expect(&v, 2, code, Some("tls"));
+    assert!(
+        layer(&v, "tls")["summary"]
+            .as_str()
+            .unwrap_or("")
+            .contains("self-signed"),
+        "{v:#}"
+    );
+    assert_eq!(layer(&v, "tls")["details"]["certificate"]["self_signed"], true);
 
     // TLS against a port that does not speak TLS → tls.
     let (code, v) = diagnose(&env, &["--host", SERVER, "--port", "8081", "--tls", "--ca", ca]);
@@ -358,22 +514,62 @@ fn uses_the_namespace_resolv_conf_and_reports_icmp_filtering() {
     std::fs::write(etc.join("resolv.conf"), format!("nameserver {SERVER}\n")).expect("resolv.conf");
     let (code, v) = diagnose(&env, &["--host", "good.test", "--port", "7000"]);
     expect(&v, 0, code, None);
-    let resolver = layer(&v, "dns")["details"]["resolver"].as_str().unwrap_or("").to_string();
-    assert!(resolver.contains("/etc/resolv.conf") && resolver.contains(SERVER), "{v:#}");
+    let resolver = layer(&v, "dns")["details"]["resolver"]
+        .as_str()
+        .unwrap_or("")
+        .to_string();
+    assert!(
+        resolver.contains("/etc/resolv.conf") && resolver.contains(SERVER),
+        "{v:#}"
+    );
 
     // Drop ICMP echo in the server namespace: TCP still works → degraded at icmp.
-    run_ok(&["ip", "netns", "exec", &env.server.name, "nft", "add", "table", "inet", "ndiag"]);
     run_ok(&[
-        "ip", "netns", "exec", &env.server.name, "nft", "add", "chain", "inet", "ndiag", "in",
+        "ip",
+        "netns",
+        "exec",
+        &env.server.name,
+        "nft",
+        "add",
+        "table",
+        "inet",
+        "ndiag",
+    ]);
+    run_ok(&[
+        "ip",
+        "netns",
+        "exec",
+        &env.server.name,
+        "nft",
+        "add",
+        "chain",
+        "inet",
+        "ndiag",
+        "in",
         "{ type filter hook input priority 0; }",
     ]);
     run_ok(&[
-        "ip", "netns", "exec", &env.server.name, "nft", "add", "rule", "inet", "ndiag", "in", "icmp", "type",
-        "echo-request", "drop",
+        "ip",
+        "netns",
+        "exec",
+        &env.server.name,
+        "nft",
+        "add",
+        "rule",
+        "inet",
+        "ndiag",
+        "in",
+        "icmp",
+        "type",
+        "echo-request",
+        "drop",
     ]);
     let (code, v) = diagnose(&env, &["--host", SERVER, "--port", "7000"]);
     expect(&v, 1, code, Some("icmp"));
-    assert!(layer(&v, "icmp")["summary"].as_str().unwrap_or("").contains("filtered"), "{v:#}");
+    assert!(
+        layer(&v, "icmp")["summary"].as_str().unwrap_or("").contains("filtered"),
+        "{v:#}"
+    );
 }
 
 #[test]
@@ -382,8 +578,23 @@ fn without_cap_net_raw_icmp_is_skipped_and_the_missing_capability_named() {
     let bin = env!("CARGO_BIN_EXE_netsight");
     let run = |json: bool| {
         let mut cmd = vec![
-            "ip", "netns", "exec", &env.client.name, "setpriv", "--bounding-set", "-net_raw", "--inh-caps",
-            "-net_raw", "--", bin, "diagnose", "connectivity", "--host", SERVER, "--port", "7000",
+            "ip",
+            "netns",
+            "exec",
+            &env.client.name,
+            "setpriv",
+            "--bounding-set",
+            "-net_raw",
+            "--inh-caps",
+            "-net_raw",
+            "--",
+            bin,
+            "diagnose",
+            "connectivity",
+            "--host",
+            SERVER,
+            "--port",
+            "7000",
         ];
         if json {
             cmd.push("--json");
@@ -399,7 +610,13 @@ fn without_cap_net_raw_icmp_is_skipped_and_the_missing_capability_named() {
     assert_eq!(icmp["details"]["permitted"], false);
     let missing = &v["missing_privileges"][0];
     assert_eq!(missing["check"], "icmp");
-    assert!(missing["granted_by"].as_str().unwrap_or("").contains("CAP_NET_RAW"), "{v:#}");
+    assert!(
+        missing["granted_by"].as_str().unwrap_or("").contains("CAP_NET_RAW"),
+        "{v:#}"
+    );
     let text = String::from_utf8_lossy(&run(false).stdout).into_owned();
-    assert!(text.contains("CAP_NET_RAW") && text.contains("ping_group_range"), "{text}");
+    assert!(
+        text.contains("CAP_NET_RAW") && text.contains("ping_group_range"),
+        "{text}"
+    );
 }

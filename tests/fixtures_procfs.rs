@@ -43,16 +43,10 @@ fn page_size() -> f64 {
 /// Runs a command to completion, feeding `stdin`, killing it and failing the test if it
 /// takes longer than `limit`.
 fn run_bounded(cmd: &mut Command, stdin: Option<Vec<u8>>, limit: Duration) -> Output {
-    cmd.stdin(if stdin.is_some() {
-        Stdio::piped()
-    } else {
-        Stdio::null()
-    })
-    .stdout(Stdio::piped())
-    .stderr(Stdio::piped());
-    let mut child = cmd
-        .spawn()
-        .unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"));
+    cmd.stdin(if stdin.is_some() { Stdio::piped() } else { Stdio::null() })
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let mut child = cmd.spawn().unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"));
     let writer = stdin.map(|data| {
         let mut pipe = child.stdin.take().expect("stdin pipe");
         std::thread::spawn(move || {
@@ -110,11 +104,7 @@ fn collect(procfs: &Path, sysfs: &Path, format: &str) -> Run {
         LIMIT,
     );
     let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
-    assert!(
-        out.status.success(),
-        "collect on {} failed: {stderr}",
-        procfs.display()
-    );
+    assert!(out.status.success(), "collect on {} failed: {stderr}", procfs.display());
     assert!(
         !stderr.contains("panicked"),
         "a collector panicked on {}: {stderr}",
@@ -136,17 +126,12 @@ fn up(s: &Snapshot, collector: &str) -> f64 {
 fn assert_up(s: &Snapshot, down: &[&str], ctx: &str) {
     for c in FILE_COLLECTORS {
         let want = if down.contains(&c) { 0.0 } else { 1.0 };
-        assert_eq!(
-            up(s, c),
-            want,
-            "{ctx}: netsight_collector_up{{collector={c:?}}}"
-        );
+        assert_eq!(up(s, c), want, "{ctx}: netsight_collector_up{{collector={c:?}}}");
     }
 }
 
 fn family_type<'a>(s: &'a Snapshot, name: &str) -> &'a str {
-    s.family(name)
-        .unwrap_or_else(|| panic!("family {name} missing"))["type"]
+    s.family(name).unwrap_or_else(|| panic!("family {name} missing"))["type"]
         .as_str()
         .expect("type")
 }
@@ -175,10 +160,7 @@ fn parse_dev(text: &str) -> BTreeMap<String, Vec<u64>> {
         .filter(|l| !l.trim().is_empty())
         .map(|l| {
             let (name, rest) = l.split_once(':').expect("dev line");
-            let v: Vec<u64> = rest
-                .split_whitespace()
-                .map(|w| w.parse().expect("u64"))
-                .collect();
+            let v: Vec<u64> = rest.split_whitespace().map(|w| w.parse().expect("u64")).collect();
             assert_eq!(v.len(), 16, "{l}");
             (name.trim().to_string(), v)
         })
@@ -275,19 +257,11 @@ fn assert_every_dev_field(s: &Snapshot, procfs: &Path) {
     ];
     for (dev, cols) in &devs {
         for (name, v) in NAMES.iter().zip(cols) {
-            assert_eq!(
-                s.value(name, &[("device", dev)]),
-                *v as f64,
-                "{name}{{device={dev}}}"
-            );
+            assert_eq!(s.value(name, &[("device", dev)]), *v as f64, "{name}{{device={dev}}}");
         }
     }
     for name in NAMES {
-        assert_eq!(
-            s.samples(name, &[]).len(),
-            devs.len(),
-            "{name}: one sample per device"
-        );
+        assert_eq!(s.samples(name, &[]).len(), devs.len(), "{name}: one sample per device");
     }
 }
 
@@ -299,17 +273,11 @@ fn host1_netdev_exact_values() {
     assert_up(&s, &[], "host1");
     assert_every_dev_field(&s, &proc_fixture("host1"));
     let v = |n: &str, d: &str| s.value(n, &[("device", d)]);
-    assert_eq!(
-        v("netsight_network_receive_bytes_total", "eth0"),
-        72053555.0
-    );
+    assert_eq!(v("netsight_network_receive_bytes_total", "eth0"), 72053555.0);
     assert_eq!(v("netsight_network_receive_packets_total", "eth0"), 2502.0);
     assert_eq!(v("netsight_network_transmit_bytes_total", "eth0"), 165922.0);
     assert_eq!(v("netsight_network_transmit_packets_total", "lo"), 29.0);
-    assert_eq!(
-        family_type(&s, "netsight_network_receive_bytes_total"),
-        "counter"
-    );
+    assert_eq!(family_type(&s, "netsight_network_receive_bytes_total"), "counter");
 
     // eth0: up, carrier, speed -1 → no speed series.
     assert_eq!(v("netsight_network_up", "eth0"), 1.0);
@@ -317,10 +285,7 @@ fn host1_netdev_exact_values() {
     assert_eq!(v("netsight_network_carrier_changes_total", "eth0"), 2.0);
     assert_eq!(v("netsight_network_mtu_bytes", "eth0"), 1400.0);
     assert_eq!(v("netsight_network_transmit_queue_length", "eth0"), 1000.0);
-    assert_eq!(
-        v("netsight_network_receive_missed_errors_total", "eth0"),
-        0.0
-    );
+    assert_eq!(v("netsight_network_receive_missed_errors_total", "eth0"), 0.0);
     assert_eq!(
         s.value(
             "netsight_network_info",
@@ -329,18 +294,13 @@ fn host1_netdev_exact_values() {
         1.0
     );
     assert!(
-        s.samples("netsight_network_speed_bits_per_second", &[])
-            .is_empty(),
+        s.samples("netsight_network_speed_bits_per_second", &[]).is_empty(),
         "speed -1 or unreadable must be absent"
     );
     let states = s.samples("netsight_network_operstate", &[("device", "eth0")]);
     assert_eq!(states.len(), 7);
     for st in states {
-        let want = if st["labels"]["operstate"] == "up" {
-            1.0
-        } else {
-            0.0
-        };
+        let want = if st["labels"]["operstate"] == "up" { 1.0 } else { 0.0 };
         assert_eq!(st["value"].as_f64(), Some(want), "{st}");
     }
 
@@ -353,10 +313,7 @@ fn host1_netdev_exact_values() {
         ),
         1.0
     );
-    assert_eq!(
-        s.try_value("netsight_network_carrier", &[("device", "ifb0")]),
-        None
-    );
+    assert_eq!(s.try_value("netsight_network_carrier", &[("device", "ifb0")]), None);
     assert_eq!(v("netsight_network_transmit_queue_length", "ifb0"), 32.0);
     assert_eq!(v("netsight_network_mtu_bytes", "ifb0"), 1500.0);
 
@@ -381,15 +338,9 @@ fn host1_netdev_exact_values() {
         ),
         1.0
     );
+    assert_eq!(s.try_value("netsight_network_mtu_bytes", &[("device", "ifb1")]), None);
     assert_eq!(
-        s.try_value("netsight_network_mtu_bytes", &[("device", "ifb1")]),
-        None
-    );
-    assert_eq!(
-        s.try_value(
-            "netsight_network_carrier_changes_total",
-            &[("device", "ifb1")]
-        ),
+        s.try_value("netsight_network_carrier_changes_total", &[("device", "ifb1")]),
         None
     );
 }
@@ -407,36 +358,20 @@ fn host1_every_mib_field_and_gauges() {
     assert_eq!(s.value("netsight_netstat_tcp_rto_max_seconds", &[]), 120.0);
     assert!(s.family("netsight_netstat_tcp_rto_min_total").is_none());
     assert_eq!(s.value("netsight_netstat_tcp_max_conn", &[]), -1.0);
-    assert_eq!(
-        s.value("netsight_netstat_tcp_active_opens_total", &[]),
-        28.0
-    );
+    assert_eq!(s.value("netsight_netstat_tcp_active_opens_total", &[]), 28.0);
     assert_eq!(s.value("netsight_netstat_tcp_in_segs_total", &[]), 2472.0);
     assert_eq!(s.value("netsight_netstat_tcp_out_rsts_total", &[]), 18.0);
     assert_eq!(s.value("netsight_netstat_ip_forwarding", &[]), 2.0);
     assert_eq!(s.value("netsight_netstat_ip_default_ttl", &[]), 64.0);
-    assert_eq!(
-        s.value("netsight_netstat_udp_in_datagrams_total", &[]),
-        55.0
-    );
+    assert_eq!(s.value("netsight_netstat_udp_in_datagrams_total", &[]), 55.0);
     assert_eq!(s.value("netsight_netstat_icmpmsg_in_type3_total", &[]), 1.0);
     assert_eq!(s.value("netsight_netstat_tcpext_tw_total", &[]), 10.0);
-    assert_eq!(
-        s.value("netsight_netstat_tcpext_listen_overflows_total", &[]),
-        0.0
-    );
-    assert_eq!(
-        s.value("netsight_netstat_tcpext_tcp_pure_acks_total", &[]),
-        54.0
-    );
-    assert_eq!(
-        s.value("netsight_netstat_ipext_in_octets_total", &[]),
-        72021536.0
-    );
+    assert_eq!(s.value("netsight_netstat_tcpext_listen_overflows_total", &[]), 0.0);
+    assert_eq!(s.value("netsight_netstat_tcpext_tcp_pure_acks_total", &[]), 54.0);
+    assert_eq!(s.value("netsight_netstat_ipext_in_octets_total", &[]), 72021536.0);
     assert_eq!(s.value("netsight_netstat_ip6_in_receives_total", &[]), 1.0);
     assert_eq!(
-        s.family("netsight_netstat_ipext_in_octets_total")
-            .expect("family")["unit"],
+        s.family("netsight_netstat_ipext_in_octets_total").expect("family")["unit"],
         "bytes"
     );
 }
@@ -469,11 +404,7 @@ fn host1_sockstat_softnet_sysctl() {
             pages * page
         );
     }
-    for (level, pages) in [
-        ("min", 575802.0),
-        ("pressure", 767738.0),
-        ("max", 1151604.0),
-    ] {
+    for (level, pages) in [("min", 575802.0), ("pressure", 767738.0), ("max", 1151604.0)] {
         assert_eq!(
             s.value("netsight_sockstat_udp_mem_limit_bytes", &[("level", level)]),
             pages * page
@@ -514,38 +445,25 @@ fn host1_sockstat_softnet_sysctl() {
         } else {
             assert_eq!(param.values.len(), vals.len(), "{name}");
             for (label, v) in param.values.iter().zip(&vals) {
-                assert_eq!(
-                    s.value(name, &[("value", label)]),
-                    *v,
-                    "{name}{{value={label}}}"
-                );
+                assert_eq!(s.value(name, &[("value", label)]), *v, "{name}{{value={label}}}");
             }
         }
     }
     assert_eq!(g("netsight_sysctl_net_core_somaxconn"), 4096.0);
     assert_eq!(g("netsight_sysctl_net_ipv4_tcp_tw_reuse"), 2.0);
     assert_eq!(
-        s.value(
-            "netsight_sysctl_net_ipv4_ip_local_port_range",
-            &[("value", "low")]
-        ),
+        s.value("netsight_sysctl_net_ipv4_ip_local_port_range", &[("value", "low")]),
         32768.0
     );
     assert_eq!(
-        s.value(
-            "netsight_sysctl_net_ipv4_ip_local_port_range",
-            &[("value", "high")]
-        ),
+        s.value("netsight_sysctl_net_ipv4_ip_local_port_range", &[("value", "high")]),
         60999.0
     );
     assert_eq!(
         s.value("netsight_sysctl_net_ipv4_tcp_rmem", &[("value", "max")]),
         33554432.0
     );
-    assert_eq!(
-        g("netsight_sysctl_net_netfilter_nf_conntrack_max"),
-        262144.0
-    );
+    assert_eq!(g("netsight_sysctl_net_netfilter_nf_conntrack_max"), 262144.0);
 }
 
 #[test]
@@ -636,14 +554,8 @@ fn future_kernel_unknown_fields_are_exported() {
     assert_eq!(g("netsight_sockstat_tcp_future"), 3.0);
     assert_eq!(family_type(&s, "netsight_sockstat_tcp_future"), "gauge");
     assert_eq!(g("netsight_sockstat_sctp_assocs"), 4.0);
-    assert_eq!(
-        s.value("netsight_sockstat_inuse", &[("protocol", "sctp")]),
-        2.0
-    );
-    assert_eq!(
-        s.value("netsight_sockstat_inuse", &[("protocol", "udp")]),
-        3.0
-    );
+    assert_eq!(s.value("netsight_sockstat_inuse", &[("protocol", "sctp")]), 2.0);
+    assert_eq!(s.value("netsight_sockstat_inuse", &[("protocol", "udp")]), 3.0);
     assert_eq!(
         s.value("netsight_sockstat_memory_bytes", &[("protocol", "udp")]),
         5.0 * page_size()
@@ -652,10 +564,7 @@ fn future_kernel_unknown_fields_are_exported() {
         s.value("netsight_sockstat_memory_bytes", &[("protocol", "frag")]),
         1234.0
     );
-    assert_eq!(
-        s.value("netsight_sockstat_inuse", &[("protocol", "frag")]),
-        1.0
-    );
+    assert_eq!(s.value("netsight_sockstat_inuse", &[("protocol", "frag")]), 1.0);
 
     // softnet: a 16th column is tolerated; CPU labels come from column 13 (CPU 2 is
     // offline, so the third line is CPU 3), not from the line number.
@@ -685,12 +594,7 @@ fn no_conntrack_host() {
     let (s, _) = collect_json(&root, &sys_host1());
     assert_up(&s, &[], "no-conntrack");
     assert_eq!(up(&s, "conntrack"), 0.0);
-    assert!(
-        s.value(
-            "netsight_collector_errors_total",
-            &[("collector", "conntrack")]
-        ) >= 1.0
-    );
+    assert!(s.value("netsight_collector_errors_total", &[("collector", "conntrack")]) >= 1.0);
     // sysctl skips the absent netfilter parameters and keeps the others.
     for name in families_with_prefix(&s, "netsight_sysctl_") {
         assert!(
@@ -700,10 +604,7 @@ fn no_conntrack_host() {
     }
     assert_eq!(s.value("netsight_sysctl_net_core_somaxconn", &[]), 4096.0);
     assert_eq!(
-        s.value(
-            "netsight_network_receive_bytes_total",
-            &[("device", "eth0")]
-        ),
+        s.value("netsight_network_receive_bytes_total", &[("device", "eth0")]),
         72053555.0
     );
 }
@@ -714,12 +615,7 @@ fn assert_broken(root: &Path, collector: &str, prefix: &str, file: &str, reason:
     let (s, stderr) = collect_json(root, &sys_host1());
     let ctx = root.display().to_string();
     assert_up(&s, &[collector], &ctx);
-    assert!(
-        s.value(
-            "netsight_collector_errors_total",
-            &[("collector", collector)]
-        ) >= 1.0
-    );
+    assert!(s.value("netsight_collector_errors_total", &[("collector", collector)]) >= 1.0);
     assert!(
         families_with_prefix(&s, prefix).is_empty(),
         "{ctx}: {collector} leaked {:?}",
@@ -729,14 +625,8 @@ fn assert_broken(root: &Path, collector: &str, prefix: &str, file: &str, reason:
         .lines()
         .find(|l| l.contains(&format!("collector=\"{collector}\"")))
         .unwrap_or_else(|| panic!("{ctx}: no error logged for {collector}: {stderr}"));
-    assert!(
-        line.contains(file),
-        "{ctx}: error does not name {file}: {line}"
-    );
-    assert!(
-        line.contains(reason),
-        "{ctx}: expected {reason:?} in: {line}"
-    );
+    assert!(line.contains(file), "{ctx}: error does not name {file}: {line}");
+    assert!(line.contains(reason), "{ctx}: expected {reason:?} in: {line}");
     // The others still export data.
     for (c, fam) in [
         ("netdev", "netsight_network_receive_bytes_total"),
@@ -746,10 +636,7 @@ fn assert_broken(root: &Path, collector: &str, prefix: &str, file: &str, reason:
         ("sysctl", "netsight_sysctl_net_core_somaxconn"),
     ] {
         if c != collector {
-            assert!(
-                s.family(fam).is_some(),
-                "{ctx}: {c} stopped reporting ({fam} missing)"
-            );
+            assert!(s.family(fam).is_some(), "{ctx}: {c} stopped reporting ({fam} missing)");
         }
     }
 }
@@ -814,10 +701,7 @@ fn broken_copy(rel: &str, how: Break) -> tempfile::TempDir {
                 std::fs::remove_file(&p).expect("rm");
             }
             std::fs::create_dir(&p).expect("mkdir");
-            assert!(
-                std::fs::read(&p).is_err(),
-                "{rel}: a directory must be unreadable"
-            );
+            assert!(std::fs::read(&p).is_err(), "{rel}: a directory must be unreadable");
         }
         Break::Dangling => {
             if p.is_dir() {
@@ -875,13 +759,7 @@ fn unreadable_proc_files_fail_only_their_collector() {
             "netsight_sockstat_",
             "No such file",
         ),
-        (
-            "net/dev",
-            Break::Dir,
-            "netdev",
-            "netsight_network_",
-            "Is a directory",
-        ),
+        ("net/dev", Break::Dir, "netdev", "netsight_network_", "Is a directory"),
         (
             "net/snmp",
             Break::Contents(b""),
@@ -927,10 +805,7 @@ fn unreadable_sysctl_tree_fails_sysctl_only() {
     let (s, _) = collect_json(tmp.path(), &sys_host1());
     assert_up(&s, &[], "somaxconn unreadable");
     assert!(s.family("netsight_sysctl_net_core_somaxconn").is_none());
-    assert_eq!(
-        s.value("netsight_sysctl_net_core_netdev_budget", &[]),
-        300.0
-    );
+    assert_eq!(s.value("netsight_sysctl_net_core_netdev_budget", &[]), 300.0);
 }
 
 #[test]
@@ -958,10 +833,7 @@ fn sysfs_attributes_are_best_effort_and_exact() {
     let (s, _) = collect_json(&proc_fixture("host1"), empty.path());
     assert_up(&s, &[], "empty sysfs");
     assert_eq!(
-        s.value(
-            "netsight_network_receive_bytes_total",
-            &[("device", "eth0")]
-        ),
+        s.value("netsight_network_receive_bytes_total", &[("device", "eth0")]),
         72053555.0
     );
     assert_eq!(

@@ -86,9 +86,7 @@ fn conntrack_s(ns: &Netns) -> Vec<(String, Vec<(String, u64)>)> {
                     .unwrap_or_else(|| panic!("bad conntrack -S field {kv:?}"));
                 match k {
                     "cpu" => cpu = v.to_string(),
-                    "chaintoolong" => {
-                        fields.push(("chain_too_long".to_string(), v.parse().expect("number")))
-                    }
+                    "chaintoolong" => fields.push(("chain_too_long".to_string(), v.parse().expect("number"))),
                     _ => fields.push((k.to_string(), v.parse().expect("number"))),
                 }
             }
@@ -134,10 +132,7 @@ fn entries_and_per_cpu_stats_match_the_conntrack_tool() {
     );
 
     assert_eq!(c_before, 7.0);
-    assert_eq!(
-        snap.value("netsight_collector_up", &[("collector", "conntrack")]),
-        1.0
-    );
+    assert_eq!(snap.value("netsight_collector_up", &[("collector", "conntrack")]), 1.0);
     assert_eq!(snap.value("netsight_conntrack_entries", &[]), c_before);
     assert_eq!(snap.value("netsight_conntrack_stats_available", &[]), 1.0);
     let max: f64 = ns
@@ -158,10 +153,7 @@ fn entries_and_per_cpu_stats_match_the_conntrack_tool() {
     // Every CPU the tool reports has an expectation counter too.
     for (cpu, _) in &s_before {
         assert!(snap
-            .try_value(
-                "netsight_conntrack_stat_expect_create_total",
-                &[("cpu", cpu)]
-            )
+            .try_value("netsight_conntrack_stat_expect_create_total", &[("cpu", cpu)])
             .is_some());
     }
 }
@@ -188,10 +180,7 @@ fn without_cap_net_admin_falls_back_to_procfs() {
     assert!(out.status.success(), "collect failed: {stderr}");
     let snap = Snapshot(serde_json::from_slice(&out.stdout).expect("JSON"));
     assert_eq!(s_before, conntrack_s(&ns), "the namespace was not quiet");
-    assert_eq!(
-        snap.value("netsight_collector_up", &[("collector", "conntrack")]),
-        1.0
-    );
+    assert_eq!(snap.value("netsight_collector_up", &[("collector", "conntrack")]), 1.0);
     assert_eq!(snap.value("netsight_conntrack_entries", &[]), 3.0);
     if Path::new("/proc/net/stat/nf_conntrack").exists() {
         assert!(stderr.contains("CAP_NET_ADMIN needed"), "stderr: {stderr}");
@@ -229,42 +218,21 @@ fn collect_tree(dir: &Path) -> (Snapshot, String) {
     ]);
     let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
     assert!(out.status.success(), "collect failed: {stderr}");
-    (
-        Snapshot(serde_json::from_slice(&out.stdout).expect("JSON")),
-        stderr,
-    )
+    (Snapshot(serde_json::from_slice(&out.stdout).expect("JSON")), stderr)
 }
 
 #[test]
 fn fixture_tree_without_netfilter_reports_the_collector_down() {
     let dir = tempfile::tempdir().expect("tempdir");
-    write_tree(
-        dir.path(),
-        &[("net/dev", NET_DEV), ("net/softnet_stat", SOFTNET)],
-    );
+    write_tree(dir.path(), &[("net/dev", NET_DEV), ("net/softnet_stat", SOFTNET)]);
     let (snap, stderr) = collect_tree(dir.path());
-    assert_eq!(
-        snap.value("netsight_collector_up", &[("collector", "conntrack")]),
-        0.0
-    );
+    assert_eq!(snap.value("netsight_collector_up", &[("collector", "conntrack")]), 0.0);
     assert!(snap.family("netsight_conntrack_entries").is_none());
-    assert!(
-        stderr.contains("nf_conntrack module not loaded"),
-        "stderr: {stderr}"
-    );
+    assert!(stderr.contains("nf_conntrack module not loaded"), "stderr: {stderr}");
     // The other collectors reading this tree are unaffected.
-    assert_eq!(
-        snap.value("netsight_collector_up", &[("collector", "softnet")]),
-        1.0
-    );
-    assert_eq!(
-        snap.value("netsight_collector_up", &[("collector", "netdev")]),
-        1.0
-    );
-    assert_eq!(
-        snap.value("netsight_softnet_processed_total", &[("cpu", "0")]),
-        40960.0
-    );
+    assert_eq!(snap.value("netsight_collector_up", &[("collector", "softnet")]), 1.0);
+    assert_eq!(snap.value("netsight_collector_up", &[("collector", "netdev")]), 1.0);
+    assert_eq!(snap.value("netsight_softnet_processed_total", &[("cpu", "0")]), 40960.0);
 }
 
 #[test]
@@ -286,36 +254,22 @@ fn fixture_tree_with_netfilter_files() {
         ],
     );
     let (snap, _) = collect_tree(dir.path());
-    assert_eq!(
-        snap.value("netsight_collector_up", &[("collector", "conntrack")]),
-        1.0
-    );
+    assert_eq!(snap.value("netsight_collector_up", &[("collector", "conntrack")]), 1.0);
     assert_eq!(snap.value("netsight_conntrack_entries", &[]), 12.0);
     assert_eq!(snap.value("netsight_conntrack_entries_limit", &[]), 65536.0);
     assert_eq!(snap.value("netsight_conntrack_buckets", &[]), 16384.0);
     assert_eq!(snap.value("netsight_conntrack_stats_available", &[]), 1.0);
-    assert_eq!(
-        snap.value("netsight_conntrack_stat_found_total", &[("cpu", "0")]),
-        16.0
-    );
+    assert_eq!(snap.value("netsight_conntrack_stat_found_total", &[("cpu", "0")]), 16.0);
     assert_eq!(
         snap.value("netsight_conntrack_stat_insert_total", &[("cpu", "0")]),
         12.0
     );
+    assert_eq!(snap.value("netsight_conntrack_stat_drop_total", &[("cpu", "0")]), 2.0);
     assert_eq!(
-        snap.value("netsight_conntrack_stat_drop_total", &[("cpu", "0")]),
-        2.0
-    );
-    assert_eq!(
-        snap.value(
-            "netsight_conntrack_stat_search_restart_total",
-            &[("cpu", "1")]
-        ),
+        snap.value("netsight_conntrack_stat_search_restart_total", &[("cpu", "1")]),
         3.0
     );
-    let fam = snap
-        .family("netsight_conntrack_stat_found_total")
-        .expect("family");
+    let fam = snap.family("netsight_conntrack_stat_found_total").expect("family");
     assert_eq!(fam["type"], "counter");
 }
 

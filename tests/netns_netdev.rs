@@ -37,13 +37,7 @@ fn mac(ns: &Netns, dev: &str) -> String {
 fn pair() -> (Netns, Netns) {
     let a = quiet_ns();
     let b = quiet_ns();
-    a.veth_to(
-        &b,
-        "veth0a",
-        &format!("{A_ADDR}/24"),
-        "veth0b",
-        &format!("{B_ADDR}/24"),
-    );
+    a.veth_to(&b, "veth0a", &format!("{A_ADDR}/24"), "veth0b", &format!("{B_ADDR}/24"));
     let (ma, mb) = (mac(&a, "veth0a"), mac(&b, "veth0b"));
     a.ip(&[
         "neigh",
@@ -73,9 +67,7 @@ fn pair() -> (Netns, Netns) {
 /// `netsight collect --once --format json` in the namespace, killed after 60 s.
 fn collect(ns: &Netns, extra: &[&str]) -> Snapshot {
     let bin = env!("CARGO_BIN_EXE_netsight");
-    let mut cmd = vec![
-        "timeout", "-k", "5", "60", bin, "collect", "--once", "--format", "json",
-    ];
+    let mut cmd = vec!["timeout", "-k", "5", "60", bin, "collect", "--once", "--format", "json"];
     cmd.extend_from_slice(extra);
     let out = ns.exec(&cmd);
     let stderr = String::from_utf8_lossy(&out.stderr);
@@ -96,8 +88,7 @@ fn collect(ns: &Netns, extra: &[&str]) -> Snapshot {
 }
 
 fn ip_links(ns: &Netns) -> Vec<Value> {
-    let v: Value =
-        serde_json::from_str(&ns.ip(&["-s", "-s", "-j", "link", "show"])).expect("ip -j");
+    let v: Value = serde_json::from_str(&ns.ip(&["-s", "-s", "-j", "link", "show"])).expect("ip -j");
     v.as_array().expect("array").clone()
 }
 
@@ -105,13 +96,7 @@ fn ip_links(ns: &Netns) -> Vec<Value> {
 fn volatile(links: &[Value]) -> Vec<(Value, Value, Value)> {
     links
         .iter()
-        .map(|l| {
-            (
-                l["ifname"].clone(),
-                l["stats64"].clone(),
-                l["operstate"].clone(),
-            )
-        })
+        .map(|l| (l["ifname"].clone(), l["stats64"].clone(), l["operstate"].clone()))
         .collect()
 }
 
@@ -127,10 +112,7 @@ fn quiet_read(ns: &Netns, extra: &[&str]) -> (Snapshot, Vec<Value>) {
         }
         std::thread::sleep(Duration::from_millis(300));
     }
-    panic!(
-        "interfaces in {} never stayed quiet during a collection",
-        ns.name
-    );
+    panic!("interfaces in {} never stayed quiet during a collection", ns.name);
 }
 
 fn stat(v: &Value, dir: &str, key: &str) -> f64 {
@@ -165,54 +147,30 @@ fn assert_matches_ip(ns: &Netns, s: &Snapshot, links: &[Value]) {
         let st = |d: &str, k: &str| stat(l, d, k);
         let expected = [
             ("netsight_network_receive_bytes_total", st("rx", "bytes")),
-            (
-                "netsight_network_receive_packets_total",
-                st("rx", "packets"),
-            ),
+            ("netsight_network_receive_packets_total", st("rx", "packets")),
             ("netsight_network_receive_errors_total", st("rx", "errors")),
             // /proc/net/dev's drop column is rx_dropped + rx_missed_errors.
             (
                 "netsight_network_receive_drop_total",
                 st("rx", "dropped") + st("rx", "missed_errors"),
             ),
-            (
-                "netsight_network_receive_fifo_total",
-                st("rx", "fifo_errors"),
-            ),
+            ("netsight_network_receive_fifo_total", st("rx", "fifo_errors")),
             (
                 "netsight_network_receive_frame_total",
-                st("rx", "length_errors")
-                    + st("rx", "over_errors")
-                    + st("rx", "crc_errors")
-                    + st("rx", "frame_errors"),
+                st("rx", "length_errors") + st("rx", "over_errors") + st("rx", "crc_errors") + st("rx", "frame_errors"),
             ),
-            (
-                "netsight_network_receive_compressed_total",
-                st("rx", "compressed"),
-            ),
-            (
-                "netsight_network_receive_multicast_total",
-                st("rx", "multicast"),
-            ),
+            ("netsight_network_receive_compressed_total", st("rx", "compressed")),
+            ("netsight_network_receive_multicast_total", st("rx", "multicast")),
             (
                 "netsight_network_receive_missed_errors_total",
                 st("rx", "missed_errors"),
             ),
             ("netsight_network_transmit_bytes_total", st("tx", "bytes")),
-            (
-                "netsight_network_transmit_packets_total",
-                st("tx", "packets"),
-            ),
+            ("netsight_network_transmit_packets_total", st("tx", "packets")),
             ("netsight_network_transmit_errors_total", st("tx", "errors")),
             ("netsight_network_transmit_drop_total", st("tx", "dropped")),
-            (
-                "netsight_network_transmit_fifo_total",
-                st("tx", "fifo_errors"),
-            ),
-            (
-                "netsight_network_transmit_colls_total",
-                st("tx", "collisions"),
-            ),
+            ("netsight_network_transmit_fifo_total", st("tx", "fifo_errors")),
+            ("netsight_network_transmit_colls_total", st("tx", "collisions")),
             (
                 "netsight_network_transmit_carrier_total",
                 st("tx", "carrier_errors")
@@ -220,18 +178,9 @@ fn assert_matches_ip(ns: &Netns, s: &Snapshot, links: &[Value]) {
                     + st("tx", "window_errors")
                     + st("tx", "heartbeat_errors"),
             ),
-            (
-                "netsight_network_transmit_compressed_total",
-                st("tx", "compressed"),
-            ),
-            (
-                "netsight_network_carrier_changes_total",
-                st("tx", "carrier_changes"),
-            ),
-            (
-                "netsight_network_mtu_bytes",
-                l["mtu"].as_u64().expect("mtu") as f64,
-            ),
+            ("netsight_network_transmit_compressed_total", st("tx", "compressed")),
+            ("netsight_network_carrier_changes_total", st("tx", "carrier_changes")),
+            ("netsight_network_mtu_bytes", l["mtu"].as_u64().expect("mtu") as f64),
             (
                 "netsight_network_transmit_queue_length",
                 l["txqlen"].as_u64().expect("txqlen") as f64,
@@ -246,10 +195,7 @@ fn assert_matches_ip(ns: &Netns, s: &Snapshot, links: &[Value]) {
             );
         }
 
-        let operstate = l["operstate"]
-            .as_str()
-            .expect("operstate")
-            .to_ascii_lowercase();
+        let operstate = l["operstate"].as_str().expect("operstate").to_ascii_lowercase();
         let is_up = operstate == "up";
         assert_eq!(
             s.value("netsight_network_up", &[("device", dev)]),
@@ -295,12 +241,7 @@ fn assert_matches_ip(ns: &Netns, s: &Snapshot, links: &[Value]) {
         let sysfs_speed = out
             .status
             .success()
-            .then(|| {
-                String::from_utf8_lossy(&out.stdout)
-                    .trim()
-                    .parse::<i64>()
-                    .ok()
-            })
+            .then(|| String::from_utf8_lossy(&out.stdout).trim().parse::<i64>().ok())
             .flatten()
             .filter(|v| *v > 0)
             .map(|v| v as f64 * 1e6);
@@ -323,8 +264,7 @@ fn link<'a>(links: &'a [Value], dev: &str) -> &'a Value {
 /// bound in the destination namespace receives them all.
 fn udp_burst(src: &Netns, dst: &Netns, from: &'static str, to: &'static str, n: usize, len: usize) {
     let rx = dst.enter(move || UdpSocket::bind((to, 5555)).expect("bind receiver"));
-    rx.set_read_timeout(Some(Duration::from_secs(5)))
-        .expect("timeout");
+    rx.set_read_timeout(Some(Duration::from_secs(5))).expect("timeout");
     src.enter(move || {
         let s = UdpSocket::bind((from, 0)).expect("bind sender");
         for i in 0..n {
@@ -367,32 +307,13 @@ fn netdev_equals_ip_link_after_known_traffic() {
     assert_eq!(stat(vb, "rx", "packets") - rx0, 200.0);
     assert!(stat(vb, "rx", "bytes") >= 200.0 * 142.0);
     assert_eq!(
-        sb.value(
-            "netsight_network_transmit_packets_total",
-            &[("device", "veth0b")]
-        ),
+        sb.value("netsight_network_transmit_packets_total", &[("device", "veth0b")]),
         stat(vb, "tx", "packets")
     );
-    assert!(
-        sb.value(
-            "netsight_network_transmit_bytes_total",
-            &[("device", "veth0b")]
-        ) >= 50.0 * 1042.0
-    );
-    assert!(
-        sa.value(
-            "netsight_network_receive_packets_total",
-            &[("device", "lo")]
-        ) >= 30.0
-    );
-    assert_eq!(
-        sa.value("netsight_network_up", &[("device", "veth0a")]),
-        1.0
-    );
-    assert_eq!(
-        sa.value("netsight_network_carrier", &[("device", "veth0a")]),
-        1.0
-    );
+    assert!(sb.value("netsight_network_transmit_bytes_total", &[("device", "veth0b")]) >= 50.0 * 1042.0);
+    assert!(sa.value("netsight_network_receive_packets_total", &[("device", "lo")]) >= 30.0);
+    assert_eq!(sa.value("netsight_network_up", &[("device", "veth0a")]), 1.0);
+    assert_eq!(sa.value("netsight_network_carrier", &[("device", "veth0a")]), 1.0);
 }
 
 #[test]
@@ -446,20 +367,11 @@ fn interface_set_down_and_drops() {
 fn devices_in(s: &Snapshot) -> BTreeSet<String> {
     let mut all = BTreeSet::new();
     for f in s.0["families"].as_array().expect("families") {
-        if !f["name"]
-            .as_str()
-            .expect("name")
-            .starts_with("netsight_network_")
-        {
+        if !f["name"].as_str().expect("name").starts_with("netsight_network_") {
             continue;
         }
         for x in f["samples"].as_array().expect("samples") {
-            all.insert(
-                x["labels"]["device"]
-                    .as_str()
-                    .expect("device label")
-                    .to_string(),
-            );
+            all.insert(x["labels"]["device"].as_str().expect("device label").to_string());
         }
     }
     all
@@ -468,9 +380,7 @@ fn devices_in(s: &Snapshot) -> BTreeSet<String> {
 #[test]
 fn include_exclude_regexes_from_config_file() {
     let ns = quiet_ns();
-    ns.ip(&[
-        "link", "add", "veth0a", "type", "veth", "peer", "name", "veth0b",
-    ]);
+    ns.ip(&["link", "add", "veth0a", "type", "veth", "peer", "name", "veth0b"]);
     ns.ip(&["link", "set", "veth0a", "up"]);
     let dir = tempfile::tempdir().expect("tempdir");
     let config = |name: &str, yaml: &str| {
@@ -483,19 +393,10 @@ fn include_exclude_regexes_from_config_file() {
     let all = collect(&ns, &[]);
     assert_eq!(devices_in(&all), set(&["lo", "veth0a", "veth0b"]));
 
-    let excl = config(
-        "exclude.yaml",
-        "collectors: {netdev: {exclude: \"^veth\"}}\n",
-    );
-    assert_eq!(
-        devices_in(&collect(&ns, &["--config", &excl])),
-        set(&["lo"])
-    );
+    let excl = config("exclude.yaml", "collectors: {netdev: {exclude: \"^veth\"}}\n");
+    assert_eq!(devices_in(&collect(&ns, &["--config", &excl])), set(&["lo"]));
 
-    let incl = config(
-        "include.yaml",
-        "collectors:\n  netdev:\n    include: \"^veth\"\n",
-    );
+    let incl = config("include.yaml", "collectors:\n  netdev:\n    include: \"^veth\"\n");
     assert_eq!(
         devices_in(&collect(&ns, &["--config", &incl])),
         set(&["veth0a", "veth0b"])

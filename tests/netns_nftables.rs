@@ -21,7 +21,10 @@ const RULESET: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/nft/r
 
 fn ensure_nft() {
     let out = run(&["nft", "--version"]);
-    assert!(out.status.success(), "the nft tool is needed: apt-get install -y nftables");
+    assert!(
+        out.status.success(),
+        "the nft tool is needed: apt-get install -y nftables"
+    );
 }
 
 fn have_iptables_nft() -> bool {
@@ -36,14 +39,46 @@ fn load(ns: &Netns) {
     ns.exec_ok(&["nft", "-f", RULESET]);
     if have_iptables_nft() {
         ns.exec_ok(&[
-            "iptables-nft", "-A", "INPUT", "-p", "tcp", "--dport", "22", "-m", "comment",
-            "--comment", "ssh via iptables", "-j", "DROP",
+            "iptables-nft",
+            "-A",
+            "INPUT",
+            "-p",
+            "tcp",
+            "--dport",
+            "22",
+            "-m",
+            "comment",
+            "--comment",
+            "ssh via iptables",
+            "-j",
+            "DROP",
         ]);
         ns.exec_ok(&[
-            "iptables-nft", "-A", "INPUT", "-p", "udp", "--dport", "9998", "-m", "conntrack",
-            "--ctstate", "NEW", "-j", "ACCEPT",
+            "iptables-nft",
+            "-A",
+            "INPUT",
+            "-p",
+            "udp",
+            "--dport",
+            "9998",
+            "-m",
+            "conntrack",
+            "--ctstate",
+            "NEW",
+            "-j",
+            "ACCEPT",
         ]);
-        ns.exec_ok(&["iptables-nft", "-A", "INPUT", "-p", "udp", "--dport", "9997", "-j", "REJECT"]);
+        ns.exec_ok(&[
+            "iptables-nft",
+            "-A",
+            "INPUT",
+            "-p",
+            "udp",
+            "--dport",
+            "9997",
+            "-j",
+            "REJECT",
+        ]);
     }
 }
 
@@ -99,7 +134,9 @@ fn s(v: &Value) -> String {
 fn expected_verdict(exprs: &[Value]) -> String {
     let mut verdict = "none".to_string();
     for e in exprs {
-        let Some((k, v)) = e.as_object().and_then(|o| o.iter().next()) else { continue };
+        let Some((k, v)) = e.as_object().and_then(|o| o.iter().next()) else {
+            continue;
+        };
         match k.as_str() {
             "accept" | "drop" | "reject" | "return" | "continue" | "queue" => verdict = k.clone(),
             "jump" | "goto" => verdict = format!("{k}:{}", s(&v["target"])),
@@ -182,14 +219,28 @@ fn compare(snap: &Snapshot, nft: &[Value]) -> usize {
             assert_eq!(l["policy"], s(&c["policy"]), "policy of {c}");
         }
         if let Some(o) = item.get("counter") {
-            let m = [("family", s(&o["family"])), ("table", s(&o["table"])), ("name", s(&o["name"]))];
+            let m = [
+                ("family", s(&o["family"])),
+                ("table", s(&o["table"])),
+                ("name", s(&o["name"])),
+            ];
             let m: Vec<(&str, &str)> = m.iter().map(|(k, v)| (*k, v.as_str())).collect();
-            assert_eq!(snap.value("netsight_nftables_counter_packets_total", &m), o["packets"].as_f64().expect("n"));
-            assert_eq!(snap.value("netsight_nftables_counter_bytes_total", &m), o["bytes"].as_f64().expect("n"));
+            assert_eq!(
+                snap.value("netsight_nftables_counter_packets_total", &m),
+                o["packets"].as_f64().expect("n")
+            );
+            assert_eq!(
+                snap.value("netsight_nftables_counter_bytes_total", &m),
+                o["bytes"].as_f64().expect("n")
+            );
         }
         for kind in ["set", "map"] {
             if let Some(set) = item.get(kind) {
-                let m = [("family", s(&set["family"])), ("table", s(&set["table"])), ("set", s(&set["name"]))];
+                let m = [
+                    ("family", s(&set["family"])),
+                    ("table", s(&set["table"])),
+                    ("set", s(&set["name"])),
+                ];
                 let m: Vec<(&str, &str)> = m.iter().map(|(k, v)| (*k, v.as_str())).collect();
                 let n = set["elem"].as_array().map(|a| a.len()).unwrap_or(0);
                 assert_eq!(snap.value("netsight_nftables_set_elements", &m), n as f64, "{set}");
@@ -201,7 +252,11 @@ fn compare(snap: &Snapshot, nft: &[Value]) -> usize {
         }
     }
     for ((fam, table, chain), n) in &rules_per_chain {
-        let m = [("family", fam.as_str()), ("table", table.as_str()), ("chain", chain.as_str())];
+        let m = [
+            ("family", fam.as_str()),
+            ("table", table.as_str()),
+            ("chain", chain.as_str()),
+        ];
         assert_eq!(snap.value("netsight_nftables_chain_rules", &m), *n as f64, "{m:?}");
     }
     let all = snap.samples("netsight_nftables_rule_packets_total", &[]);
@@ -223,7 +278,10 @@ fn exported_values_equal_nft_list_ruleset() {
     assert!(compared >= 15, "only {compared} rules compared");
     // Real traffic was counted, so the comparison was not of zeros.
     let udp = snap
-        .samples("netsight_nftables_rule_packets_total", &[("chain", "input"), ("verdict", "accept")])
+        .samples(
+            "netsight_nftables_rule_packets_total",
+            &[("chain", "input"), ("verdict", "accept")],
+        )
         .iter()
         .map(|s| s["value"].as_f64().unwrap_or(0.0))
         .sum::<f64>();
@@ -231,16 +289,25 @@ fn exported_values_equal_nft_list_ruleset() {
     assert!(snap.value("netsight_nftables_counter_packets_total", &[("name", "web_hits")]) >= 1.0);
     assert!(snap.value("netsight_nftables_ruleset_generation", &[]) > 0.0);
     assert_eq!(
-        snap.value("netsight_nftables_chain_info", &[("family", "netdev"), ("chain", "ing")]),
+        snap.value(
+            "netsight_nftables_chain_info",
+            &[("family", "netdev"), ("chain", "ing")]
+        ),
         1.0
     );
     assert_eq!(
-        snap.value("netsight_nftables_chain_info", &[("family", "bridge"), ("hook", "forward")]),
+        snap.value(
+            "netsight_nftables_chain_info",
+            &[("family", "bridge"), ("hook", "forward")]
+        ),
         1.0
     );
 
     if have_iptables_nft() {
-        let ssh = snap.samples("netsight_nftables_rule_packets_total", &[("table", "filter"), ("chain", "INPUT")]);
+        let ssh = snap.samples(
+            "netsight_nftables_rule_packets_total",
+            &[("table", "filter"), ("chain", "INPUT")],
+        );
         assert_eq!(ssh.len(), 3, "iptables-nft rules");
         let by_comment: HashMap<String, HashMap<String, String>> = ssh
             .iter()
@@ -253,13 +320,18 @@ fn exported_values_equal_nft_list_ruleset() {
         assert_eq!(by_comment["(xt match: conntrack)"]["verdict"], "accept");
         assert_eq!(by_comment[""]["verdict"], "reject");
         // The xt-matched rule saw the UDP datagrams to 9998.
-        let ct = snap.value("netsight_nftables_rule_packets_total", &[("comment", "(xt match: conntrack)")]);
+        let ct = snap.value(
+            "netsight_nftables_rule_packets_total",
+            &[("comment", "(xt match: conntrack)")],
+        );
         assert!(ct >= 1.0, "{ct}");
     }
 }
 
 fn unix(t: SystemTime) -> f64 {
-    t.duration_since(SystemTime::UNIX_EPOCH).expect("after epoch").as_secs_f64()
+    t.duration_since(SystemTime::UNIX_EPOCH)
+        .expect("after epoch")
+        .as_secs_f64()
 }
 
 #[test]
@@ -296,14 +368,28 @@ fn reload_changes_generation_and_resets_counters_without_negative_rate() {
     let g0 = first.value("netsight_nftables_ruleset_generation", &[]).expect("gen");
     let g1 = second.value("netsight_nftables_ruleset_generation", &[]).expect("gen");
     assert_ne!(g0, g1, "a reload must change the generation");
-    let t0 = first.value("netsight_nftables_ruleset_last_change_timestamp_seconds", &[]).expect("t");
-    let t1 = second.value("netsight_nftables_ruleset_last_change_timestamp_seconds", &[]).expect("t");
+    let t0 = first
+        .value("netsight_nftables_ruleset_last_change_timestamp_seconds", &[])
+        .expect("t");
+    let t1 = second
+        .value("netsight_nftables_ruleset_last_change_timestamp_seconds", &[])
+        .expect("t");
     assert!(t1 > t0, "last change {t0} → {t1}");
     assert!((t1 - unix(second.taken_at)).abs() < 5.0);
 
-    let udp = [("family", "inet"), ("table", "filter"), ("chain", "input"), ("verdict", "accept"), ("comment", "")];
-    let before = first.value("netsight_nftables_rule_packets_total", &udp).expect("udp rule");
-    let after = second.value("netsight_nftables_rule_packets_total", &udp).expect("udp rule");
+    let udp = [
+        ("family", "inet"),
+        ("table", "filter"),
+        ("chain", "input"),
+        ("verdict", "accept"),
+        ("comment", ""),
+    ];
+    let before = first
+        .value("netsight_nftables_rule_packets_total", &udp)
+        .expect("udp rule");
+    let after = second
+        .value("netsight_nftables_rule_packets_total", &udp)
+        .expect("udp rule");
     assert!(before >= 5.0, "{before}");
     assert_eq!(after, 0.0, "counters reset by the reload");
 
@@ -335,7 +421,13 @@ fn without_cap_net_admin_the_collector_is_down_with_a_reason() {
     load(&ns);
     let bin = env!("CARGO_BIN_EXE_netsight");
     let out = ns.exec(&[
-        "setpriv", "--bounding-set=-net_admin", "--inh-caps=-net_admin", bin, "collect", "--once", "--format",
+        "setpriv",
+        "--bounding-set=-net_admin",
+        "--inh-caps=-net_admin",
+        bin,
+        "collect",
+        "--once",
+        "--format",
         "json",
     ]);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
@@ -355,7 +447,11 @@ fn rule_series_cap_sums_the_rest_into_other() {
     load(&ns);
     traffic(&ns, 2);
     let cfg = std::env::temp_dir().join(format!("netsight-nft-cap-{}.yaml", std::process::id()));
-    std::fs::write(&cfg, "collectors:\n  nftables:\n    max_rules: 4\n    exclude: \"^br$\"\n").expect("cfg");
+    std::fs::write(
+        &cfg,
+        "collectors:\n  nftables:\n    max_rules: 4\n    exclude: \"^br$\"\n",
+    )
+    .expect("cfg");
     let snap = ns.collect_json(&["--config", cfg.to_str().expect("utf8")]);
     let _ = std::fs::remove_file(&cfg);
     let nft = nft_json(&ns);
@@ -377,8 +473,16 @@ fn rule_series_cap_sums_the_rest_into_other() {
     assert_eq!(capped as usize, counted - 4);
     let exported: f64 = all.iter().map(|s| s["value"].as_f64().expect("v")).sum();
     assert_eq!(exported, total_packets, "other + kept = every rule");
-    assert_eq!(snap.samples("netsight_nftables_rule_packets_total", &[("handle", "other")]).len(), 1);
-    assert!(snap.samples("netsight_nftables_chain_info", &[("table", "br")]).is_empty(), "excluded table");
+    assert_eq!(
+        snap.samples("netsight_nftables_rule_packets_total", &[("handle", "other")])
+            .len(),
+        1
+    );
+    assert!(
+        snap.samples("netsight_nftables_chain_info", &[("table", "br")])
+            .is_empty(),
+        "excluded table"
+    );
 }
 
 /// Re-captures `tests/fixtures/netlink/nft_*` from the running kernel:
@@ -418,7 +522,10 @@ fn element_dump_counts_agree_with_set_count_and_nft() {
     ]);
     ns.exec_ok(&["nft", "add set inet extra empty { type ipv6_addr; }"]);
     let (dumped, kernel) = ns.enter(|| {
-        (read_ruleset_with(None, true).expect("read"), read_ruleset_with(None, false).expect("read"))
+        (
+            read_ruleset_with(None, true).expect("read"),
+            read_ruleset_with(None, false).expect("read"),
+        )
     });
     let nft = nft_json(&ns);
     let mut checked = 0;
@@ -449,7 +556,9 @@ fn measure_collection_cost_vs_nft() {
     ensure_nft();
     for n in [100usize, 1_000, 10_000] {
         let ns = Netns::new("nnftb");
-        let mut text = String::from("table inet bench {\n  chain input {\n    type filter hook input priority 0; policy accept;\n");
+        let mut text = String::from(
+            "table inet bench {\n  chain input {\n    type filter hook input priority 0; policy accept;\n",
+        );
         for i in 0..n {
             text.push_str(&format!(
                 "    ip saddr 10.{}.{}.{} tcp dport {} counter accept comment \"rule {i}\"\n",

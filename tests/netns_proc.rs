@@ -30,8 +30,7 @@ fn page_size() -> f64 {
 fn collect(ns: &Netns, config: &str) -> Snapshot {
     let bin = env!("CARGO_BIN_EXE_netsight");
     let out = ns.exec(&[
-        "timeout", "-k", "5", "60", bin, "collect", "--once", "--format", "json", "--config",
-        config,
+        "timeout", "-k", "5", "60", bin, "collect", "--once", "--format", "json", "--config", config,
     ]);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(
@@ -60,10 +59,7 @@ fn read_proc_net(ns: &Netns) -> BTreeMap<&'static str, String> {
             .iter()
             .map(|f| {
                 let p = format!("/proc/thread-self/net/{f}");
-                (
-                    *f,
-                    std::fs::read_to_string(&p).unwrap_or_else(|e| panic!("{p}: {e}")),
-                )
+                (*f, std::fs::read_to_string(&p).unwrap_or_else(|e| panic!("{p}: {e}")))
             })
             .collect()
     })
@@ -78,11 +74,9 @@ fn traffic(ns: &Netns) {
             let target = l.local_addr().expect("addr");
             for i in 0..5u8 {
                 let mut c = TcpStream::connect(target).expect("connect");
-                c.set_read_timeout(Some(Duration::from_secs(5)))
-                    .expect("timeout");
+                c.set_read_timeout(Some(Duration::from_secs(5))).expect("timeout");
                 let (mut srv, _) = l.accept().expect("accept");
-                srv.set_read_timeout(Some(Duration::from_secs(5)))
-                    .expect("timeout");
+                srv.set_read_timeout(Some(Duration::from_secs(5))).expect("timeout");
                 let msg = vec![i; 3000];
                 c.write_all(&msg).expect("write");
                 let mut got = vec![0u8; msg.len()];
@@ -99,16 +93,11 @@ fn traffic(ns: &Netns) {
             }
             // UDP: delivered datagrams, and some to a closed port (ICMP unreachable).
             let rx = UdpSocket::bind(addr).expect("bind");
-            rx.set_read_timeout(Some(Duration::from_secs(5)))
-                .expect("timeout");
+            rx.set_read_timeout(Some(Duration::from_secs(5))).expect("timeout");
             let tx = UdpSocket::bind(addr).expect("bind");
-            let closed = UdpSocket::bind(addr)
-                .expect("bind")
-                .local_addr()
-                .expect("addr");
+            let closed = UdpSocket::bind(addr).expect("bind").local_addr().expect("addr");
             for _ in 0..20 {
-                tx.send_to(b"hello", rx.local_addr().expect("addr"))
-                    .expect("send");
+                tx.send_to(b"hello", rx.local_addr().expect("addr")).expect("send");
                 let mut b = [0u8; 16];
                 rx.recv_from(&mut b).expect("recv");
             }
@@ -245,11 +234,7 @@ fn assert_proc_matches(s: &Snapshot, files: &BTreeMap<&'static str, String>, own
         *per_family.entry(name.clone()).or_default() += 1;
     }
     for (name, n) in per_family {
-        assert_eq!(
-            s.samples(&name, &[]).len(),
-            n,
-            "{name}: samples beyond the files"
-        );
+        assert_eq!(s.samples(&name, &[]).len(), n, "{name}: samples beyond the files");
     }
 }
 
@@ -305,14 +290,8 @@ fn netstat_and_sockstat_equal_proc_files_in_namespace() {
                 active, 10,
                 "connections opened in the namespace (Tcp counts IPv4 and IPv6)"
             );
-            assert_eq!(
-                s.value("netsight_netstat_tcp_active_opens_total", &[]),
-                10.0
-            );
-            assert_eq!(
-                s.value("netsight_netstat_tcp_passive_opens_total", &[]),
-                10.0
-            );
+            assert_eq!(s.value("netsight_netstat_tcp_active_opens_total", &[]), 10.0);
+            assert_eq!(s.value("netsight_netstat_tcp_passive_opens_total", &[]), 10.0);
             assert!(s.value("netsight_netstat_udp_in_datagrams_total", &[]) >= 20.0);
             assert!(s.value("netsight_netstat_udp_no_ports_total", &[]) >= 3.0);
             assert!(s.value("netsight_netstat_icmp_out_dest_unreachs_total", &[]) >= 3.0);
@@ -322,11 +301,7 @@ fn netstat_and_sockstat_equal_proc_files_in_namespace() {
             return;
         }
         // Something moved (host-wide TCP/UDP memory is global): try again.
-        let changed: Vec<&str> = FILES
-            .iter()
-            .copied()
-            .filter(|f| before[f] != after[f])
-            .collect();
+        let changed: Vec<&str> = FILES.iter().copied().filter(|f| before[f] != after[f]).collect();
         last = Some(changed);
         std::thread::sleep(Duration::from_millis(250));
     }
@@ -341,13 +316,8 @@ fn sysctl_values_equal_sysctl_n_in_namespace() {
     ns.exec_ok(&["sysctl", "-qw", "net.ipv4.ip_local_port_range=20001 30002"]);
     ns.exec_ok(&["sysctl", "-qw", "net.ipv4.tcp_fin_timeout=33"]);
     ns.exec_ok(&["sysctl", "-qw", "net.ipv4.tcp_rmem=4096 87380 7777777"]);
-    let host_somaxconn =
-        std::fs::read_to_string("/proc/sys/net/core/somaxconn").expect("host somaxconn");
-    assert_ne!(
-        host_somaxconn.trim(),
-        "1234",
-        "host already has the test value"
-    );
+    let host_somaxconn = std::fs::read_to_string("/proc/sys/net/core/somaxconn").expect("host somaxconn");
+    assert_ne!(host_somaxconn.trim(), "1234", "host already has the test value");
 
     let dir = tempfile::tempdir().expect("tempdir");
     let config = dir.path().join("config.yaml");
@@ -361,10 +331,7 @@ fn sysctl_values_equal_sysctl_n_in_namespace() {
         let out = ns.exec(&["sysctl", "-n", &key]);
         if !out.status.success() {
             // Not present in this namespace (e.g. init_net-only or module not loaded).
-            assert!(
-                s.family(name).is_none(),
-                "{name} exported but `sysctl -n {key}` fails"
-            );
+            assert!(s.family(name).is_none(), "{name} exported but `sysctl -n {key}` fails");
             continue;
         }
         let vals: Vec<f64> = String::from_utf8_lossy(&out.stdout)
@@ -377,39 +344,23 @@ fn sysctl_values_equal_sysctl_n_in_namespace() {
         } else {
             assert_eq!(p.values.len(), vals.len(), "{key}");
             for (label, v) in p.values.iter().zip(&vals) {
-                assert_eq!(
-                    s.value(name, &[("value", label)]),
-                    *v,
-                    "{name}{{value={label}}}"
-                );
+                assert_eq!(s.value(name, &[("value", label)]), *v, "{name}{{value={label}}}");
             }
             assert_eq!(s.samples(name, &[]).len(), vals.len(), "{name}");
         }
         compared += 1;
     }
-    assert!(
-        compared >= 15,
-        "only {compared} parameters visible in the namespace"
-    );
+    assert!(compared >= 15, "only {compared} parameters visible in the namespace");
     assert_eq!(s.value("netsight_sysctl_net_core_somaxconn", &[]), 1234.0);
     assert_eq!(
-        s.value(
-            "netsight_sysctl_net_ipv4_ip_local_port_range",
-            &[("value", "low")]
-        ),
+        s.value("netsight_sysctl_net_ipv4_ip_local_port_range", &[("value", "low")]),
         20001.0
     );
     assert_eq!(
-        s.value(
-            "netsight_sysctl_net_ipv4_ip_local_port_range",
-            &[("value", "high")]
-        ),
+        s.value("netsight_sysctl_net_ipv4_ip_local_port_range", &[("value", "high")]),
         30002.0
     );
-    assert_eq!(
-        s.value("netsight_sysctl_net_ipv4_tcp_fin_timeout", &[]),
-        33.0
-    );
+    assert_eq!(s.value("netsight_sysctl_net_ipv4_tcp_fin_timeout", &[]), 33.0);
     assert_eq!(
         s.value("netsight_sysctl_net_ipv4_tcp_rmem", &[("value", "max")]),
         7777777.0
@@ -421,14 +372,8 @@ fn sysctl_values_equal_sysctl_n_in_namespace() {
     for (key, metric) in [
         ("net.ipv4.tcp_mem", "netsight_sockstat_tcp_mem_limit_bytes"),
         ("net.ipv4.udp_mem", "netsight_sockstat_udp_mem_limit_bytes"),
-        (
-            "net.ipv4.tcp_max_orphans",
-            "netsight_sockstat_tcp_max_orphans",
-        ),
-        (
-            "net.ipv4.tcp_max_tw_buckets",
-            "netsight_sockstat_tcp_max_tw_buckets",
-        ),
+        ("net.ipv4.tcp_max_orphans", "netsight_sockstat_tcp_max_orphans"),
+        ("net.ipv4.tcp_max_tw_buckets", "netsight_sockstat_tcp_max_tw_buckets"),
     ] {
         let out = ns.exec(&["sysctl", "-n", key]);
         if !out.status.success() {

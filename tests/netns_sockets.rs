@@ -33,17 +33,11 @@ fn set_defer_accept(l: &TcpListener, secs: i32) {
             std::mem::size_of::<i32>() as libc::socklen_t,
         )
     };
-    assert_eq!(
-        rc,
-        0,
-        "TCP_DEFER_ACCEPT: {}",
-        std::io::Error::last_os_error()
-    );
+    assert_eq!(rc, 0, "TCP_DEFER_ACCEPT: {}", std::io::Error::last_os_error());
 }
 
 fn read_eof(s: &mut TcpStream) {
-    s.set_read_timeout(Some(Duration::from_secs(5)))
-        .expect("timeout");
+    s.set_read_timeout(Some(Duration::from_secs(5))).expect("timeout");
     let mut buf = [0u8; 4096];
     loop {
         match s.read(&mut buf) {
@@ -193,10 +187,7 @@ fn parse_ss(text: &str, state: fn(&str) -> String) -> Vec<Row> {
                 state: state(f[0]),
                 recv_q: f[1].parse().expect("Recv-Q"),
                 send_q: f[2].parse().expect("Send-Q"),
-                address: addr
-                    .trim_start_matches('[')
-                    .trim_end_matches(']')
-                    .to_string(),
+                address: addr.trim_start_matches('[').trim_end_matches(']').to_string(),
                 port: port.parse().expect("port"),
                 ours: users.contains(&pid),
                 unowned: !users.contains("users:"),
@@ -296,52 +287,28 @@ fn sockets_match_ss_in_a_quiet_namespace() {
         let c = count(tcp.iter().filter(|r| r.family == family));
         for st in TCP_STATES {
             let want = c.get(st).copied().unwrap_or(0) as f64;
-            let got = snap.value(
-                "netsight_tcp_connections",
-                &[("family", family), ("state", st)],
-            );
-            assert_eq!(
-                got, want,
-                "netsight_tcp_connections{{family={family},state={st}}}"
-            );
+            let got = snap.value("netsight_tcp_connections", &[("family", family), ("state", st)]);
+            assert_eq!(got, want, "netsight_tcp_connections{{family={family},state={st}}}");
         }
         let c = count(udp.iter().filter(|r| r.family == family));
-        assert_eq!(
-            c.values().sum::<u64>(),
-            2,
-            "{family} UDP scenario: {udp:#?}"
-        );
+        assert_eq!(c.values().sum::<u64>(), 2, "{family} UDP scenario: {udp:#?}");
         for st in ["unconnected", "established"] {
             let want = c.get(st).copied().unwrap_or(0) as f64;
             let got = snap.value("netsight_udp_sockets", &[("family", family), ("state", st)]);
-            assert_eq!(
-                got, want,
-                "netsight_udp_sockets{{family={family},state={st}}}"
-            );
+            assert_eq!(got, want, "netsight_udp_sockets{{family={family},state={st}}}");
         }
     }
 
     // 2. Per listening port and state: exactly ss's counts, and nothing else.
-    let listen_ports: BTreeSet<u16> = tcp
-        .iter()
-        .filter(|r| r.state == "listen")
-        .map(|r| r.port)
-        .collect();
+    let listen_ports: BTreeSet<u16> = tcp.iter().filter(|r| r.state == "listen").map(|r| r.port).collect();
     assert_eq!(listen_ports, BTreeSet::from([7100, 7101, 7102]));
     for &port in &listen_ports {
         let p = port.to_string();
         let c = count(tcp.iter().filter(|r| r.port == port));
         for st in TCP_STATES {
             let want = c.get(st).copied().unwrap_or(0) as f64;
-            let got = value_or_zero(
-                &snap,
-                "netsight_tcp_port_connections",
-                &[("port", &p), ("state", st)],
-            );
-            assert_eq!(
-                got, want,
-                "netsight_tcp_port_connections{{port={p},state={st}}}"
-            );
+            let got = value_or_zero(&snap, "netsight_tcp_port_connections", &[("port", &p), ("state", st)]);
+            assert_eq!(got, want, "netsight_tcp_port_connections{{port={p},state={st}}}");
         }
     }
     let ports: BTreeSet<String> = snap
@@ -355,16 +322,9 @@ fn sockets_match_ss_in_a_quiet_namespace() {
         "only listening ports"
     );
     let p7100 = count(tcp.iter().filter(|r| r.port == 7100));
-    assert_eq!(
-        p7100.get("time_wait"),
-        Some(&1),
-        "server-side TIME_WAIT on 7100"
-    );
+    assert_eq!(p7100.get("time_wait"), Some(&1), "server-side TIME_WAIT on 7100");
     assert_eq!(p7100.get("close_wait"), Some(&1));
-    assert_eq!(
-        count(tcp.iter().filter(|r| r.port == 7101)).get("syn_recv"),
-        Some(&1)
-    );
+    assert_eq!(count(tcp.iter().filter(|r| r.port == 7101)).get("syn_recv"), Some(&1));
 
     // 3. Listener queues: Recv-Q and Send-Q of every LISTEN row, attributed to us.
     let listeners: Vec<&Row> = tcp.iter().filter(|r| r.state == "listen").collect();
@@ -387,17 +347,8 @@ fn sockets_match_ss_in_a_quiet_namespace() {
             "{r:?}"
         );
     }
-    let by_port = |port: u16| {
-        listeners
-            .iter()
-            .find(|r| r.port == port)
-            .map(|r| (r.recv_q, r.send_q))
-    };
-    assert_eq!(
-        by_port(7100),
-        Some((2, 16)),
-        "two connections wait; backlog 16"
-    );
+    let by_port = |port: u16| listeners.iter().find(|r| r.port == port).map(|r| (r.recv_q, r.send_q));
+    assert_eq!(by_port(7100), Some((2, 16)), "two connections wait; backlog 16");
     assert_eq!(by_port(7101), Some((0, 4)));
     assert_eq!(by_port(7102), Some((1, 8)));
     assert_eq!(snap.samples("netsight_tcp_listen_backlog", &[]).len(), 3);
@@ -410,10 +361,7 @@ fn sockets_match_ss_in_a_quiet_namespace() {
             "netsight_tcp_process_connections",
             &[("process", &me), ("state", st)],
         );
-        assert_eq!(
-            got, ours,
-            "netsight_tcp_process_connections{{process={me},state={st}}}"
-        );
+        assert_eq!(got, ours, "netsight_tcp_process_connections{{process={me},state={st}}}");
         let unowned = tcp.iter().filter(|r| r.unowned && r.state == st).count() as f64;
         let got = value_or_zero(
             &snap,
@@ -430,11 +378,8 @@ fn sockets_match_ss_in_a_quiet_namespace() {
         "only this process owns sockets here"
     );
     assert_eq!(
-        snap.samples(
-            "netsight_tcp_process_connections",
-            &[("process", "unknown")]
-        )
-        .len(),
+        snap.samples("netsight_tcp_process_connections", &[("process", "unknown")])
+            .len(),
         0
     );
 
@@ -455,10 +400,7 @@ fn sockets_match_ss_in_a_quiet_namespace() {
         .filter_map(|s| s["value"].as_f64())
         .sum();
     assert_eq!(cc, all.get("established").copied().unwrap_or(0) as f64);
-    assert_eq!(
-        snap.value("netsight_collector_up", &[("collector", "sockets")]),
-        1.0
-    );
+    assert_eq!(snap.value("netsight_collector_up", &[("collector", "sockets")]), 1.0);
 
     assert!(
         started.elapsed() < Duration::from_secs(60),
@@ -474,16 +416,12 @@ fn sockets_match_ss_in_a_quiet_namespace() {
 #[ignore]
 fn capture_netlink_fixtures() {
     use netsight::netlink::sock_diag::{
-        parse_messages, DiagSocket, DumpRequest, AF_INET, AF_INET6, ALL_STATES, IPPROTO_TCP,
-        IPPROTO_UDP,
+        parse_messages, DiagSocket, DumpRequest, AF_INET, AF_INET6, ALL_STATES, IPPROTO_TCP, IPPROTO_UDP,
     };
     let ns = Netns::new("nskfix");
     let dumps = ns.enter(|| {
         let mut held: Vec<OwnedFd> = Vec::new();
-        for (tcp, udp) in [
-            ("127.0.0.1:7001", "127.0.0.1:7002"),
-            ("[::1]:7003", "[::1]:7004"),
-        ] {
+        for (tcp, udp) in [("127.0.0.1:7001", "127.0.0.1:7002"), ("[::1]:7003", "[::1]:7004")] {
             let l = listener(tcp, 16);
             let mut c = TcpStream::connect(tcp).expect("connect");
             let (mut s, _) = l.accept().expect("accept");
@@ -528,11 +466,7 @@ fn capture_netlink_fixtures() {
     // A dump cut 40 bytes into its second message.
     let tcp4 = &dumps[0].1;
     let first = u32::from_ne_bytes([tcp4[0], tcp4[1], tcp4[2], tcp4[3]]) as usize;
-    std::fs::write(
-        format!("{dir}/truncated.bin"),
-        &tcp4[..first.div_ceil(4) * 4 + 40],
-    )
-    .expect("write");
+    std::fs::write(format!("{dir}/truncated.bin"), &tcp4[..first.div_ceil(4) * 4 + 40]).expect("write");
     std::fs::write(
         format!("{dir}/garbage.bin"),
         b"netsight: not a netlink message at all, just text that claims a huge length\n",

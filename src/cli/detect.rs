@@ -78,7 +78,10 @@ pub struct Report {
 }
 
 fn now_secs() -> f64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs_f64()).unwrap_or(0.0)
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs_f64())
+        .unwrap_or(0.0)
 }
 
 pub fn run(args: DetectArgs) -> anyhow::Result<u8> {
@@ -104,7 +107,10 @@ pub fn run(args: DetectArgs) -> anyhow::Result<u8> {
             found,
         )
     } else {
-        let d = args.daemon.clone().unwrap_or_else(|| "http://127.0.0.1:9977".to_string());
+        let d = args
+            .daemon
+            .clone()
+            .unwrap_or_else(|| "http://127.0.0.1:9977".to_string());
         let url = Url::parse(&d)?;
         (json!({"kind": "daemon", "url": d}), from_daemon(&url, from, to, &args)?)
     };
@@ -140,10 +146,15 @@ fn fetch_json(url: &Url, args: &DetectArgs) -> anyhow::Result<Value> {
 
 /// Parses the daemon's annotation-shaped events.
 pub fn parse_daemon_events(v: &Value, to: f64) -> anyhow::Result<Vec<Anomaly>> {
-    let arr = v.as_array().ok_or_else(|| anyhow!("the event log is not a JSON array"))?;
+    let arr = v
+        .as_array()
+        .ok_or_else(|| anyhow!("the event log is not a JSON array"))?;
     let mut out = Vec::new();
     for e in arr {
-        let tags: Vec<&str> = e["tags"].as_array().map(|t| t.iter().filter_map(Value::as_str).collect()).unwrap_or_default();
+        let tags: Vec<&str> = e["tags"]
+            .as_array()
+            .map(|t| t.iter().filter_map(Value::as_str).collect())
+            .unwrap_or_default();
         let tag = |k: &str| {
             tags.iter()
                 .find_map(|t| t.strip_prefix(k).and_then(|r| r.strip_prefix(':')))
@@ -156,7 +167,12 @@ pub fn parse_daemon_events(v: &Value, to: f64) -> anyhow::Result<Vec<Anomaly>> {
             .as_object()
             .map(|m| {
                 m.iter()
-                    .map(|(k, v)| (k.clone(), v.as_str().map(str::to_string).unwrap_or_else(|| v.to_string())))
+                    .map(|(k, v)| {
+                        (
+                            k.clone(),
+                            v.as_str().map(str::to_string).unwrap_or_else(|| v.to_string()),
+                        )
+                    })
                     .collect()
             })
             .unwrap_or_default();
@@ -212,10 +228,17 @@ pub fn parse_range(v: &Value) -> anyhow::Result<RangeResult> {
         bail!("Prometheus error: {} {}", v["errorType"], v["error"]);
     }
     let mut out = Vec::new();
-    for s in v["data"]["result"].as_array().ok_or_else(|| anyhow!("no data.result in the response"))? {
+    for s in v["data"]["result"]
+        .as_array()
+        .ok_or_else(|| anyhow!("no data.result in the response"))?
+    {
         let mut labels: BTreeMap<String, String> = s["metric"]
             .as_object()
-            .map(|m| m.iter().map(|(k, v)| (k.clone(), v.as_str().unwrap_or("").to_string())).collect())
+            .map(|m| {
+                m.iter()
+                    .map(|(k, v)| (k.clone(), v.as_str().unwrap_or("").to_string()))
+                    .collect()
+            })
             .unwrap_or_default();
         labels.remove("__name__");
         labels.remove("job");
@@ -256,7 +279,13 @@ pub fn replay(
             engine.evaluate(&snap, &hist);
         }
         let inst = (!instance.is_empty()).then_some(instance.as_str());
-        out.extend(engine.events.range(f64::MIN, f64::MAX).iter().map(|e| event_to_anomaly(e, inst, end)));
+        out.extend(
+            engine
+                .events
+                .range(f64::MIN, f64::MAX)
+                .iter()
+                .map(|e| event_to_anomaly(e, inst, end)),
+        );
     }
     out.sort_by(|a, b| a.start.total_cmp(&b.start));
     out
@@ -277,7 +306,9 @@ fn from_prometheus(
     let mut per_instance: BTreeMap<String, InputSeries> = BTreeMap::new();
     for metric in set.referenced_metrics() {
         let query = match selector {
-            Some(s) if !s.trim().is_empty() => format!("{metric}{{{}}}", s.trim().trim_start_matches('{').trim_end_matches('}')),
+            Some(s) if !s.trim().is_empty() => {
+                format!("{metric}{{{}}}", s.trim().trim_start_matches('{').trim_end_matches('}'))
+            }
             _ => metric.clone(),
         };
         let u = url.join(&format!(
@@ -293,11 +324,21 @@ fn from_prometheus(
                     values[i as usize] = Some(x);
                 }
             }
-            per_instance.entry(instance).or_default().push((metric.clone(), labels, values));
+            per_instance
+                .entry(instance)
+                .or_default()
+                .push((metric.clone(), labels, values));
         }
     }
     let cfg = load_config(&args.common)?;
-    Ok(replay(set, per_instance, start, Duration::from_secs_f64(step_s), steps, cfg.history_points))
+    Ok(replay(
+        set,
+        per_instance,
+        start,
+        Duration::from_secs_f64(step_s),
+        steps,
+        cfg.history_points,
+    ))
 }
 
 fn summarize(a: &[Anomaly]) -> Value {
@@ -356,14 +397,22 @@ pub fn render_text(r: &Report, range: Duration) -> String {
         return out;
     }
     let firing = r.anomalies.iter().filter(|a| a.firing).count();
-    out.push_str(&format!("{} anomalies ({firing} still firing)\n\n", r.anomalies.len()));
+    let n = r.anomalies.len();
+    out.push_str(&format!(
+        "{n} {} ({firing} still firing)\n\n",
+        if n == 1 { "anomaly" } else { "anomalies" }
+    ));
     for a in &r.anomalies {
         let labels = if a.labels.is_empty() {
             String::new()
         } else {
             format!(
                 " {{{}}}",
-                a.labels.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join(", ")
+                a.labels
+                    .iter()
+                    .map(|(k, v)| format!("{k}={v}"))
+                    .collect::<Vec<_>>()
+                    .join(", ")
             )
         };
         let inst = a.instance.as_ref().map(|i| format!(" on {i}")).unwrap_or_default();
@@ -393,7 +442,14 @@ pub fn render_text(r: &Report, range: Duration) -> String {
                     out.push_str(&format!("      {x}\n"));
                 }
                 if let Some(ev) = c["evidence"].as_object().filter(|m| !m.is_empty()) {
-                    let parts: Vec<String> = ev.iter().map(|(k, v)| format!("{k} = {v}")).collect();
+                    let parts: Vec<String> = ev
+                        .iter()
+                        .map(|(k, v)| match v.as_f64() {
+                            Some(x) if x.fract() == 0.0 && x.abs() < 1e15 => format!("{k} = {}", x as i64),
+                            Some(x) => format!("{k} = {x}"),
+                            None => format!("{k} = {v}"),
+                        })
+                        .collect();
                     out.push_str(&format!("      evidence: {}\n", parts.join(", ")));
                 }
                 if let Some(x) = c["recommendation"].as_str().filter(|s| !s.is_empty()) {
@@ -436,7 +492,12 @@ mod tests {
 
     #[test]
     fn replay_over_range_results_finds_overflows() {
-        let set = crate::rules::load(&crate::rules::sources::embedded()).expect("embedded rules");
+        let yaml = "rules:\n  - name: overflowing\n    description: d\n    layer: transport\n    severity: critical\n    series: {metric: netsight_netstat_tcpext_listen_overflows_total}\n    expr: rate(value)\n    when: value > 0\n";
+        let set = crate::rules::load(&[crate::rules::RuleSource {
+            name: "test.yaml".into(),
+            text: yaml.into(),
+        }])
+        .expect("test rule loads");
         let body = json!({"status": "success", "data": {"resultType": "matrix", "result": [
             {"metric": {"__name__": "netsight_netstat_tcpext_listen_overflows_total", "instance": "h:9977", "job": "n"},
              "values": (0..20).map(|i| json!([1000 + i * 15, format!("{}", if i < 8 { 0 } else { (i - 7) * 30 })])).collect::<Vec<_>>()},
@@ -445,9 +506,15 @@ mod tests {
         let mut per: BTreeMap<String, InputSeries> = BTreeMap::new();
         for (inst, labels, pts) in res {
             let vals = pts.iter().map(|p| Some(p.1)).collect();
-            per.entry(inst).or_default().push(("netsight_netstat_tcpext_listen_overflows_total".into(), labels, vals));
+            per.entry(inst)
+                .or_default()
+                .push(("netsight_netstat_tcpext_listen_overflows_total".into(), labels, vals));
         }
         let a = replay(&set, per, 1000.0, Duration::from_secs(15), 20, 120);
-        assert!(a.iter().any(|x| x.rule == "tcp_listen_overflow" && x.instance.as_deref() == Some("h:9977")), "{a:?}");
+        assert!(
+            a.iter()
+                .any(|x| x.rule == "overflowing" && x.instance.as_deref() == Some("h:9977")),
+            "{a:?}"
+        );
     }
 }

@@ -105,6 +105,58 @@ pub struct View {
     pub tcp_current_established: Option<f64>,
     pub anomalies: Vec<ActiveAnomaly>,
     pub collectors_down: Vec<String>,
+    /// What this process lacks for a complete view, and the capability that grants it.
+    pub missing_privileges: Vec<MissingPrivilege>,
+}
+
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct MissingPrivilege {
+    pub what: String,
+    pub granted_by: String,
+}
+
+/// Whether the process has capability `bit` in its effective set.
+fn has_capability(bit: u32) -> bool {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("CapEff:"))
+        .and_then(|h| u64::from_str_radix(h.trim(), 16).ok())
+        .is_some_and(|eff| eff & (1u64 << bit) != 0)
+}
+
+const CAP_DAC_READ_SEARCH: u32 = 2;
+const CAP_NET_ADMIN: u32 = 12;
+const CAP_SYS_PTRACE: u32 = 19;
+
+/// Privilege gaps visible in a snapshot.
+fn missing_privileges(snap: &Snapshot, down: &[String]) -> Vec<MissingPrivilege> {
+    let mut out = Vec::new();
+    let net_admin = has_capability(CAP_NET_ADMIN);
+    if !net_admin && down.iter().any(|c| c == "nftables") {
+        out.push(MissingPrivilege {
+            what: "nf_tables ruleset counters (nftables collector down)".into(),
+            granted_by: "CAP_NET_ADMIN".into(),
+        });
+    }
+    if !net_admin
+        && (snap.value("netsight_conntrack_stats_available", &[]) == Some(0.0)
+            || snap.value("netsight_conntrack_breakdown_available", &[]) == Some(0.0))
+    {
+        out.push(MissingPrivilege {
+            what: "conntrack statistics and per-flow breakdown (ctnetlink)".into(),
+            granted_by: "CAP_NET_ADMIN".into(),
+        });
+    }
+    if snap.value("netsight_sockets_process_scan_denied", &[]).unwrap_or(0.0) > 0.0
+        && !(has_capability(CAP_SYS_PTRACE) && has_capability(CAP_DAC_READ_SEARCH))
+    {
+        out.push(MissingPrivilege {
+            what: "attributing other users' sockets to processes".into(),
+            granted_by: "CAP_SYS_PTRACE + CAP_DAC_READ_SEARCH".into(),
+        });
+    }
+    out
 }
 
 const IF_COUNTERS: [&str; 8] = [
@@ -138,8 +190,12 @@ pub struct Tracker {
 }
 
 fn by_label(snap: &Snapshot, metric: &str, label: &str) -> Vec<(String, f64)> {
-    let Some(f) = snap.family(metric) else { return Vec::new() };
-    let Some(i) = f.label_index(label) else { return Vec::new() };
+    let Some(f) = snap.family(metric) else {
+        return Vec::new();
+    };
+    let Some(i) = f.label_index(label) else {
+        return Vec::new();
+    };
     f.samples
         .iter()
         .filter_map(|s| Some((s.labels.get(i)?.clone(), s.value.as_f64()?)))
@@ -176,7 +232,9 @@ impl Tracker {
                 }
             }
         }
-        let mtu: HashMap<String, f64> = by_label(snap, "netsight_network_mtu_bytes", "device").into_iter().collect();
+        let mtu: HashMap<String, f64> = by_label(snap, "netsight_network_mtu_bytes", "device")
+            .into_iter()
+            .collect();
         let mut interfaces = Vec::new();
         for (dev, c) in &counters {
             let p = self.prev_if.get(dev);
@@ -209,11 +267,12 @@ impl Tracker {
                 self.prev_tcp.insert(key, c);
             }
         }
-        let collectors_down = by_label(snap, "netsight_collector_up", "collector")
+        let collectors_down: Vec<String> = by_label(snap, "netsight_collector_up", "collector")
             .into_iter()
             .filter(|(_, v)| *v == 0.0)
             .map(|(c, _)| c)
             .collect();
+        let missing_privileges = missing_privileges(snap, &collectors_down);
         // Anomalies: the engine's open events.
         let anomalies = shared
             .engine()
@@ -230,7 +289,11 @@ impl Tracker {
                 value: e.value,
                 text: e.text,
                 cause: e.cause.as_ref().map(|c| c.name.clone()),
-                recommendation: e.cause.as_ref().map(|c| c.recommendation.clone()).filter(|r| !r.is_empty()),
+                recommendation: e
+                    .cause
+                    .as_ref()
+                    .map(|c| c.recommendation.clone())
+                    .filter(|r| !r.is_empty()),
             })
             .collect();
         self.prev_t = Some(t);
@@ -244,6 +307,7 @@ impl Tracker {
             tcp_current_established: snap.value("netsight_netstat_tcp_curr_estab", &[]),
             anomalies,
             collectors_down,
+            missing_privileges,
         }
     }
 }
@@ -365,14 +429,20 @@ pub fn draw(f: &mut Frame, view: Option<&View>, host: &str) {
             Constraint::Length(anom_h),
             Constraint::Min(4),
             Constraint::Length(11),
+            Constraint::Length(view.map(|v| v.missing_privileges.len().min(3) as u16).unwrap_or(0)),
         ])
         .split(area);
     let title = match view {
         Some(v) => format!(
-            " netsight monitor network — {host} — {} — every {}s — refresh #{} — q quits",
+            " netsight monitor network — {host} — {} — every {}s — refresh #{}{} — q quits",
             clock(v.time),
             v.interval_seconds,
-            v.tick
+            v.tick,
+            if v.collectors_down.is_empty() {
+                String::new()
+            } else {
+                format!(" — collectors down: {}", v.collectors_down.join(", "))
+            }
         ),
         None => format!(" netsight monitor network — {host} — collecting… — q quits"),
     };
@@ -384,7 +454,10 @@ pub fn draw(f: &mut Frame, view: Option<&View>, host: &str) {
 
     // Anomalies.
     let anom_lines: Vec<Line> = if v.anomalies.is_empty() {
-        vec![Line::from(Span::styled("no active anomalies", Style::default().fg(Color::Green)))]
+        vec![Line::from(Span::styled(
+            "no active anomalies",
+            Style::default().fg(Color::Green),
+        ))]
     } else {
         v.anomalies
             .iter()
@@ -412,13 +485,28 @@ pub fn draw(f: &mut Frame, view: Option<&View>, host: &str) {
         Style::default().fg(Color::Red).add_modifier(Modifier::BOLD)
     };
     f.render_widget(
-        Paragraph::new(anom_lines).block(Block::default().borders(Borders::ALL).title(anom_title).border_style(border)),
+        Paragraph::new(anom_lines).block(
+            Block::default()
+                .borders(Borders::ALL)
+                .title(anom_title)
+                .border_style(border),
+        ),
         rows[1],
     );
 
     // Interfaces.
-    let header = Row::new(["Interface", "State", "MTU", "RX", "TX", "RX pkt/s", "TX pkt/s", "Drops/s", "Errors/s"])
-        .style(Style::default().add_modifier(Modifier::BOLD));
+    let header = Row::new([
+        "Interface",
+        "State",
+        "MTU",
+        "RX",
+        "TX",
+        "RX pkt/s",
+        "TX pkt/s",
+        "Drops/s",
+        "Errors/s",
+    ])
+    .style(Style::default().add_modifier(Modifier::BOLD));
     let if_rows: Vec<Row> = v
         .interfaces
         .iter()
@@ -436,15 +524,29 @@ pub fn draw(f: &mut Frame, view: Option<&View>, host: &str) {
                 ratatui::widgets::Cell::from(human_rate(i.tx_bytes_per_second, "B/s")),
                 ratatui::widgets::Cell::from(num(i.rx_packets_per_second)),
                 ratatui::widgets::Cell::from(num(i.tx_packets_per_second)),
-                ratatui::widgets::Cell::from(num(i.drops_per_second))
-                    .style(if bad { Style::default().fg(Color::Red) } else { Style::default() }),
-                ratatui::widgets::Cell::from(num(i.errors_per_second))
-                    .style(if bad { Style::default().fg(Color::Red) } else { Style::default() }),
+                ratatui::widgets::Cell::from(num(i.drops_per_second)).style(if bad {
+                    Style::default().fg(Color::Red)
+                } else {
+                    Style::default()
+                }),
+                ratatui::widgets::Cell::from(num(i.errors_per_second)).style(if bad {
+                    Style::default().fg(Color::Red)
+                } else {
+                    Style::default()
+                }),
             ])
         })
         .collect();
+    let dev_w = v
+        .interfaces
+        .iter()
+        .map(|i| i.device.len())
+        .max()
+        .unwrap_or(9)
+        .clamp(9, 24) as u16
+        + 1;
     let widths = [
-        Constraint::Min(12),
+        Constraint::Length(dev_w),
         Constraint::Length(14),
         Constraint::Length(6),
         Constraint::Length(12),
@@ -455,11 +557,26 @@ pub fn draw(f: &mut Frame, view: Option<&View>, host: &str) {
         Constraint::Length(8),
     ];
     f.render_widget(
-        Table::new(if_rows, widths)
-            .header(header)
-            .block(Block::default().borders(Borders::ALL).title(format!(" Interfaces ({}) ", v.interfaces.len()))),
+        Table::new(if_rows, widths).header(header).block(
+            Block::default()
+                .borders(Borders::ALL)
+                .title(format!(" Interfaces ({}) ", v.interfaces.len())),
+        ),
         rows[2],
     );
+
+    // What a missing privilege hides.
+    let notes: Vec<Line> = v
+        .missing_privileges
+        .iter()
+        .map(|m| {
+            Line::from(Span::styled(
+                format!(" missing privilege: {} — needs {}", m.what, m.granted_by),
+                Style::default().fg(Color::Yellow),
+            ))
+        })
+        .collect();
+    f.render_widget(Paragraph::new(notes), rows[4]);
 
     // Connections and TCP counters.
     let bottom = Layout::default()
@@ -467,8 +584,17 @@ pub fn draw(f: &mut Frame, view: Option<&View>, host: &str) {
         .constraints([Constraint::Percentage(45), Constraint::Percentage(55)])
         .split(rows[3]);
     let order = [
-        "established", "listen", "syn_sent", "syn_recv", "fin_wait1", "fin_wait2", "time_wait", "close_wait",
-        "last_ack", "closing", "close",
+        "established",
+        "listen",
+        "syn_sent",
+        "syn_recv",
+        "fin_wait1",
+        "fin_wait2",
+        "time_wait",
+        "close_wait",
+        "last_ack",
+        "closing",
+        "close",
     ];
     let mut states: Vec<(String, f64)> = order
         .iter()
@@ -499,8 +625,8 @@ pub fn draw(f: &mut Frame, view: Option<&View>, host: &str) {
         .tcp_rates
         .iter()
         .map(|(k, r)| {
-            let alarming = matches!(k.as_str(), "listen_overflows" | "listen_drops" | "receive_errors")
-                && r.unwrap_or(0.0) > 0.0;
+            let alarming =
+                matches!(k.as_str(), "listen_overflows" | "listen_drops" | "receive_errors") && r.unwrap_or(0.0) > 0.0;
             let row = Row::new(vec![k.replace('_', " "), num(*r)]);
             if alarming {
                 row.style(Style::default().fg(Color::Red).add_modifier(Modifier::BOLD))
@@ -509,12 +635,49 @@ pub fn draw(f: &mut Frame, view: Option<&View>, host: &str) {
             }
         })
         .collect();
-    counter_rows.push(Row::new(vec!["currently established".to_string(), num(v.tcp_current_established)]));
+    counter_rows.push(Row::new(vec![
+        "currently established".to_string(),
+        num(v.tcp_current_established),
+    ]));
     f.render_widget(
-        Table::new(counter_rows, [Constraint::Min(22), Constraint::Length(10)])
-            .block(Block::default().borders(Borders::ALL).title(" TCP counters (per second) ")),
+        Table::new(counter_rows, [Constraint::Min(22), Constraint::Length(10)]).block(
+            Block::default()
+                .borders(Borders::ALL)
+                .title(" TCP counters (per second) "),
+        ),
         bottom[1],
     );
+}
+
+/// Points stderr at /dev/null while the full-screen view runs; restores it on drop.
+struct StderrToNull(Option<libc::c_int>);
+
+impl StderrToNull {
+    fn new() -> Self {
+        // SAFETY: dup/open/dup2 on descriptors this function owns or on fd 2.
+        unsafe {
+            let saved = libc::dup(2);
+            let null = libc::open(c"/dev/null".as_ptr(), libc::O_WRONLY | libc::O_CLOEXEC);
+            if saved < 0 || null < 0 {
+                return StderrToNull(None);
+            }
+            libc::dup2(null, 2);
+            libc::close(null);
+            StderrToNull(Some(saved))
+        }
+    }
+}
+
+impl Drop for StderrToNull {
+    fn drop(&mut self) {
+        if let Some(saved) = self.0 {
+            // SAFETY: restoring the descriptor saved in `new`.
+            unsafe {
+                libc::dup2(saved, 2);
+                libc::close(saved);
+            }
+        }
+    }
 }
 
 pub async fn run(args: MonitorArgs) -> anyhow::Result<u8> {
@@ -545,6 +708,11 @@ pub async fn run(args: MonitorArgs) -> anyhow::Result<u8> {
             let snap = sched.tick().await;
             shared.process(snap);
             let v = tracker.view(&shared.latest().snapshot, &shared, a.interval);
+            if n == 0 && !a.json {
+                for m in &v.missing_privileges {
+                    eprintln!("netsight: note: {} needs {}", m.what, m.granted_by);
+                }
+            }
             let line = if a.json {
                 serde_json::to_string(&v)?
             } else {
@@ -561,6 +729,8 @@ pub async fn run(args: MonitorArgs) -> anyhow::Result<u8> {
         return Ok(0);
     }
     let host = hostname();
+    // Log lines written to the terminal would scribble over the screen.
+    let _quiet = StderrToNull::new();
     let mut terminal = ratatui::try_init()?;
     let result = async {
         let mut view: Option<View> = None;

@@ -63,7 +63,11 @@ pub fn run_nab(dir: &Path, out: Option<&Path>, score: bool) -> Result<()> {
     if let Some(out) = out {
         for (model, scores) in [(Model::Netsight, &netsight), (Model::RollingZscore, &zscore)] {
             let written = nab::write_results(out, model.name(), &corpus, scores)?;
-            eprintln!("wrote {} results files under {}", written.len(), out.join(model.name()).display());
+            eprintln!(
+                "wrote {} results files under {}",
+                written.len(),
+                out.join(model.name()).display()
+            );
         }
     }
     if score || out.is_none() {
@@ -79,7 +83,11 @@ pub fn report(corpus: &Corpus, netsight: &[Vec<f64>], zscore: &[Vec<f64>]) -> St
         ("netsight", "all", nab::evaluate(corpus, netsight, |_| true)),
         ("netsight", "subset", nab::evaluate(corpus, netsight, nab::in_subset)),
         ("rolling z-score", "all", nab::evaluate(corpus, zscore, |_| true)),
-        ("rolling z-score", "subset", nab::evaluate(corpus, zscore, nab::in_subset)),
+        (
+            "rolling z-score",
+            "subset",
+            nab::evaluate(corpus, zscore, nab::in_subset),
+        ),
     ];
     let rows: Vec<(&str, &str, &nab::Evaluation)> = evals.iter().map(|(d, p, e)| (*d, *p, e)).collect();
     let mut out = format!(
@@ -122,7 +130,13 @@ fn run_csv(files: &[PathBuf], out: Option<&Path>, threshold: Option<f64>) -> Res
             for (c, col) in table.columns.iter().enumerate() {
                 for (i, s) in scores[c].iter().enumerate() {
                     if let Some(s) = s.filter(|s| *s >= t) {
-                        let _ = writeln!(err, "{}: {} {col}={} anomaly_score={s:.4}", file.display(), table.timestamps[i], table.raw[c][i]);
+                        let _ = writeln!(
+                            err,
+                            "{}: {} {col}={} anomaly_score={s:.4}",
+                            file.display(),
+                            table.timestamps[i],
+                            table.raw[c][i]
+                        );
                     }
                 }
             }

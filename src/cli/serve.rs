@@ -58,7 +58,9 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     tokio::spawn(async move {
         while hup.recv().await.is_some() {
             tracing::info!("SIGHUP: reloading rules");
-            hup_shared.reload_requested.store(true, std::sync::atomic::Ordering::Release);
+            hup_shared
+                .reload_requested
+                .store(true, std::sync::atomic::Ordering::Release);
         }
     });
 

@@ -19,8 +19,8 @@ use super::{CollectContext, CollectError, Collector};
 use crate::catalog::{CollectorDoc, DynamicFamily, MetricDesc, MetricKind};
 use crate::config::ConntrackConfig;
 use crate::netlink::ctnetlink::{
-    ct_dump_request, parse_ct_dump, parse_stats_cpu_reply, protocol_name, state_name,
-    stats_cpu_request, CpuStats, CtnlError, Flow, StatsDump,
+    ct_dump_request, parse_ct_dump, parse_stats_cpu_reply, protocol_name, state_name, stats_cpu_request, CpuStats,
+    CtnlError, Flow, StatsDump,
 };
 use crate::parse::conntrack::{parse_nf_conntrack_stat, proc_stat_name};
 use crate::parse::sysctl::parse_sysctl_values;
@@ -53,7 +53,14 @@ pub static BREAKDOWN_AVAILABLE: MetricDesc = MetricDesc::new("netsight_conntrack
 pub static FLOWS: MetricDesc = MetricDesc::new("netsight_conntrack_flows", G, "", "Conntrack entries by L4 protocol (tcp, udp, icmp, icmpv6, sctp…, as conntrack -L names them), protocol state (TCP, SCTP and DCCP states in conntrack -L's spelling, e.g. ESTABLISHED, TIME_WAIT; empty for stateless protocols) and zone, from a streamed ctnetlink table dump.", &["protocol", "state", "zone"], "netsight.conntrack.flows");
 pub static TOP_SOURCE_FLOWS: MetricDesc = MetricDesc::new("netsight_conntrack_top_source_flows", G, "", "Conntrack entries per original-direction source address, for the collectors.conntrack.top_addresses addresses with the most; address=\"other\" sums the rest.", &["address"], "netsight.conntrack.top_source.flows");
 pub static TOP_SOURCE_BYTES: MetricDesc = MetricDesc::new("netsight_conntrack_top_source_bytes", G, "bytes", "Bytes (both directions) of the current entries per original-direction source address, top addresses by bytes plus address=\"other\". Only with nf_conntrack_acct enabled; entries created before it was enabled count 0.", &["address"], "netsight.conntrack.top_source.bytes");
-pub static TOP_DESTINATION_FLOWS: MetricDesc = MetricDesc::new("netsight_conntrack_top_destination_flows", G, "", "Conntrack entries per original-direction destination address, top addresses plus address=\"other\".", &["address"], "netsight.conntrack.top_destination.flows");
+pub static TOP_DESTINATION_FLOWS: MetricDesc = MetricDesc::new(
+    "netsight_conntrack_top_destination_flows",
+    G,
+    "",
+    "Conntrack entries per original-direction destination address, top addresses plus address=\"other\".",
+    &["address"],
+    "netsight.conntrack.top_destination.flows",
+);
 pub static TOP_DESTINATION_BYTES: MetricDesc = MetricDesc::new("netsight_conntrack_top_destination_bytes", G, "bytes", "Bytes (both directions) of the current entries per original-direction destination address, top addresses by bytes plus address=\"other\". Only with nf_conntrack_acct enabled.", &["address"], "netsight.conntrack.top_destination.bytes");
 
 macro_rules! stat {
@@ -75,16 +82,20 @@ stat!(
     "Lookups that found an existing entry (CTA_STATS_FOUND)."
 );
 stat!(INVALID, "invalid", "Packets that could not be tracked and were marked INVALID: malformed, or not matching the protocol state machine (CTA_STATS_INVALID).");
-stat!(
-    INSERT,
-    "insert",
-    "Entries inserted into the table (CTA_STATS_INSERT)."
-);
+stat!(INSERT, "insert", "Entries inserted into the table (CTA_STATS_INSERT).");
 stat!(INSERT_FAILED, "insert_failed", "Entries that could not be inserted, e.g. because an identical entry was inserted first by another CPU and the clash was not resolvable (CTA_STATS_INSERT_FAILED).");
 stat!(DROP, "drop", "Packets dropped because conntrack failed: table full with nothing to early-drop, allocation failure or a failed insertion (CTA_STATS_DROP).");
-stat!(EARLY_DROP, "early_drop", "Not-yet-assured entries evicted to make room for new ones while the table was full (CTA_STATS_EARLY_DROP).");
+stat!(
+    EARLY_DROP,
+    "early_drop",
+    "Not-yet-assured entries evicted to make room for new ones while the table was full (CTA_STATS_EARLY_DROP)."
+);
 stat!(ERROR, "error", "Packets a protocol tracker rejected as erroneous, e.g. ICMP errors matching no connection or bad checksums; procfs calls it icmp_error (CTA_STATS_ERROR).");
-stat!(SEARCH_RESTART, "search_restart", "Table lookups restarted because of a concurrent hash-table resize or entry move (CTA_STATS_SEARCH_RESTART).");
+stat!(
+    SEARCH_RESTART,
+    "search_restart",
+    "Table lookups restarted because of a concurrent hash-table resize or entry move (CTA_STATS_SEARCH_RESTART)."
+);
 stat!(CLASH_RESOLVE, "clash_resolve", "Insertion races between CPUs for the same new flow that were resolved without a drop; procfs calls it clashres (CTA_STATS_CLASH_RESOLVE, Linux ≥ 5.10).");
 stat!(CHAIN_TOO_LONG, "chain_too_long", "Insertions refused because the hash chain was too long, a protection against hash flooding; procfs calls it chainlength, conntrack -S chaintoolong (CTA_STATS_CHAIN_TOOLONG, Linux ≥ 5.15).");
 stat!(EXPECT_NEW, "expect_new", "Connections created from an existing expectation (related flows predicted by a helper such as FTP) (CTA_STATS_EXP_NEW).");
@@ -291,11 +302,7 @@ impl AddressTally {
         let key = |v: &(u64, u64)| if by_bytes { v.1 } else { v.0 };
         let mut all: Vec<(&IpAddr, &(u64, u64))> = self.by_address.iter().collect();
         all.sort_by(|a, b| key(b.1).cmp(&key(a.1)).then(a.0.cmp(b.0)));
-        let mut out: Vec<(String, u64)> = all
-            .iter()
-            .take(n)
-            .map(|(a, v)| (a.to_string(), key(v)))
-            .collect();
+        let mut out: Vec<(String, u64)> = all.iter().take(n).map(|(a, v)| (a.to_string(), key(v))).collect();
         let rest: u64 = all.iter().skip(n).map(|(_, v)| key(v)).sum::<u64>() + key(&self.untracked);
         if all.len() > n || self.untracked.0 > 0 {
             out.push(("other".to_string(), rest));
@@ -322,14 +329,7 @@ impl Breakdown {
     pub fn by_protocol_state(&self) -> Vec<(String, String, u16, u64)> {
         self.flows
             .iter()
-            .map(|((p, st, z), n)| {
-                (
-                    protocol_name(*p).into_owned(),
-                    state_name(*p, *st).into_owned(),
-                    *z,
-                    *n,
-                )
-            })
+            .map(|((p, st, z), n)| (protocol_name(*p).into_owned(), state_name(*p, *st).into_owned(), *z, *n))
             .collect()
     }
 
@@ -352,10 +352,7 @@ pub fn dump_breakdown(max_addresses: usize) -> Result<Breakdown, DumpError> {
 }
 
 /// [`dump_breakdown`], appending every received datagram to `raw`.
-pub fn dump_breakdown_capturing(
-    max_addresses: usize,
-    raw: Option<&mut Vec<u8>>,
-) -> Result<Breakdown, DumpError> {
+pub fn dump_breakdown_capturing(max_addresses: usize, raw: Option<&mut Vec<u8>>) -> Result<Breakdown, DumpError> {
     let mut b = Breakdown {
         sources: AddressTally::with_cap(max_addresses),
         destinations: AddressTally::with_cap(max_addresses),
@@ -432,9 +429,7 @@ impl Conntrack {
         }
         let netlink_err = match netlink_rows() {
             Ok((rows, exp_err)) => {
-                let note = exp_err.map(|e| {
-                    format!("conntrack expectation statistics unavailable: ctnetlink: {e}")
-                });
+                let note = exp_err.map(|e| format!("conntrack expectation statistics unavailable: ctnetlink: {e}"));
                 return Ok((rows, note));
             }
             Err(e) => e,
@@ -477,11 +472,7 @@ impl Conntrack {
             let cpu = row.cpu.to_string();
             let mut seen = std::collections::HashSet::new();
             // A repeated field (never sent by today's kernels) would be a duplicate series.
-            for (field, v) in row
-                .fields
-                .into_iter()
-                .filter(|(f, _)| seen.insert(f.clone()))
-            {
+            for (field, v) in row.fields.into_iter().filter(|(f, _)| seen.insert(f.clone())) {
                 match STATS.iter().find(|(n, _)| *n == field) {
                     Some((_, desc)) => out.push(*desc, vec![cpu.clone()], v as f64),
                     None => {
@@ -502,8 +493,7 @@ fn dynamic_desc(field: &str) -> MetricDesc {
         name: format!("netsight_conntrack_stat_{field}_total").into(),
         kind: C,
         unit: "",
-        help: format!("Conntrack per-CPU statistic {field} (not known to this netsight version).")
-            .into(),
+        help: format!("Conntrack per-CPU statistic {field} (not known to this netsight version).").into(),
         labels: L,
         otel_name: format!("netsight.conntrack.stat.{field}").into(),
     }
@@ -541,10 +531,7 @@ fn netlink_rows() -> Result<(Vec<Row>, Option<DumpError>), DumpError> {
             })
             .collect()
     };
-    let mut rows = named(
-        StatsDump::Conntrack,
-        dump_stats_cpu(StatsDump::Conntrack, None)?,
-    );
+    let mut rows = named(StatsDump::Conntrack, dump_stats_cpu(StatsDump::Conntrack, None)?);
     match dump_stats_cpu(StatsDump::Expect, None) {
         Ok(exp) => {
             for e in named(StatsDump::Expect, exp) {
@@ -571,9 +558,7 @@ impl DumpError {
     pub fn is_permission(&self) -> bool {
         match self {
             DumpError::Io { source, .. } => source.kind() == io::ErrorKind::PermissionDenied,
-            DumpError::Reply(CtnlError::Kernel { errno }) => {
-                *errno == libc::EPERM || *errno == libc::EACCES
-            }
+            DumpError::Reply(CtnlError::Kernel { errno }) => *errno == libc::EPERM || *errno == libc::EACCES,
             DumpError::Reply(_) => false,
         }
     }
@@ -588,14 +573,10 @@ static SEQ: AtomicU32 = AtomicU32::new(1);
 /// Runs one per-CPU statistics dump over a fresh `NETLINK_NETFILTER` socket in the
 /// calling thread's network namespace. When `raw` is given, every received datagram
 /// is appended to it (used to capture test fixtures).
-pub fn dump_stats_cpu(
-    dump: StatsDump,
-    mut raw: Option<&mut Vec<u8>>,
-) -> Result<Vec<CpuStats>, DumpError> {
+pub fn dump_stats_cpu(dump: StatsDump, mut raw: Option<&mut Vec<u8>>) -> Result<Vec<CpuStats>, DumpError> {
     let mut sock = Socket::new(NETLINK_NETFILTER).map_err(io_err("socket"))?;
     sock.bind_auto().map_err(io_err("bind"))?;
-    sock.connect(&SocketAddr::new(0, 0))
-        .map_err(io_err("connect"))?;
+    sock.connect(&SocketAddr::new(0, 0)).map_err(io_err("connect"))?;
     set_recv_timeout(&sock, RECV_TIMEOUT).map_err(io_err("setsockopt(SO_RCVTIMEO)"))?;
 
     let seq = SEQ.fetch_add(1, Ordering::Relaxed);
@@ -621,20 +602,12 @@ pub fn dump_stats_cpu(
                     source: io::Error::new(io::ErrorKind::TimedOut, "no reply from the kernel"),
                 });
             }
-            Err(e) => {
-                return Err(DumpError::Io {
-                    op: "recv",
-                    source: e,
-                })
-            }
+            Err(e) => return Err(DumpError::Io { op: "recv", source: e }),
         };
         if n > buf.len() {
             return Err(DumpError::Io {
                 op: "recv",
-                source: io::Error::other(format!(
-                    "datagram of {n} bytes truncated to {}",
-                    buf.len()
-                )),
+                source: io::Error::other(format!("datagram of {n} bytes truncated to {}", buf.len())),
             });
         }
         if let Some(raw) = raw.as_deref_mut() {
@@ -669,8 +642,7 @@ impl NfnlSocket {
     pub fn open() -> Result<NfnlSocket, DumpError> {
         let mut sock = Socket::new(NETLINK_NETFILTER).map_err(io_err("socket"))?;
         sock.bind_auto().map_err(io_err("bind"))?;
-        sock.connect(&SocketAddr::new(0, 0))
-            .map_err(io_err("connect"))?;
+        sock.connect(&SocketAddr::new(0, 0)).map_err(io_err("connect"))?;
         set_recv_timeout(&sock, RECV_TIMEOUT).map_err(io_err("setsockopt(SO_RCVTIMEO)"))?;
         Ok(NfnlSocket {
             sock,
@@ -705,20 +677,12 @@ impl NfnlSocket {
                         source: io::Error::new(io::ErrorKind::TimedOut, "no reply from the kernel"),
                     });
                 }
-                Err(e) => {
-                    return Err(DumpError::Io {
-                        op: "recv",
-                        source: e,
-                    })
-                }
+                Err(e) => return Err(DumpError::Io { op: "recv", source: e }),
             };
             if n > self.buf.len() {
                 return Err(DumpError::Io {
                     op: "recv",
-                    source: io::Error::other(format!(
-                        "datagram of {n} bytes truncated to {}",
-                        self.buf.len()
-                    )),
+                    source: io::Error::other(format!("datagram of {n} bytes truncated to {}", self.buf.len())),
                 });
             }
             if let Some(raw) = raw.as_deref_mut() {
@@ -782,10 +746,7 @@ mod tests {
         let ctx = CollectContext::new(dir, dir.join("sys"));
         let mut out = Emitter::new();
         let r = Conntrack::default().collect(&ctx, &mut out);
-        (
-            r,
-            Snapshot::new(SystemTime::now(), out.into_families()),
-        )
+        (r, Snapshot::new(SystemTime::now(), out.into_families()))
     }
 
     const SYSCTL: &[(&str, &str)] = &[
@@ -807,59 +768,31 @@ mod tests {
         let (r, snap) = run(dir.path());
         r.expect("collects");
         assert_eq!(snap.value("netsight_conntrack_entries", &[]), Some(5.0));
-        assert_eq!(
-            snap.value("netsight_conntrack_entries_limit", &[]),
-            Some(262144.0)
-        );
+        assert_eq!(snap.value("netsight_conntrack_entries_limit", &[]), Some(262144.0));
         assert_eq!(snap.value("netsight_conntrack_buckets", &[]), Some(65536.0));
-        assert_eq!(
-            snap.value("netsight_conntrack_stats_available", &[]),
-            Some(1.0)
-        );
+        assert_eq!(snap.value("netsight_conntrack_stats_available", &[]), Some(1.0));
         let cpu0 = |n: &str| snap.value(n, &[("cpu", "0")]);
-        assert_eq!(
-            cpu0("netsight_conntrack_stat_clash_resolve_total"),
-            Some(1.0)
-        );
+        assert_eq!(cpu0("netsight_conntrack_stat_clash_resolve_total"), Some(1.0));
         assert_eq!(cpu0("netsight_conntrack_stat_found_total"), Some(10.0));
         assert_eq!(cpu0("netsight_conntrack_stat_invalid_total"), Some(2.0));
-        assert_eq!(
-            cpu0("netsight_conntrack_stat_chain_too_long_total"),
-            Some(3.0)
-        );
+        assert_eq!(cpu0("netsight_conntrack_stat_chain_too_long_total"), Some(3.0));
         assert_eq!(cpu0("netsight_conntrack_stat_insert_total"), Some(4.0));
-        assert_eq!(
-            cpu0("netsight_conntrack_stat_insert_failed_total"),
-            Some(5.0)
-        );
+        assert_eq!(cpu0("netsight_conntrack_stat_insert_failed_total"), Some(5.0));
         assert_eq!(cpu0("netsight_conntrack_stat_drop_total"), Some(6.0));
         assert_eq!(cpu0("netsight_conntrack_stat_early_drop_total"), Some(7.0));
         assert_eq!(cpu0("netsight_conntrack_stat_error_total"), Some(8.0));
         assert_eq!(cpu0("netsight_conntrack_stat_expect_new_total"), Some(9.0));
-        assert_eq!(
-            cpu0("netsight_conntrack_stat_expect_create_total"),
-            Some(10.0)
-        );
-        assert_eq!(
-            cpu0("netsight_conntrack_stat_expect_delete_total"),
-            Some(11.0)
-        );
-        assert_eq!(
-            cpu0("netsight_conntrack_stat_search_restart_total"),
-            Some(12.0)
-        );
+        assert_eq!(cpu0("netsight_conntrack_stat_expect_create_total"), Some(10.0));
+        assert_eq!(cpu0("netsight_conntrack_stat_expect_delete_total"), Some(11.0));
+        assert_eq!(cpu0("netsight_conntrack_stat_search_restart_total"), Some(12.0));
         assert_eq!(cpu0("netsight_conntrack_stat_future_total"), Some(13.0));
         assert_eq!(
             snap.value("netsight_conntrack_stat_found_total", &[("cpu", "1")]),
             Some(0.0)
         );
         assert!(snap.family("netsight_conntrack_stat_new_total").is_none());
-        assert!(snap
-            .family("netsight_conntrack_stat_entries_total")
-            .is_none());
-        let fam = snap
-            .family("netsight_conntrack_stat_future_total")
-            .expect("dynamic");
+        assert!(snap.family("netsight_conntrack_stat_entries_total").is_none());
+        let fam = snap.family("netsight_conntrack_stat_future_total").expect("dynamic");
         assert_eq!(fam.desc.kind, MetricKind::Counter);
     }
 
@@ -869,10 +802,7 @@ mod tests {
         let (r, snap) = run(dir.path());
         r.expect("collects");
         assert_eq!(snap.value("netsight_conntrack_entries", &[]), Some(5.0));
-        assert_eq!(
-            snap.value("netsight_conntrack_stats_available", &[]),
-            Some(0.0)
-        );
+        assert_eq!(snap.value("netsight_conntrack_stats_available", &[]), Some(0.0));
         assert!(snap.family("netsight_conntrack_stat_found_total").is_none());
     }
 
@@ -932,7 +862,12 @@ mod breakdown_tests {
             destinations: AddressTally::with_cap(3),
             ..Breakdown::default()
         };
-        for (src, n, bytes) in [([10, 0, 0, 1], 5, 10), ([10, 0, 0, 2], 3, 1000), ([10, 0, 0, 3], 1, 1), ([10, 0, 0, 4], 2, 7)] {
+        for (src, n, bytes) in [
+            ([10, 0, 0, 1], 5, 10),
+            ([10, 0, 0, 2], 3, 1000),
+            ([10, 0, 0, 3], 1, 1),
+            ([10, 0, 0, 4], 2, 7),
+        ] {
             for _ in 0..n {
                 b.add(&flow(6, Some(3), src, Some(bytes)));
             }
@@ -942,7 +877,10 @@ mod breakdown_tests {
         assert!(b.accounted);
         assert_eq!(
             b.by_protocol_state(),
-            vec![("tcp".into(), "ESTABLISHED".into(), 0, 11), ("udp".into(), String::new(), 0, 1)]
+            vec![
+                ("tcp".into(), "ESTABLISHED".into(), 0, 11),
+                ("udp".into(), String::new(), 0, 1)
+            ]
         );
         // 10.0.0.4 arrived after the cap of 3: counted in other.
         assert_eq!(b.sources.untracked, (2, 14));
@@ -958,7 +896,10 @@ mod breakdown_tests {
         let mut out = Emitter::new();
         emit_breakdown(&b, 2, false, &mut out);
         let fams = out.into_families();
-        assert!(fams.iter().all(|f| !f.desc.name.ends_with("_bytes")), "no bytes without accounting");
+        assert!(
+            fams.iter().all(|f| !f.desc.name.ends_with("_bytes")),
+            "no bytes without accounting"
+        );
         assert!(fams.iter().any(|f| f.desc.name == "netsight_conntrack_flows"));
     }
 }

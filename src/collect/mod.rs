@@ -35,7 +35,10 @@ pub struct CollectContext {
 
 impl CollectContext {
     pub fn new(procfs: impl Into<PathBuf>, sysfs: impl Into<PathBuf>) -> Self {
-        CollectContext { procfs: procfs.into(), sysfs: sysfs.into() }
+        CollectContext {
+            procfs: procfs.into(),
+            sysfs: sysfs.into(),
+        }
     }
 
     /// True when reading the live kernel (netlink sources are only used then).
@@ -57,7 +60,10 @@ impl CollectContext {
 }
 
 pub fn read_file(path: &Path) -> Result<Vec<u8>, CollectError> {
-    std::fs::read(path).map_err(|source| CollectError::Io { path: path.to_path_buf(), source })
+    std::fs::read(path).map_err(|source| CollectError::Io {
+        path: path.to_path_buf(),
+        source,
+    })
 }
 
 #[derive(Debug, thiserror::Error)]

@@ -28,8 +28,8 @@ use crate::catalog::{CollectorDoc, MetricDesc, MetricKind};
 use crate::config::NftablesConfig;
 use crate::netlink::ctnetlink::CtnlError;
 use crate::netlink::nftables::{
-    dump_request, family_name, getgen_request, parse_reply, setelem_request, Counter, Dump, Item,
-    Rule, Ruleset, NFT_MSG_NEWGEN, NFT_MSG_NEWSETELEM,
+    dump_request, family_name, getgen_request, parse_reply, setelem_request, Counter, Dump, Item, Rule, Ruleset,
+    NFT_MSG_NEWGEN, NFT_MSG_NEWSETELEM,
 };
 use crate::snapshot::Emitter;
 
@@ -184,17 +184,17 @@ pub fn read_ruleset_capturing(capture: Option<&mut Capture>) -> Result<Ruleset, 
 /// [`read_ruleset_capturing`]; with `count_elements` every named set's elements are
 /// counted from an element dump even when the kernel sends `NFTA_SET_COUNT` (the
 /// path older kernels take; the tests use it to check both agree).
-pub fn read_ruleset_with(
-    mut capture: Option<&mut Capture>,
-    count_elements: bool,
-) -> Result<Ruleset, DumpError> {
+pub fn read_ruleset_with(mut capture: Option<&mut Capture>, count_elements: bool) -> Result<Ruleset, DumpError> {
     let mut sock = NfnlSocket::open()?;
     for _ in 0..MAX_ATTEMPTS {
         if let Some(c) = capture.as_deref_mut() {
             c.replies.clear();
         }
         let g0 = generation(&mut sock, capture.as_deref_mut().map(|c| c.slot("gen")))?;
-        let mut rs = Ruleset { generation: g0, ..Ruleset::default() };
+        let mut rs = Ruleset {
+            generation: g0,
+            ..Ruleset::default()
+        };
         let mut interrupted = false;
         for dump in Dump::ALL {
             let seq = next_seq();
@@ -279,10 +279,10 @@ pub fn explain(e: &DumpError) -> String {
         );
     }
     match e {
-        DumpError::Reply(CtnlError::Kernel { errno })
-            if *errno == libc::EINVAL || *errno == libc::EOPNOTSUPP =>
-        {
-            format!("nf_tables over netlink: {e}: nf_tables is not available in this kernel (module nf_tables not loaded?)")
+        DumpError::Reply(CtnlError::Kernel { errno }) if *errno == libc::EINVAL || *errno == libc::EOPNOTSUPP => {
+            format!(
+                "nf_tables over netlink: {e}: nf_tables is not available in this kernel (module nf_tables not loaded?)"
+            )
         }
         DumpError::Io { op: "socket", source } if source.raw_os_error() == Some(libc::EPROTONOSUPPORT) => {
             format!("nf_tables over netlink: {e}: nfnetlink is not available in this kernel")
@@ -305,7 +305,10 @@ impl TableFilter {
                 .map(|r| Regex::new(r).map_err(|e| anyhow::anyhow!("collectors.nftables.{what}: {e}")))
                 .transpose()
         };
-        Ok(TableFilter { include: compile("include", &cfg.include)?, exclude: compile("exclude", &cfg.exclude)? })
+        Ok(TableFilter {
+            include: compile("include", &cfg.include)?,
+            exclude: compile("exclude", &cfg.exclude)?,
+        })
     }
 
     pub fn keeps(&self, table: &str) -> bool {
@@ -379,7 +382,10 @@ impl Nftables {
                 ],
                 1.0,
             );
-            let n = per_chain.get(&(c.family, c.table.as_str(), c.name.as_str())).copied().unwrap_or(0);
+            let n = per_chain
+                .get(&(c.family, c.table.as_str(), c.name.as_str()))
+                .copied()
+                .unwrap_or(0);
             out.push(&CHAIN_RULES, vec![fam, c.table.clone(), c.name.clone()], n as f64);
         }
 
@@ -408,8 +414,7 @@ impl Nftables {
     fn emit_rules(&mut self, rs: &Ruleset, out: &mut Emitter) {
         out.declare(&RULE_PACKETS);
         out.declare(&RULE_BYTES);
-        let counted: Vec<(&Rule, Counter)> =
-            rs.rules.iter().filter_map(|r| r.counter().map(|c| (r, c))).collect();
+        let counted: Vec<(&Rule, Counter)> = rs.rules.iter().filter_map(|r| r.counter().map(|c| (r, c))).collect();
         if self.selected_gen != Some(rs.generation) {
             self.select(rs.generation, &counted);
         }
@@ -437,7 +442,14 @@ impl Nftables {
         out.push0(&RULES_CAPPED, others as f64);
         if others > 0 {
             let labels = || {
-                vec![String::new(), String::new(), String::new(), "other".into(), String::new(), String::new()]
+                vec![
+                    String::new(),
+                    String::new(),
+                    String::new(),
+                    "other".into(),
+                    String::new(),
+                    String::new(),
+                ]
             };
             out.push(&RULE_PACKETS, labels(), other.packets as f64);
             out.push(&RULE_BYTES, labels(), other.bytes as f64);
@@ -494,7 +506,10 @@ impl Collector for Nftables {
             )));
         }
         let rs = read_ruleset().map_err(|e| CollectError::Unavailable(explain(&e)))?;
-        let now = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs_f64()).unwrap_or(0.0);
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_secs_f64())
+            .unwrap_or(0.0);
         self.emit(rs, now, out);
         Ok(())
     }
@@ -516,7 +531,10 @@ mod tests {
     fn rule(table: &str, handle: u64, packets: Option<u64>) -> Rule {
         let mut r = Rule::new(1, table, "c", handle);
         if let Some(p) = packets {
-            r.push_expr("counter", &[nla(1, &(p * 10).to_be_bytes()), nla(2, &p.to_be_bytes())].concat());
+            r.push_expr(
+                "counter",
+                &[nla(1, &(p * 10).to_be_bytes()), nla(2, &p.to_be_bytes())].concat(),
+            );
         }
         r
     }
@@ -572,23 +590,51 @@ mod tests {
     #[test]
     fn rules_chains_sets_and_generation() {
         let mut c = collector(10, None);
-        let s = emit(&mut c, ruleset(7, vec![rule("a", 1, Some(5)), rule("a", 2, None), rule("b", 3, Some(0))]), 100.0);
+        let s = emit(
+            &mut c,
+            ruleset(
+                7,
+                vec![rule("a", 1, Some(5)), rule("a", 2, None), rule("b", 3, Some(0))],
+            ),
+            100.0,
+        );
         assert_eq!(s.value("netsight_nftables_ruleset_generation", &[]), Some(7.0));
-        assert_eq!(s.value("netsight_nftables_ruleset_last_change_timestamp_seconds", &[]), Some(100.0));
+        assert_eq!(
+            s.value("netsight_nftables_ruleset_last_change_timestamp_seconds", &[]),
+            Some(100.0)
+        );
         assert_eq!(handles(&s), ["1", "3"], "rules without a counter are not exported");
-        assert_eq!(s.value("netsight_nftables_rule_bytes_total", &[("handle", "1")]), Some(50.0));
-        assert_eq!(s.value("netsight_nftables_rule_packets_total", &[("handle", "1"), ("verdict", "none")]), Some(5.0));
+        assert_eq!(
+            s.value("netsight_nftables_rule_bytes_total", &[("handle", "1")]),
+            Some(50.0)
+        );
+        assert_eq!(
+            s.value(
+                "netsight_nftables_rule_packets_total",
+                &[("handle", "1"), ("verdict", "none")]
+            ),
+            Some(5.0)
+        );
         assert_eq!(s.value("netsight_nftables_chain_rules", &[("table", "a")]), Some(2.0));
         assert_eq!(s.value("netsight_nftables_chain_rules", &[("table", "b")]), Some(1.0));
-        assert_eq!(s.value("netsight_nftables_chain_info", &[("table", "a"), ("hook", "")]), Some(1.0));
+        assert_eq!(
+            s.value("netsight_nftables_chain_info", &[("table", "a"), ("hook", "")]),
+            Some(1.0)
+        );
         assert_eq!(s.value("netsight_nftables_set_elements", &[("set", "s")]), Some(3.0));
         assert!(s.family("netsight_nftables_set_size_limit").is_none());
         assert_eq!(s.value("netsight_nftables_rule_series_capped", &[]), Some(0.0));
         // Same generation later: last change stays; a new generation moves it.
         let s = emit(&mut c, ruleset(7, vec![rule("a", 1, Some(6))]), 200.0);
-        assert_eq!(s.value("netsight_nftables_ruleset_last_change_timestamp_seconds", &[]), Some(100.0));
+        assert_eq!(
+            s.value("netsight_nftables_ruleset_last_change_timestamp_seconds", &[]),
+            Some(100.0)
+        );
         let s = emit(&mut c, ruleset(8, vec![rule("a", 1, Some(0))]), 300.0);
-        assert_eq!(s.value("netsight_nftables_ruleset_last_change_timestamp_seconds", &[]), Some(300.0));
+        assert_eq!(
+            s.value("netsight_nftables_ruleset_last_change_timestamp_seconds", &[]),
+            Some(300.0)
+        );
     }
 
     #[test]
@@ -597,27 +643,55 @@ mod tests {
         let rules = |p: [u64; 4]| (0..4).map(|i| rule("a", i as u64 + 1, Some(p[i]))).collect::<Vec<_>>();
         let s = emit(&mut c, ruleset(1, rules([1, 50, 3, 40])), 1.0);
         assert_eq!(handles(&s), ["2", "4", "other"]);
-        assert_eq!(s.value("netsight_nftables_rule_packets_total", &[("handle", "other")]), Some(4.0));
+        assert_eq!(
+            s.value("netsight_nftables_rule_packets_total", &[("handle", "other")]),
+            Some(4.0)
+        );
         assert_eq!(s.value("netsight_nftables_rule_series_capped", &[]), Some(2.0));
         // Same generation, rule 1 becomes the busiest: the selection does not churn.
         let s = emit(&mut c, ruleset(1, rules([900, 51, 3, 41])), 2.0);
         assert_eq!(handles(&s), ["2", "4", "other"]);
-        assert_eq!(s.value("netsight_nftables_rule_packets_total", &[("handle", "other")]), Some(903.0));
+        assert_eq!(
+            s.value("netsight_nftables_rule_packets_total", &[("handle", "other")]),
+            Some(903.0)
+        );
         // A new generation where rule 4 is gone: 2 keeps its series, the busiest other gets the slot.
-        let s = emit(&mut c, ruleset(2, vec![rule("a", 1, Some(900)), rule("a", 2, Some(51)), rule("a", 3, Some(3))]), 3.0);
+        let s = emit(
+            &mut c,
+            ruleset(
+                2,
+                vec![rule("a", 1, Some(900)), rule("a", 2, Some(51)), rule("a", 3, Some(3))],
+            ),
+            3.0,
+        );
         assert_eq!(handles(&s), ["1", "2", "other"]);
         // Every packet is in exactly one series.
-        let total: f64 = s.family("netsight_nftables_rule_packets_total").expect("f").samples.iter().filter_map(|x| x.value.as_f64()).sum();
+        let total: f64 = s
+            .family("netsight_nftables_rule_packets_total")
+            .expect("f")
+            .samples
+            .iter()
+            .filter_map(|x| x.value.as_f64())
+            .sum();
         assert_eq!(total, 954.0);
     }
 
     #[test]
     fn table_filter_drops_excluded_tables() {
         let mut c = collector(10, Some("^b$"));
-        let s = emit(&mut c, ruleset(1, vec![rule("a", 1, Some(1)), rule("b", 2, Some(1))]), 1.0);
+        let s = emit(
+            &mut c,
+            ruleset(1, vec![rule("a", 1, Some(1)), rule("b", 2, Some(1))]),
+            1.0,
+        );
         assert_eq!(handles(&s), ["1"]);
         assert!(s.value("netsight_nftables_chain_info", &[("table", "b")]).is_none());
-        let bad = Nftables::new(&NftablesConfig { enabled: true, max_rules: 1, include: Some("(".into()), exclude: None });
+        let bad = Nftables::new(&NftablesConfig {
+            enabled: true,
+            max_rules: 1,
+            include: Some("(".into()),
+            exclude: None,
+        });
         assert!(bad.is_err());
     }
 

@@ -361,8 +361,7 @@ impl Drop for Dir {
 /// Appends the inode of every socket fd of `pid` to `out`.
 fn socket_inodes(root: &File, pid: u32, out: &mut Vec<u32>) -> io::Result<()> {
     let mut path = [0u8; 32];
-    let p = pid_path(pid, b"fd", &mut path)
-        .ok_or_else(|| io::Error::from_raw_os_error(libc::ENAMETOOLONG))?;
+    let p = pid_path(pid, b"fd", &mut path).ok_or_else(|| io::Error::from_raw_os_error(libc::ENAMETOOLONG))?;
     // SAFETY: `p` is a NUL-terminated path in `path`, alive for the call.
     let fd = unsafe {
         libc::openat(
@@ -399,8 +398,7 @@ fn socket_inodes(root: &File, pid: u32, out: &mut Vec<u32>) -> io::Result<()> {
         }
         // SAFETY: name is NUL-terminated; link is writable for its length. A longer
         // target is silently truncated, which is fine: we only want `socket:[…]`.
-        let n =
-            unsafe { libc::readlinkat(dfd, name.as_ptr(), link.as_mut_ptr().cast(), link.len()) };
+        let n = unsafe { libc::readlinkat(dfd, name.as_ptr(), link.as_mut_ptr().cast(), link.len()) };
         if n <= 0 {
             continue; // the fd was closed meanwhile
         }
@@ -501,17 +499,9 @@ mod tests {
         mk(
             "100",
             "nginx",
-            &[
-                ("3", "socket:[1000]"),
-                ("4", "socket:[1001]"),
-                ("5", "/var/log/x"),
-            ],
+            &[("3", "socket:[1000]"), ("4", "socket:[1001]"), ("5", "/var/log/x")],
         );
-        mk(
-            "101",
-            "nginx",
-            &[("3", "socket:[1000]"), ("7", "socket:[1002]")],
-        );
+        mk("101", "nginx", &[("3", "socket:[1000]"), ("7", "socket:[1002]")]);
         mk("200", "sshd", &[("0", "/dev/null"), ("3", "socket:[2000]")]);
         mk("300", "idle", &[("0", "/dev/null")]);
         std::fs::create_dir_all(root.join("net")).expect("non-pid dir");

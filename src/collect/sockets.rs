@@ -26,8 +26,8 @@ use super::{CollectContext, CollectError, Collector};
 use crate::catalog::{CollectorDoc, MetricDesc, MetricKind};
 use crate::config::SocketsConfig;
 use crate::netlink::sock_diag::{
-    state, DiagError, DiagSocket, DumpRequest, InetSock, AF_INET, AF_INET6, ALL_BUT_LISTEN, ALL_STATES,
-    IPPROTO_TCP, IPPROTO_UDP, LISTEN_ONLY,
+    state, DiagError, DiagSocket, DumpRequest, InetSock, AF_INET, AF_INET6, ALL_BUT_LISTEN, ALL_STATES, IPPROTO_TCP,
+    IPPROTO_UDP, LISTEN_ONLY,
 };
 use crate::netlink::tcp_info;
 use crate::snapshot::{Emitter, HistogramValue};
@@ -438,12 +438,8 @@ fn fold_tcp(agg: &mut Agg, cx: &FoldCtx<'_>, s: InetSock<'_>) {
         p.rtt_sum += secs;
     }
     p.retrans += tcp_info::total_retrans(info).unwrap_or(0) as u64;
-    p.sent = p
-        .sent
-        .saturating_add(tcp_info::bytes_sent(info).unwrap_or(0));
-    p.received = p
-        .received
-        .saturating_add(tcp_info::bytes_received(info).unwrap_or(0));
+    p.sent = p.sent.saturating_add(tcp_info::bytes_sent(info).unwrap_or(0));
+    p.received = p.received.saturating_add(tcp_info::bytes_received(info).unwrap_or(0));
 }
 
 fn count_cong(agg: &mut Agg, raw: &[u8]) {
@@ -542,10 +538,11 @@ where
         reqs.extend([tcp(AF_INET, others), tcp(AF_INET6, others)]);
     }
     for req in reqs {
-        diag.dump(&req, |s| visit(Protocol::Tcp, s)).map_err(|error| DumpFailed {
-            dump: req.describe(),
-            error,
-        })?;
+        diag.dump(&req, |s| visit(Protocol::Tcp, s))
+            .map_err(|error| DumpFailed {
+                dump: req.describe(),
+                error,
+            })?;
     }
     let mut outcome = VisitOutcome::default();
     if what.udp_states == 0 {
@@ -584,11 +581,7 @@ pub struct Sockets {
 
 /// Finite, positive, ascending, without duplicates.
 fn sanitize_bounds(raw: &[f64]) -> Vec<f64> {
-    let mut b: Vec<f64> = raw
-        .iter()
-        .copied()
-        .filter(|v| v.is_finite() && *v > 0.0)
-        .collect();
+    let mut b: Vec<f64> = raw.iter().copied().filter(|v| v.is_finite() && *v > 0.0).collect();
     b.sort_by(f64::total_cmp);
     b.dedup();
     b
@@ -716,19 +709,13 @@ impl Sockets {
         let agg = &self.agg;
         // Rank: most connections first, then lowest port.
         let mut order: Vec<&PortAgg> = agg.ports.iter().collect();
-        order.sort_by(|a, b| {
-            b.connections()
-                .cmp(&a.connections())
-                .then(a.port.cmp(&b.port))
-        });
+        order.sort_by(|a, b| b.connections().cmp(&a.connections()).then(a.port.cmp(&b.port)));
         let keep = order.len().min(self.cfg.max_ports);
         let mut kept: Vec<&PortAgg> = order[..keep].to_vec();
         kept.sort_by_key(|p| p.port);
         let mut other: Option<PortAgg> = None;
         for p in &order[keep..] {
-            other
-                .get_or_insert_with(|| PortAgg::new(0, self.bounds.len()))
-                .merge(p);
+            other.get_or_insert_with(|| PortAgg::new(0, self.bounds.len())).merge(p);
         }
         let mut kept_set = PortSet::new();
         for p in &kept {
@@ -744,11 +731,7 @@ impl Sockets {
             for (st, name) in TCP_STATES {
                 let n = p.states[st as usize];
                 if n > 0 {
-                    out.push(
-                        &PORT_CONNECTIONS,
-                        vec![label.clone(), name.to_string()],
-                        n as f64,
-                    );
+                    out.push(&PORT_CONNECTIONS, vec![label.clone(), name.to_string()], n as f64);
                 }
             }
             let mut cumulative = Vec::with_capacity(self.bounds.len());
@@ -811,12 +794,7 @@ impl Sockets {
             out.push(&LISTEN_BACKLOG, labels, backlog as f64);
         }
         if let Some((queue, backlog)) = listen_other {
-            let labels = vec![
-                String::new(),
-                String::new(),
-                OTHER.to_string(),
-                String::new(),
-            ];
+            let labels = vec![String::new(), String::new(), OTHER.to_string(), String::new()];
             out.push(&LISTEN_QUEUE, labels.clone(), queue as f64);
             out.push(&LISTEN_BACKLOG, labels, backlog as f64);
         }
@@ -827,9 +805,7 @@ impl Sockets {
     fn emit_processes(&self, out: &mut Emitter) {
         let mut by_name: BTreeMap<String, [u64; NSTATES]> = BTreeMap::new();
         for (&(owner, st), &n) in &self.agg.by_owner {
-            by_name
-                .entry(self.owner_label(owner))
-                .or_insert([0; NSTATES])[st as usize] += n;
+            by_name.entry(self.owner_label(owner)).or_insert([0; NSTATES])[st as usize] += n;
         }
         let special = |name: &str| name.is_empty() || name == "unknown";
         let mut named: Vec<(&String, u64)> = by_name
@@ -862,11 +838,7 @@ impl Sockets {
             for (st, sname) in TCP_STATES {
                 let n = states[st as usize];
                 if n > 0 {
-                    out.push(
-                        &PROCESS_CONNECTIONS,
-                        vec![name.clone(), sname.to_string()],
-                        n as f64,
-                    );
+                    out.push(&PROCESS_CONNECTIONS, vec![name.clone(), sname.to_string()], n as f64);
                 }
             }
         }
@@ -953,12 +925,7 @@ mod tests {
         find(fams, name)
             .samples
             .iter()
-            .find(|s| {
-                s.labels
-                    .iter()
-                    .map(String::as_str)
-                    .eq(labels.iter().copied())
-            })
+            .find(|s| s.labels.iter().map(String::as_str).eq(labels.iter().copied()))
             .and_then(|s| s.value.as_f64())
     }
 
@@ -1002,22 +969,13 @@ mod tests {
             value(&f, "netsight_tcp_connections", &["ipv4", "established"]),
             Some(3.0)
         );
-        assert_eq!(
-            value(&f, "netsight_tcp_connections", &["ipv4", "syn_recv"]),
-            Some(1.0)
-        );
-        assert_eq!(
-            value(&f, "netsight_tcp_connections", &["ipv6", "listen"]),
-            Some(0.0)
-        );
+        assert_eq!(value(&f, "netsight_tcp_connections", &["ipv4", "syn_recv"]), Some(1.0));
+        assert_eq!(value(&f, "netsight_tcp_connections", &["ipv6", "listen"]), Some(0.0));
         assert_eq!(
             value(&f, "netsight_tcp_port_connections", &["80", "established"]),
             Some(2.0)
         );
-        assert_eq!(
-            value(&f, "netsight_tcp_port_connections", &["80", "listen"]),
-            Some(1.0)
-        );
+        assert_eq!(value(&f, "netsight_tcp_port_connections", &["80", "listen"]), Some(1.0));
         assert_eq!(
             value(&f, "netsight_tcp_port_connections", &["80", "syn_recv"]),
             Some(1.0)
@@ -1039,36 +997,18 @@ mod tests {
             value(&f, "netsight_tcp_port_retransmitted_segments", &["80"]),
             Some(3.0)
         );
+        assert_eq!(value(&f, "netsight_tcp_port_sent_bytes", &["80"]), Some(1500.0));
+        assert_eq!(value(&f, "netsight_tcp_port_received_bytes", &["80"]), Some(15.0));
         assert_eq!(
-            value(&f, "netsight_tcp_port_sent_bytes", &["80"]),
-            Some(1500.0)
-        );
-        assert_eq!(
-            value(&f, "netsight_tcp_port_received_bytes", &["80"]),
-            Some(15.0)
-        );
-        assert_eq!(
-            value(
-                &f,
-                "netsight_tcp_listen_queue_length",
-                &["ipv4", "127.0.0.1", "80", ""]
-            ),
+            value(&f, "netsight_tcp_listen_queue_length", &["ipv4", "127.0.0.1", "80", ""]),
             Some(3.0)
         );
         assert_eq!(
-            value(
-                &f,
-                "netsight_tcp_listen_backlog",
-                &["ipv4", "127.0.0.1", "80", ""]
-            ),
+            value(&f, "netsight_tcp_listen_backlog", &["ipv4", "127.0.0.1", "80", ""]),
             Some(128.0)
         );
         assert_eq!(
-            value(
-                &f,
-                "netsight_tcp_congestion_control_connections",
-                &["cubic"]
-            ),
+            value(&f, "netsight_tcp_congestion_control_connections", &["cubic"]),
             Some(3.0)
         );
         let h = &find(&f, "netsight_tcp_rtt_seconds").samples[0];
@@ -1087,15 +1027,9 @@ mod tests {
         let old = &full[..168]; // Linux 4.9: no tcpi_bytes_sent
         let f = run(
             &cfg(64, 64),
-            &[
-                sock(state::LISTEN, 80, None),
-                sock(state::ESTABLISHED, 80, Some(old)),
-            ],
+            &[sock(state::LISTEN, 80, None), sock(state::ESTABLISHED, 80, Some(old))],
         );
-        assert_eq!(
-            value(&f, "netsight_tcp_port_received_bytes", &["80"]),
-            Some(10.0)
-        );
+        assert_eq!(value(&f, "netsight_tcp_port_received_bytes", &["80"]), Some(10.0));
         assert_eq!(
             value(&f, "netsight_tcp_port_retransmitted_segments", &["80"]),
             Some(2.0)
@@ -1105,10 +1039,7 @@ mod tests {
             .all(|fam| fam.desc.name != "netsight_tcp_port_sent_bytes" || fam.samples.is_empty()));
         // No connections: zeros are true whatever the kernel.
         let f = run(&cfg(64, 64), &[sock(state::LISTEN, 80, None)]);
-        assert_eq!(
-            value(&f, "netsight_tcp_port_sent_bytes", &["80"]),
-            Some(0.0)
-        );
+        assert_eq!(value(&f, "netsight_tcp_port_sent_bytes", &["80"]), Some(0.0));
     }
 
     #[test]
@@ -1128,49 +1059,25 @@ mod tests {
             .iter()
             .map(|s| s.labels[0].as_str())
             .collect();
+        assert_eq!(ports, ["8002", "8003", "other"], "sorted by port, other last");
         assert_eq!(
-            ports,
-            ["8002", "8003", "other"],
-            "sorted by port, other last"
-        );
-        assert_eq!(
-            value(
-                &f,
-                "netsight_tcp_port_connections",
-                &["other", "established"]
-            ),
+            value(&f, "netsight_tcp_port_connections", &["other", "established"]),
             Some(1.0)
         );
         assert_eq!(
-            value(
-                &f,
-                "netsight_tcp_port_connections",
-                &["8003", "established"]
-            ),
+            value(&f, "netsight_tcp_port_connections", &["8003", "established"]),
             Some(3.0)
         );
         assert_eq!(
-            value(
-                &f,
-                "netsight_tcp_listen_queue_length",
-                &["", "", "other", ""]
-            ),
+            value(&f, "netsight_tcp_listen_queue_length", &["", "", "other", ""]),
             Some(3.0)
         );
         assert_eq!(
-            value(
-                &f,
-                "netsight_tcp_listen_backlog",
-                &["ipv4", "127.0.0.1", "8002", ""]
-            ),
+            value(&f, "netsight_tcp_listen_backlog", &["ipv4", "127.0.0.1", "8002", ""]),
             Some(128.0)
         );
         assert_eq!(
-            value(
-                &f,
-                "netsight_tcp_listen_backlog",
-                &["ipv4", "127.0.0.1", "8001", ""]
-            ),
+            value(&f, "netsight_tcp_listen_backlog", &["ipv4", "127.0.0.1", "8001", ""]),
             None
         );
     }
@@ -1189,8 +1096,7 @@ mod tests {
             std::fs::create_dir_all(&fd).expect("mkdir");
             std::fs::write(dir.path().join(pid).join("comm"), format!("{comm}\n")).expect("comm");
             for (i, ino) in inodes.iter().enumerate() {
-                std::os::unix::fs::symlink(format!("socket:[{ino}]"), fd.join(i.to_string()))
-                    .expect("link");
+                std::os::unix::fs::symlink(format!("socket:[{ino}]"), fd.join(i.to_string())).expect("link");
             }
         }
         let mut c = cfg(64, 2);
@@ -1214,11 +1120,7 @@ mod tests {
         ];
         let f = run_with(s, &socks);
         let v = |p: &str, st: &str| value(&f, "netsight_tcp_process_connections", &[p, st]);
-        assert_eq!(
-            v("nginx", "established"),
-            Some(2.0),
-            "summed over both nginx pids"
-        );
+        assert_eq!(v("nginx", "established"), Some(2.0), "summed over both nginx pids");
         assert_eq!(v("nginx", "listen"), Some(1.0));
         assert_eq!(v("sshd", "established"), Some(1.0));
         assert_eq!(v("sshd", "close_wait"), Some(1.0));
@@ -1244,18 +1146,12 @@ mod tests {
             ),
             Some(128.0)
         );
-        assert_eq!(
-            value(&f, "netsight_sockets_process_scan_denied", &[]),
-            Some(0.0)
-        );
+        assert_eq!(value(&f, "netsight_sockets_process_scan_denied", &[]), Some(0.0));
     }
 
     #[test]
     fn sockets_state_names_follow_ss() {
-        assert_eq!(
-            tcp_state_name(normalise_state(state::NEW_SYN_RECV)),
-            "syn_recv"
-        );
+        assert_eq!(tcp_state_name(normalise_state(state::NEW_SYN_RECV)), "syn_recv");
         assert_eq!(tcp_state_name(state::CLOSE_WAIT), "close_wait");
         assert_eq!(tcp_state_name(normalise_state(200)), "unknown");
         assert_eq!(udp_state_name(state::CLOSE), "unconnected");
@@ -1275,10 +1171,7 @@ mod tests {
         let mut s = Sockets::new(&cfg(64, 64));
         let ctx = CollectContext::new("/tmp/fixture-proc", "/sys");
         let mut out = Emitter::new();
-        assert!(matches!(
-            s.collect(&ctx, &mut out),
-            Err(CollectError::Unavailable(_))
-        ));
+        assert!(matches!(s.collect(&ctx, &mut out), Err(CollectError::Unavailable(_))));
     }
 
     /// A live tick in the test's own namespace: a listener with one connection is
@@ -1314,12 +1207,7 @@ mod tests {
             "one connection to accept"
         );
         assert!(value(&f, "netsight_tcp_listen_backlog", &labels).is_some_and(|v| v > 0.0));
-        assert!(value(
-            &f,
-            "netsight_tcp_port_connections",
-            &[labels[2], "established"]
-        )
-        .is_some_and(|v| v >= 1.0));
+        assert!(value(&f, "netsight_tcp_port_connections", &[labels[2], "established"]).is_some_and(|v| v >= 1.0));
         // A second tick reuses the socket and buffers.
         let mut out = Emitter::new();
         s.collect(&ctx, &mut out).expect("second collect");

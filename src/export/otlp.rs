@@ -128,7 +128,9 @@ impl OtlpConfig {
         let ep = self.endpoint();
         let uri: hyper::Uri = ep.parse().map_err(|e| format!("otlp.endpoint {ep:?}: {e}"))?;
         if !matches!(uri.scheme_str(), Some("http" | "https")) || uri.host().is_none() {
-            return Err(format!("otlp.endpoint {ep:?}: expected http://host:port or https://host:port"));
+            return Err(format!(
+                "otlp.endpoint {ep:?}: expected http://host:port or https://host:port"
+            ));
         }
         if self.interval < Duration::from_secs(1) {
             return Err(format!("otlp.interval {:?} is below the 1s minimum", self.interval));
@@ -210,7 +212,10 @@ impl Collector for StatsCollector {
     fn collect(&mut self, _ctx: &CollectContext, out: &mut Emitter) -> Result<(), CollectError> {
         out.push0(&EXPORT_FAILURES, self.0.failures.load(Ordering::Relaxed) as f64);
         out.push0(&EXPORTS, self.0.exports.load(Ordering::Relaxed) as f64);
-        out.push0(&LAST_SUCCESS, self.0.last_success_ms.load(Ordering::Relaxed) as f64 / 1e3);
+        out.push0(
+            &LAST_SUCCESS,
+            self.0.last_success_ms.load(Ordering::Relaxed) as f64 / 1e3,
+        );
         Ok(())
     }
 }
@@ -271,7 +276,10 @@ fn route(fam: &Family) -> Option<Route> {
     if d.kind == MetricKind::Histogram {
         return None;
     }
-    if let Some(rest) = name.strip_prefix("netsight_network_").and_then(|r| r.strip_suffix("_total")) {
+    if let Some(rest) = name
+        .strip_prefix("netsight_network_")
+        .and_then(|r| r.strip_suffix("_total"))
+    {
         if let Some((dir, what)) = rest.split_once('_') {
             let direction = match dir {
                 "receive" => Some("receive"),
@@ -361,7 +369,10 @@ fn attributes(fam: &Family, sample: &Sample, attrs: &Attrs) -> Vec<KeyValue> {
             (Attrs::NetIo { .. }, "device") => "network.interface.name",
             (Attrs::Connection { .. }, "family") => "network.type",
             (Attrs::Connection { .. }, "state") => {
-                out.push(KeyValue::new("network.connection.state", connection_state(v).to_string()));
+                out.push(KeyValue::new(
+                    "network.connection.state",
+                    connection_state(v).to_string(),
+                ));
                 continue;
             }
             (_, k) => k,
@@ -580,7 +591,10 @@ impl<E> RetryingExporter<E> {
     /// Cycles to skip after `failed` consecutive failed cycles: 0, 1, 3, 7… up to
     /// `MAX_BACKOFF`.
     fn skip_after(&self, failed: u32) -> u64 {
-        let max = (MAX_BACKOFF.as_secs_f64() / self.interval.as_secs_f64()).floor().max(1.0) as u64 - 1;
+        let max = (MAX_BACKOFF.as_secs_f64() / self.interval.as_secs_f64())
+            .floor()
+            .max(1.0) as u64
+            - 1;
         let exp = (1u64 << failed.saturating_sub(1).min(20)) - 1;
         exp.min(max)
     }
@@ -871,10 +885,6 @@ impl Otlp {
         ))
     }
 
-    pub fn stats(&self) -> Arc<Stats> {
-        self.stats.clone()
-    }
-
     fn pipeline(&self, shared: &Arc<Shared>) -> anyhow::Result<Pipeline> {
         let exporter = RetryingExporter {
             inner: build_exporter(&self.cfg)?,
@@ -916,46 +926,84 @@ impl Otlp {
 
     /// Starts exporting; runs until the returned handle is shut down.
     pub fn start(self, shared: Arc<Shared>) -> anyhow::Result<OtlpRunning> {
-        let mut pipe = self.pipeline(&shared)?;
+        let interval = self.cfg.interval;
+        let mut sup = Supervisor::new(self, shared)?;
         tracing::info!(
-            endpoint = %self.cfg.endpoint(),
-            protocol = ?self.cfg.protocol,
-            interval = ?self.cfg.interval,
+            endpoint = %sup.otlp.cfg.endpoint(),
+            protocol = ?sup.otlp.cfg.protocol,
+            ?interval,
             "OTLP export enabled"
         );
         let (stop_tx, mut stop_rx) = tokio::sync::watch::channel(false);
         let task = tokio::spawn(async move {
             // New families (and vanished counters) are looked for twice per export cycle.
-            let mut tick = tokio::time::interval(self.cfg.interval / 2);
+            let mut tick = tokio::time::interval(interval / 2);
             tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             loop {
                 tokio::select! {
                     _ = tick.tick() => {}
                     _ = stop_rx.changed() => break,
                 }
-                let added = pipe.registry.sync();
-                if added > 0 {
-                    tracing::debug!(added, total = pipe.registry.known.len(), "OTLP instruments registered");
-                }
-                let current = pipe.registry.cumulative_series();
-                pipe.ever.extend(current.iter().copied());
-                let stale = pipe.ever.len() - current.len();
-                if stale > 0 && (stale > STALE_SERIES_MAX || pipe.built.elapsed() >= STALE_REBUILD_AGE) {
-                    match self.pipeline(&shared) {
-                        Ok(mut fresh) => {
-                            tracing::info!(stale, "OTLP: rebuilding the export pipeline to drop vanished series");
-                            fresh.registry.sync();
-                            fresh.ever = current;
-                            let old = std::mem::replace(&mut pipe, fresh);
-                            shutdown_provider(old.provider).await;
-                        }
-                        Err(e) => tracing::warn!(error = %e, "OTLP: cannot rebuild the export pipeline"),
-                    }
-                }
+                sup.step().await;
             }
-            shutdown_provider(pipe.provider).await;
+            shutdown_provider(sup.pipe.provider).await;
         });
         Ok(OtlpRunning { stop: stop_tx, task })
+    }
+}
+
+/// Owns the export pipeline: registers instruments as families appear and rebuilds the
+/// pipeline when vanished cumulative series pile up.
+struct Supervisor {
+    otlp: Otlp,
+    shared: Arc<Shared>,
+    pipe: Pipeline,
+    stale_max: usize,
+    stale_age: Duration,
+}
+
+impl Supervisor {
+    fn new(otlp: Otlp, shared: Arc<Shared>) -> anyhow::Result<Supervisor> {
+        let pipe = otlp.pipeline(&shared)?;
+        Ok(Supervisor {
+            otlp,
+            shared,
+            pipe,
+            stale_max: STALE_SERIES_MAX,
+            stale_age: STALE_REBUILD_AGE,
+        })
+    }
+
+    /// One look at the latest snapshot; true when the pipeline was rebuilt.
+    async fn step(&mut self) -> bool {
+        let added = self.pipe.registry.sync();
+        if added > 0 {
+            tracing::debug!(
+                added,
+                total = self.pipe.registry.known.len(),
+                "OTLP instruments registered"
+            );
+        }
+        let current = self.pipe.registry.cumulative_series();
+        self.pipe.ever.extend(current.iter().copied());
+        let stale = self.pipe.ever.len() - current.len();
+        if stale == 0 || (stale <= self.stale_max && self.pipe.built.elapsed() < self.stale_age) {
+            return false;
+        }
+        match self.otlp.pipeline(&self.shared) {
+            Ok(mut fresh) => {
+                tracing::info!(stale, "OTLP: rebuilding the export pipeline to drop vanished series");
+                fresh.registry.sync();
+                fresh.ever = current;
+                let old = std::mem::replace(&mut self.pipe, fresh);
+                shutdown_provider(old.provider).await;
+                true
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "OTLP: cannot rebuild the export pipeline");
+                false
+            }
+        }
     }
 }
 
@@ -1051,7 +1099,10 @@ mod tests {
         assert_eq!((r.inst, r.unit.as_ref()), (Inst::Gauge, "bit/s"));
         assert!(route(&family("netsight_tcp_rtt_seconds")).is_none());
         assert_eq!(route(&family("netsight_anomaly")).unwrap().name, "netsight.anomaly");
-        assert_eq!(route(&family("netsight_root_cause")).unwrap().name, "netsight.root_cause");
+        assert_eq!(
+            route(&family("netsight_root_cause")).unwrap().name,
+            "netsight.root_cause"
+        );
     }
 
     #[test]
@@ -1083,7 +1134,45 @@ mod tests {
         assert!(kv.contains(&("network.type".into(), "ipv6".into())), "{kv:?}");
         assert!(kv.contains(&("network.connection.state".into(), "fin_wait_2".into())));
         assert!(kv.contains(&("network.transport".into(), "tcp".into())));
-        let _ = Snapshot::empty();
+    }
+
+    fn netdev_snapshot(devices: &[&str]) -> Snapshot {
+        let rx = catalog::find("netsight_network_receive_bytes_total").expect("catalog");
+        let up = catalog::find("netsight_network_up").expect("catalog");
+        let mut e = Emitter::new();
+        for d in devices {
+            e.push(rx, vec![d.to_string()], 100.0);
+            e.push(up, vec![d.to_string()], 1.0);
+        }
+        Snapshot::new(SystemTime::now(), e.into_families())
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn vanished_counter_series_rebuild_the_pipeline() {
+        let mut c = Config::embedded().expect("config");
+        c.otlp.enabled = true;
+        c.otlp.endpoint = Some("http://127.0.0.1:9".into());
+        let otlp = Otlp::from_config(&c).expect("valid").expect("enabled");
+        let shared = Arc::new(Shared::new(4, crate::rules::Engine::new(Default::default())));
+        shared.publish(netdev_snapshot(&["a", "b"]));
+        let mut sup = Supervisor::new(otlp, shared.clone()).expect("pipeline");
+        sup.stale_max = 0;
+        assert!(!sup.step().await);
+        assert_eq!(
+            sup.pipe.registry.known.get("system.network.io"),
+            Some(&Inst::CounterU64)
+        );
+        assert_eq!(sup.pipe.registry.known.get("netsight.network.up"), Some(&Inst::Gauge));
+        assert_eq!(sup.pipe.ever.len(), 2);
+        // Gauges only report what is observed; a vanished counter needs a new pipeline.
+        shared.publish(netdev_snapshot(&["a"]));
+        assert!(sup.step().await, "b vanished: rebuild");
+        assert_eq!(sup.pipe.ever.len(), 1);
+        assert!(sup.pipe.registry.known.contains_key("system.network.io"));
+        assert!(!sup.step().await);
+        shared.publish(netdev_snapshot(&["a", "c"]));
+        assert!(!sup.step().await, "new series are not stale");
+        shutdown_provider(sup.pipe.provider).await;
     }
 
     #[test]
@@ -1098,7 +1187,10 @@ mod tests {
         };
         let skips: Vec<u64> = (1..=8).map(|n| e.skip_after(n)).collect();
         assert_eq!(skips, vec![0, 1, 3, 7, 15, 29, 29, 29]);
-        let slow = RetryingExporter { interval: Duration::from_secs(60), ..e };
+        let slow = RetryingExporter {
+            interval: Duration::from_secs(60),
+            ..e
+        };
         assert_eq!(slow.skip_after(5), 0);
     }
 }

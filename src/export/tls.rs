@@ -54,7 +54,13 @@ pub fn parse_version(v: &str) -> anyhow::Result<&'static SupportedProtocolVersio
 
 /// Versions between `min` and `max` (inclusive), defaults TLS12..TLS13.
 pub fn versions(min: Option<&str>, max: Option<&str>) -> anyhow::Result<Vec<&'static SupportedProtocolVersion>> {
-    let rank = |v: &SupportedProtocolVersion| if v.version == rustls::ProtocolVersion::TLSv1_3 { 1 } else { 0 };
+    let rank = |v: &SupportedProtocolVersion| {
+        if v.version == rustls::ProtocolVersion::TLSv1_3 {
+            1
+        } else {
+            0
+        }
+    };
     let lo = min.map(parse_version).transpose()?.map(rank).unwrap_or(0);
     let hi = max.map(parse_version).transpose()?.map(rank).unwrap_or(1);
     let out: Vec<_> = [&rustls::version::TLS12, &rustls::version::TLS13]
@@ -159,7 +165,8 @@ pub struct ClientTls<'a> {
 
 pub fn client_config(c: &ClientTls<'_>) -> anyhow::Result<rustls::ClientConfig> {
     let provider = provider();
-    let builder = rustls::ClientConfig::builder_with_provider(provider.clone()).with_safe_default_protocol_versions()?;
+    let builder =
+        rustls::ClientConfig::builder_with_provider(provider.clone()).with_safe_default_protocol_versions()?;
     let builder = if c.insecure_skip_verify {
         builder
             .dangerous()

@@ -186,7 +186,13 @@ pub struct BasicAuth {
     /// against it so that the response time does not reveal which user names exist.
     dummy: Arc<str>,
     cache: Mutex<HashSet<[u8; 32]>>,
+    /// Concurrent bcrypt verifications: a flood of wrong passwords queues here
+    /// instead of occupying the blocking pool the collectors also run on.
+    verifying: tokio::sync::Semaphore,
 }
+
+/// Parallel bcrypt verifications at most.
+const MAX_VERIFYING: usize = 2;
 
 impl BasicAuth {
     pub fn new(users: BTreeMap<String, String>) -> anyhow::Result<BasicAuth> {
@@ -206,6 +212,7 @@ impl BasicAuth {
             users: users.into_iter().map(|(u, h)| (u, Arc::from(h))).collect(),
             dummy: Arc::from(dummy),
             cache: Mutex::new(HashSet::new()),
+            verifying: tokio::sync::Semaphore::new(MAX_VERIFYING),
         })
     }
 
@@ -238,9 +245,15 @@ impl BasicAuth {
         if known && self.cache().contains(&key) {
             return true;
         }
-        // bcrypt takes tens of milliseconds by design: keep it off the async workers.
-        let h = hash.clone();
-        let ok = tokio::task::spawn_blocking(move || bcrypt::verify(password.as_bytes(), &h).unwrap_or(false))
+        // bcrypt takes tens of milliseconds by design: keep it off the async workers,
+        // and only a couple at a time.
+        let Ok(_permit) = self.verifying.acquire().await else {
+            return false;
+        };
+        if known && self.cache().contains(&key) {
+            return true; // verified by a request that held the permit before us
+        }
+        let ok = tokio::task::spawn_blocking(move || bcrypt::verify(password.as_bytes(), &hash).unwrap_or(false))
             .await
             .unwrap_or(false);
         if ok && known {

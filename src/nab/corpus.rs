@@ -61,7 +61,8 @@ impl Corpus {
     /// must have an entry in the label file (an empty list when it has no anomaly).
     pub fn load(root: &Path) -> Result<Corpus> {
         let labels_path = root.join("labels").join("combined_windows.json");
-        let text = std::fs::read_to_string(&labels_path).with_context(|| format!("reading {}", labels_path.display()))?;
+        let text =
+            std::fs::read_to_string(&labels_path).with_context(|| format!("reading {}", labels_path.display()))?;
         let windows: BTreeMap<String, Vec<(String, String)>> =
             serde_json::from_str(&text).with_context(|| format!("parsing {}", labels_path.display()))?;
         let data = root.join("data");
@@ -76,14 +77,19 @@ impl Corpus {
                 }
                 let name = file_name(&path)?;
                 let key = format!("{category}/{name}");
-                let limits = windows.get(&key).ok_or_else(|| anyhow!("{key}: no entry in {}", labels_path.display()))?;
+                let limits = windows
+                    .get(&key)
+                    .ok_or_else(|| anyhow!("{key}: no entry in {}", labels_path.display()))?;
                 files.push(read_data_file(&path, &category, &name, limits)?);
             }
         }
         if files.is_empty() {
             bail!("no data files under {}", data.display());
         }
-        Ok(Corpus { root: root.to_path_buf(), files })
+        Ok(Corpus {
+            root: root.to_path_buf(),
+            files,
+        })
     }
 
     pub fn windows(&self) -> usize {
@@ -105,14 +111,21 @@ fn read_dir_sorted(dir: &Path) -> Result<Vec<PathBuf>> {
 }
 
 fn file_name(p: &Path) -> Result<String> {
-    p.file_name().and_then(|n| n.to_str()).map(str::to_string).ok_or_else(|| anyhow!("bad file name {}", p.display()))
+    p.file_name()
+        .and_then(|n| n.to_str())
+        .map(str::to_string)
+        .ok_or_else(|| anyhow!("bad file name {}", p.display()))
 }
 
 fn read_data_file(path: &Path, category: &str, name: &str, limits: &[(String, String)]) -> Result<DataFile> {
     let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
     let table = Table::parse(&text).with_context(|| path.display().to_string())?;
     if table.columns.len() != 1 {
-        bail!("{}: expected `timestamp,value`, found {} value columns", path.display(), table.columns.len());
+        bail!(
+            "{}: expected `timestamp,value`, found {} value columns",
+            path.display(),
+            table.columns.len()
+        );
     }
     let mut values = Vec::with_capacity(table.timestamps.len());
     for (i, v) in table.values[0].iter().enumerate() {
@@ -153,7 +166,12 @@ pub fn window_rows(stamps: &[Option<i64>], from: usize, start: i64, end: i64) ->
         .iter()
         .position(|t| *t == Some(end))
         .map(|i| i + l)
-        .or_else(|| stamps[l..].iter().rposition(|t| t.is_some_and(|t| t <= end)).map(|i| i + l))?;
+        .or_else(|| {
+            stamps[l..]
+                .iter()
+                .rposition(|t| t.is_some_and(|t| t <= end))
+                .map(|i| i + l)
+        })?;
     (r >= l).then_some((l, r))
 }
 
@@ -166,7 +184,11 @@ pub fn parse_timestamp(s: &str) -> Option<i64> {
     }
     let (date, time) = s.split_once([' ', 'T']).unwrap_or((s, "00:00:00"));
     let mut d = date.split('-');
-    let (y, m, day): (i64, i64, i64) = (d.next()?.parse().ok()?, d.next()?.parse().ok()?, d.next()?.parse().ok()?);
+    let (y, m, day): (i64, i64, i64) = (
+        d.next()?.parse().ok()?,
+        d.next()?.parse().ok()?,
+        d.next()?.parse().ok()?,
+    );
     if d.next().is_some() || !(1..=12).contains(&m) || !(1..=31).contains(&day) {
         return None;
     }
@@ -238,7 +260,10 @@ impl Table {
 }
 
 fn split_row(line: &str) -> Vec<String> {
-    line.trim_end_matches('\r').split(',').map(|c| c.trim().trim_matches('"').to_string()).collect()
+    line.trim_end_matches('\r')
+        .split(',')
+        .map(|c| c.trim().trim_matches('"').to_string())
+        .collect()
 }
 
 #[cfg(test)]
@@ -262,7 +287,11 @@ mod tests {
         let s: Vec<Option<i64>> = [0, 10, 20, 20, 30, 25, 40, 50].iter().map(|&v| Some(v)).collect();
         assert_eq!(window_rows(&s, 0, 20, 40), Some((2, 6)));
         assert_eq!(window_rows(&s, 0, 15, 45), Some((2, 6)), "limits between rows");
-        assert_eq!(window_rows(&s, 3, 20, 30), Some((3, 4)), "search starts after the previous window");
+        assert_eq!(
+            window_rows(&s, 3, 20, 30),
+            Some((3, 4)),
+            "search starts after the previous window"
+        );
         assert_eq!(window_rows(&s, 0, 60, 70), None);
     }
 

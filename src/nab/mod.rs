@@ -120,10 +120,24 @@ impl Evaluation {
 
 /// Scores the files selected by `keep` (by key `category/file.csv`).
 pub fn evaluate(corpus: &Corpus, scores: &[Vec<f64>], keep: impl Fn(&str) -> bool) -> Evaluation {
-    let picked: Vec<(&DataFile, &Vec<f64>)> = corpus.files.iter().zip(scores).filter(|(f, _)| keep(&f.key())).collect();
-    let series: Vec<Series> = picked.iter().map(|(f, s)| Series { scores: s, windows: &f.windows }).collect();
+    let picked: Vec<(&DataFile, &Vec<f64>)> = corpus
+        .files
+        .iter()
+        .zip(scores)
+        .filter(|(f, _)| keep(&f.key()))
+        .collect();
+    let series: Vec<Series> = picked
+        .iter()
+        .map(|(f, s)| Series {
+            scores: s,
+            windows: &f.windows,
+        })
+        .collect();
     let profiles: Vec<ProfileResult> = PROFILES.iter().map(|p| score::optimize(&series, p)).collect();
-    let std_threshold = profiles.iter().find(|p| p.profile == STANDARD).map_or(score::NO_DETECTION, |p| p.threshold);
+    let std_threshold = profiles
+        .iter()
+        .find(|p| p.profile == STANDARD)
+        .map_or(score::NO_DETECTION, |p| p.threshold);
     Evaluation {
         files: series.len(),
         windows: series.iter().map(|s| s.windows.len()).sum(),

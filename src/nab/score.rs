@@ -26,9 +26,24 @@ pub struct Profile {
     pub fn_: f64,
 }
 
-pub const STANDARD: Profile = Profile { name: "standard", tp: 1.0, fp: 0.11, fn_: 1.0 };
-pub const REWARD_LOW_FP: Profile = Profile { name: "reward_low_FP_rate", tp: 1.0, fp: 0.22, fn_: 1.0 };
-pub const REWARD_LOW_FN: Profile = Profile { name: "reward_low_FN_rate", tp: 1.0, fp: 0.11, fn_: 2.0 };
+pub const STANDARD: Profile = Profile {
+    name: "standard",
+    tp: 1.0,
+    fp: 0.11,
+    fn_: 1.0,
+};
+pub const REWARD_LOW_FP: Profile = Profile {
+    name: "reward_low_FP_rate",
+    tp: 1.0,
+    fp: 0.22,
+    fn_: 1.0,
+};
+pub const REWARD_LOW_FN: Profile = Profile {
+    name: "reward_low_FN_rate",
+    tp: 1.0,
+    fp: 0.11,
+    fn_: 2.0,
+};
 pub const PROFILES: [Profile; 3] = [STANDARD, REWARD_LOW_FP, REWARD_LOW_FN];
 
 /// The threshold that detects nothing (NAB starts its sweep there).
@@ -95,14 +110,19 @@ pub fn roles(n: usize, windows: &[(usize, usize)]) -> Vec<Role> {
             Some(&(l, r)) if l <= i => {
                 let w = (r - l + 1) as f64;
                 let pos = -((r - i + 1) as f64) / w;
-                Role::Window { window: next, value: scaled_sigmoid(pos) / max_tp }
+                Role::Window {
+                    window: next,
+                    value: scaled_sigmoid(pos) / max_tp,
+                }
             }
             _ => {
                 let pos = match prev {
                     Some((r, w)) if w > 1 => (i - r) as f64 / (w - 1) as f64,
                     _ => 3.0,
                 };
-                Role::Outside { value: scaled_sigmoid(pos) }
+                Role::Outside {
+                    value: scaled_sigmoid(pos),
+                }
             }
         };
         out.push(if i < probation { Role::Probation } else { role });
@@ -131,7 +151,7 @@ pub fn score_series(s: &Series, profile: &Profile, threshold: f64) -> SeriesScor
         if let Role::Window { window, .. } = role {
             scorable[*window] = true;
         }
-        if !(score >= threshold) {
+        if score.is_nan() || score < threshold {
             continue;
         }
         match *role {
@@ -188,7 +208,13 @@ pub fn normalize(raw: f64, windows: usize, p: &Profile) -> f64 {
 pub fn score_corpus(series: &[Series], profile: &Profile, threshold: f64) -> ProfileResult {
     let raw = series.iter().map(|s| score_series(s, profile, threshold).raw).sum();
     let windows = series.iter().map(|s| s.windows.len()).sum();
-    ProfileResult { profile: *profile, threshold, raw, windows, score: normalize(raw, windows, profile) }
+    ProfileResult {
+        profile: *profile,
+        threshold,
+        raw,
+        windows,
+        score: normalize(raw, windows, profile),
+    }
 }
 
 /// Finds the threshold that maximises the corpus total (ties: the highest threshold)
@@ -286,9 +312,21 @@ pub fn event_metrics(series: &[Series], threshold: f64) -> EventMetrics {
         }
     }
     let claimed = m.detected + m.false_events;
-    m.precision = if claimed > 0 { m.detected as f64 / claimed as f64 } else { 0.0 };
-    m.recall = if m.windows > 0 { m.detected as f64 / m.windows as f64 } else { 0.0 };
-    m.f1 = if m.precision + m.recall > 0.0 { 2.0 * m.precision * m.recall / (m.precision + m.recall) } else { 0.0 };
+    m.precision = if claimed > 0 {
+        m.detected as f64 / claimed as f64
+    } else {
+        0.0
+    };
+    m.recall = if m.windows > 0 {
+        m.detected as f64 / m.windows as f64
+    } else {
+        0.0
+    };
+    m.f1 = if m.precision + m.recall > 0.0 {
+        2.0 * m.precision * m.recall / (m.precision + m.recall)
+    } else {
+        0.0
+    };
     if m.detected > 0 {
         m.mean_delay_rows = delay_rows / m.detected as f64;
         m.mean_delay_pct = delay_pct / m.detected as f64;
@@ -330,14 +368,20 @@ mod tests {
     #[test]
     fn perfect_and_null_detectors() {
         let perfect = at(&[(40, 1.0)]);
-        let s = [Series { scores: &perfect, windows: W }];
+        let s = [Series {
+            scores: &perfect,
+            windows: W,
+        }];
         for p in PROFILES {
             let r = optimize(&s, &p);
             assert!((r.score - 100.0).abs() < EPS, "{p:?}: {r:?}");
             assert_eq!(r.threshold, 1.0);
         }
         let null = vec![0.0; 100];
-        let s = [Series { scores: &null, windows: W }];
+        let s = [Series {
+            scores: &null,
+            windows: W,
+        }];
         for p in PROFILES {
             let r = optimize(&s, &p);
             assert!(r.score.abs() < EPS, "{p:?}: {r:?}");
@@ -349,14 +393,23 @@ mod tests {
     fn late_detection_earns_less() {
         // Last row of the window: S(−1/10)/S(−1) = 0.244918662 / 0.986614298.
         let late = at(&[(49, 1.0)]);
-        let s = [Series { scores: &late, windows: W }];
+        let s = [Series {
+            scores: &late,
+            windows: W,
+        }];
         let r = optimize(&s, &STANDARD);
         let tp = 0.244_918_662_403_709_1 / 0.986_614_298_151_430_3;
         assert!((r.raw - tp).abs() < 1e-9, "{r:?}");
         assert!((r.score - 100.0 * (tp + 1.0) / 2.0).abs() < 1e-7, "{r:?}");
         // Halfway (row 45, position −0.5): 0.84828/0.98661 = 0.85979.
         let mid = at(&[(45, 1.0)]);
-        let r = optimize(&[Series { scores: &mid, windows: W }], &STANDARD);
+        let r = optimize(
+            &[Series {
+                scores: &mid,
+                windows: W,
+            }],
+            &STANDARD,
+        );
         assert!((r.raw - 0.859_792_566_909_783_7).abs() < 1e-9, "{r:?}");
     }
 
@@ -418,7 +471,11 @@ mod tests {
         assert_eq!(r.windows, 2);
         assert!((r.score - 100.0 * (2.0 - 0.44 + 2.0) / 4.0).abs() < 1e-7);
         let e = event_metrics(&s, r.threshold);
-        assert_eq!((e.windows, e.detected, e.false_events), (2, 2, 2), "runs of false alarms coalesce");
+        assert_eq!(
+            (e.windows, e.detected, e.false_events),
+            (2, 2, 2),
+            "runs of false alarms coalesce"
+        );
         assert!((e.precision - 0.5).abs() < EPS && (e.recall - 1.0).abs() < EPS);
         assert!((e.f1 - 2.0 / 3.0).abs() < EPS);
     }

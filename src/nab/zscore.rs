@@ -21,7 +21,10 @@ impl Default for RollingZscore {
 
 impl RollingZscore {
     pub fn new(window: usize) -> Self {
-        RollingZscore { window: window.max(2), ring: VecDeque::with_capacity(window.max(2)) }
+        RollingZscore {
+            window: window.max(2),
+            ring: VecDeque::with_capacity(window.max(2)),
+        }
     }
 
     /// `|z| / (1 + |z|)` of `x` against the window (0 until two values were seen), then

@@ -10,13 +10,11 @@
 use std::borrow::Cow;
 
 use netlink_packet_core::{
-    NetlinkBuffer, NetlinkHeader, NetlinkMessage, NetlinkPayload, Nla, NLA_TYPE_MASK, NLM_F_DUMP,
-    NLM_F_REQUEST,
+    NetlinkBuffer, NetlinkHeader, NetlinkMessage, NetlinkPayload, Nla, NLA_TYPE_MASK, NLM_F_DUMP, NLM_F_REQUEST,
 };
 use netlink_packet_netfilter::conntrack::ConntrackMessage;
 use netlink_packet_netfilter::{
-    NetfilterHeader, NetfilterMessage, NetfilterMessageInner, NetfilterProtoFamily,
-    NetfilterSubsystem,
+    NetfilterHeader, NetfilterMessage, NetfilterMessageInner, NetfilterProtoFamily, NetfilterSubsystem,
 };
 
 pub const NFNL_SUBSYS_CTNETLINK: u8 = 1;
@@ -159,20 +157,13 @@ impl CtnlError {
 /// Parses the netlink messages in `bytes` (one or more whole messages, as one
 /// `recv` returns them) of a reply to [`stats_cpu_request`]. Messages after
 /// `NLMSG_DONE` are ignored. When `seq` is given, every message must carry it.
-pub fn parse_stats_cpu_reply(
-    bytes: &[u8],
-    dump: StatsDump,
-    seq: Option<u32>,
-) -> Result<DumpChunk, CtnlError> {
+pub fn parse_stats_cpu_reply(bytes: &[u8], dump: StatsDump, seq: Option<u32>) -> Result<DumpChunk, CtnlError> {
     let mut chunk = DumpChunk::default();
     let mut offset = 0;
     while offset < bytes.len() {
         let rest = &bytes[offset..];
         if rest.len() < NLMSG_HDRLEN {
-            return Err(CtnlError::malformed(
-                offset,
-                format!("{} trailing bytes", rest.len()),
-            ));
+            return Err(CtnlError::malformed(offset, format!("{} trailing bytes", rest.len())));
         }
         let len = NetlinkBuffer::new_checked(rest)
             .map_err(|e| CtnlError::malformed(offset, e.to_string()))?
@@ -186,10 +177,7 @@ pub fn parse_stats_cpu_reply(
             if msg.header.sequence_number != seq {
                 return Err(CtnlError::malformed(
                     offset,
-                    format!(
-                        "sequence number {} instead of {seq}",
-                        msg.header.sequence_number
-                    ),
+                    format!("sequence number {} instead of {seq}", msg.header.sequence_number),
                 ));
             }
         }
@@ -227,9 +215,7 @@ pub fn parse_stats_cpu_reply(
             _ => {}
         }
         // Messages are padded to 4 bytes; the last one of a buffer may not be.
-        offset = offset
-            .saturating_add(len.saturating_add(3) & !3)
-            .min(bytes.len());
+        offset = offset.saturating_add(len.saturating_add(3) & !3).min(bytes.len());
     }
     Ok(chunk)
 }
@@ -240,10 +226,7 @@ fn cpu_stats(nf: NetfilterMessage, dump: StatsDump, offset: usize) -> Result<Cpu
         NetfilterMessageInner::Conntrack(ConntrackMessage::Other { attributes, .. }) => attributes,
         NetfilterMessageInner::Other { attributes, .. } => attributes,
         other => {
-            return Err(CtnlError::malformed(
-                offset,
-                format!("unexpected payload {other:?}"),
-            ));
+            return Err(CtnlError::malformed(offset, format!("unexpected payload {other:?}")));
         }
     };
     let mut attrs = Vec::with_capacity(nlas.len());
@@ -255,9 +238,7 @@ fn cpu_stats(nf: NetfilterMessage, dump: StatsDump, offset: usize) -> Result<Cpu
             4 => <[u8; 4]>::try_from(value.as_slice())
                 .map(|b| u64::from(u32::from_be_bytes(b)))
                 .ok(),
-            8 => <[u8; 8]>::try_from(value.as_slice())
-                .map(u64::from_be_bytes)
-                .ok(),
+            8 => <[u8; 8]>::try_from(value.as_slice()).map(u64::from_be_bytes).ok(),
             _ => None,
         };
         match v {
@@ -265,10 +246,7 @@ fn cpu_stats(nf: NetfilterMessage, dump: StatsDump, offset: usize) -> Result<Cpu
             None if dump.is_known(kind) => {
                 return Err(CtnlError::malformed(
                     offset,
-                    format!(
-                        "CPU {cpu}: attribute {kind} has {} bytes, expected 4",
-                        value.len()
-                    ),
+                    format!("CPU {cpu}: attribute {kind} has {} bytes, expected 4", value.len()),
                 ));
             }
             // An unknown attribute that is not a counter: skip it.
@@ -370,16 +348,30 @@ pub fn state_name(proto: u8, state: Option<u8>) -> Cow<'static, str> {
     let Some(st) = state else { return Cow::Borrowed("") };
     let names: &[&str] = match proto {
         6 => &[
-            "NONE", "SYN_SENT", "SYN_RECV", "ESTABLISHED", "FIN_WAIT", "CLOSE_WAIT", "LAST_ACK",
-            "TIME_WAIT", "CLOSE", "SYN_SENT2",
+            "NONE",
+            "SYN_SENT",
+            "SYN_RECV",
+            "ESTABLISHED",
+            "FIN_WAIT",
+            "CLOSE_WAIT",
+            "LAST_ACK",
+            "TIME_WAIT",
+            "CLOSE",
+            "SYN_SENT2",
         ],
         132 => &[
-            "NONE", "CLOSED", "COOKIE_WAIT", "COOKIE_ECHOED", "ESTABLISHED", "SHUTDOWN_SENT",
-            "SHUTDOWN_RECD", "SHUTDOWN_ACK_SENT", "HEARTBEAT_SENT",
+            "NONE",
+            "CLOSED",
+            "COOKIE_WAIT",
+            "COOKIE_ECHOED",
+            "ESTABLISHED",
+            "SHUTDOWN_SENT",
+            "SHUTDOWN_RECD",
+            "SHUTDOWN_ACK_SENT",
+            "HEARTBEAT_SENT",
         ],
         33 => &[
-            "NONE", "REQUEST", "RESPOND", "PARTOPEN", "OPEN", "CLOSEREQ", "CLOSING", "TIMEWAIT",
-            "IGNORE", "INVALID",
+            "NONE", "REQUEST", "RESPOND", "PARTOPEN", "OPEN", "CLOSEREQ", "CLOSING", "TIMEWAIT", "IGNORE", "INVALID",
         ],
         _ => return Cow::Borrowed(""),
     };
@@ -391,8 +383,8 @@ pub fn state_name(proto: u8, state: Option<u8>) -> Cow<'static, str> {
 
 fn ip_from(v: &[u8]) -> Option<std::net::IpAddr> {
     match v.len() {
-        4 => <[u8; 4]>::try_from(v).ok().map(|b| std::net::IpAddr::from(b)),
-        16 => <[u8; 16]>::try_from(v).ok().map(|b| std::net::IpAddr::from(b)),
+        4 => <[u8; 4]>::try_from(v).ok().map(std::net::IpAddr::from),
+        16 => <[u8; 16]>::try_from(v).ok().map(std::net::IpAddr::from),
         _ => None,
     }
 }
@@ -494,11 +486,7 @@ fn flow_from(l3: u8, body: &[u8]) -> Result<Flow, String> {
 /// Parses the netlink messages in `bytes` (one `recv` of a reply to
 /// [`ct_dump_request`]) and calls `on_flow` for every entry. Returns true once
 /// `NLMSG_DONE` is seen. When `seq` is given every message must carry it.
-pub fn parse_ct_dump(
-    bytes: &[u8],
-    seq: Option<u32>,
-    mut on_flow: impl FnMut(&Flow),
-) -> Result<bool, CtnlError> {
+pub fn parse_ct_dump(bytes: &[u8], seq: Option<u32>, mut on_flow: impl FnMut(&Flow)) -> Result<bool, CtnlError> {
     let new_type = (u16::from(NFNL_SUBSYS_CTNETLINK) << 8) | u16::from(IPCTNL_MSG_CT_NEW);
     let mut offset = 0;
     while offset < bytes.len() {
@@ -534,7 +522,9 @@ pub fn parse_ct_dump(
                     .map(|b| i32::from_ne_bytes([b[0], b[1], b[2], b[3]]))
                     .ok_or_else(|| CtnlError::malformed(offset, "short NLMSG_ERROR"))?;
                 if code != 0 {
-                    return Err(CtnlError::Kernel { errno: code.saturating_abs() });
+                    return Err(CtnlError::Kernel {
+                        errno: code.saturating_abs(),
+                    });
                 }
             }
             // NLMSG_DONE
@@ -545,8 +535,7 @@ pub fn parse_ct_dump(
                 if payload.len() < 4 {
                     return Err(CtnlError::malformed(offset, "short nfgenmsg"));
                 }
-                let flow = flow_from(payload[0], &payload[4..])
-                    .map_err(|m| CtnlError::malformed(offset, m))?;
+                let flow = flow_from(payload[0], &payload[4..]).map_err(|m| CtnlError::malformed(offset, m))?;
                 on_flow(&flow);
             }
             ty => {
@@ -615,11 +604,7 @@ mod tests {
                     if k == "cpu" {
                         cpu = v.parse().expect("cpu");
                     } else {
-                        let k = if k == "chaintoolong" {
-                            "chain_too_long"
-                        } else {
-                            k
-                        };
+                        let k = if k == "chaintoolong" { "chain_too_long" } else { k };
                         fields.push((k.to_string(), v.parse().expect("number")));
                     }
                 }
@@ -656,19 +641,12 @@ mod tests {
             let got: Vec<(String, u64)> = cpu
                 .attrs
                 .iter()
-                .filter_map(|(a, v)| {
-                    StatsDump::Conntrack
-                        .stat_name(*a)
-                        .map(|n| (n.into_owned(), *v))
-                })
+                .filter_map(|(a, v)| StatsDump::Conntrack.stat_name(*a).map(|n| (n.into_owned(), *v)))
                 .collect();
             assert_eq!(&got, want, "cpu {want_cpu}");
         }
         // The fixture was captured after inserting entries: not all zeros.
-        assert!(chunk
-            .cpus
-            .iter()
-            .any(|c| c.attrs.iter().any(|(_, v)| *v > 0)));
+        assert!(chunk.cpus.iter().any(|c| c.attrs.iter().any(|(_, v)| *v > 0)));
     }
 
     #[test]
@@ -729,19 +707,10 @@ mod tests {
         let c = parse_stats_cpu_reply(&bytes, StatsDump::Conntrack, None).expect("ok");
         assert_eq!(c.cpus[0].cpu, 3);
         assert_eq!(c.cpus[0].attrs, vec![(8, 1), (16, 7), (17, 9), (9, 2)]);
-        assert_eq!(
-            StatsDump::Conntrack.stat_name(16).as_deref(),
-            Some("attr16")
-        );
-        assert_eq!(
-            StatsDump::Expect.stat_name(4).as_deref(),
-            Some("expect_attr4")
-        );
+        assert_eq!(StatsDump::Conntrack.stat_name(16).as_deref(), Some("attr16"));
+        assert_eq!(StatsDump::Expect.stat_name(4).as_deref(), Some("expect_attr4"));
         assert_eq!(StatsDump::Conntrack.stat_name(1), None);
-        assert_eq!(
-            StatsDump::Conntrack.stat_name(15).as_deref(),
-            Some("chain_too_long")
-        );
+        assert_eq!(StatsDump::Conntrack.stat_name(15).as_deref(), Some("chain_too_long"));
     }
 
     #[test]
@@ -766,8 +735,7 @@ mod tests {
         // An ACK (errno 0) is not an error.
         let mut ack = 0i32.to_ne_bytes().to_vec();
         ack.extend_from_slice(&stats_cpu_request(StatsDump::Conntrack, 1)[..16]);
-        let c =
-            parse_stats_cpu_reply(&nlmsg(2, 0, 1, &ack), StatsDump::Conntrack, None).expect("ack");
+        let c = parse_stats_cpu_reply(&nlmsg(2, 0, 1, &ack), StatsDump::Conntrack, None).expect("ack");
         assert_eq!(c, DumpChunk::default());
     }
 
@@ -858,9 +826,16 @@ mod ct_dump_tests {
                 let t: Vec<&str> = l.split_whitespace().collect();
                 let field = |name: &str| t.iter().find_map(|x| x.strip_prefix(name)).unwrap_or("");
                 let sum = |name: &str| -> u64 {
-                    t.iter().filter_map(|x| x.strip_prefix(name)).map(|v| v.parse::<u64>().expect("num")).sum()
+                    t.iter()
+                        .filter_map(|x| x.strip_prefix(name))
+                        .map(|v| v.parse::<u64>().expect("num"))
+                        .sum()
                 };
-                let state = if t[5].contains('=') || t[5].starts_with('[') { "" } else { t[5] };
+                let state = if t[5].contains('=') || t[5].starts_with('[') {
+                    ""
+                } else {
+                    t[5]
+                };
                 (
                     t[1].parse().expect("l3"),
                     t[2].to_string(),
@@ -882,7 +857,10 @@ mod ct_dump_tests {
         let req = ct_dump_request(5);
         assert_eq!(req.len(), 20);
         assert_eq!(u16::from_ne_bytes(req[4..6].try_into().expect("2")), 0x0101);
-        assert_eq!(u16::from_ne_bytes(req[6..8].try_into().expect("2")), NLM_F_REQUEST | NLM_F_DUMP);
+        assert_eq!(
+            u16::from_ne_bytes(req[6..8].try_into().expect("2")),
+            NLM_F_REQUEST | NLM_F_DUMP
+        );
         assert_eq!(u32::from_ne_bytes(req[8..12].try_into().expect("4")), 5);
         assert_eq!(req[16], 0, "AF_UNSPEC: every L3 family");
     }
@@ -922,7 +900,10 @@ mod ct_dump_tests {
         msg.extend_from_slice(&2u16.to_ne_bytes());
         msg.extend_from_slice(&[0; 10]);
         msg.extend_from_slice(&p);
-        assert_eq!(parse_ct_dump(&msg, None, |_| {}), Err(CtnlError::Kernel { errno: libc::EPERM }));
+        assert_eq!(
+            parse_ct_dump(&msg, None, |_| {}),
+            Err(CtnlError::Kernel { errno: libc::EPERM })
+        );
         // Sequence number check, and a message of another type.
         assert!(parse_ct_dump(DUMP, Some(u32::MAX), |_| {}).is_err());
         let stats = stats_cpu_request(StatsDump::Conntrack, 1);

@@ -25,16 +25,14 @@ use std::borrow::Cow;
 use std::fmt;
 
 use netlink_packet_core::{
-    DecodeError, NetlinkHeader, NetlinkMessage, NetlinkPayload, ParseableParametrized,
-    NLM_F_DUMP, NLM_F_DUMP_INTR, NLM_F_REQUEST,
+    DecodeError, NetlinkHeader, NetlinkMessage, NetlinkPayload, ParseableParametrized, NLM_F_DUMP, NLM_F_DUMP_INTR,
+    NLM_F_REQUEST,
 };
 use netlink_packet_netfilter::nftables::{
-    ChainAttribute, ChainMessage, GenAttribute, GenMessage, Hook, NfTablesMessage, RuleMessage,
-    SetElementList, SetElementMessage, SetMessage, TableAttribute, TableMessage,
+    ChainAttribute, ChainMessage, GenAttribute, GenMessage, Hook, NfTablesMessage, RuleMessage, SetElementList,
+    SetElementMessage, SetMessage, TableAttribute, TableMessage,
 };
-use netlink_packet_netfilter::{
-    NetfilterHeader, NetfilterMessage, NetfilterMessageInner, NetfilterProtoFamily,
-};
+use netlink_packet_netfilter::{NetfilterHeader, NetfilterMessage, NetfilterMessageInner, NetfilterProtoFamily};
 
 use super::ctnetlink::CtnlError;
 
@@ -217,7 +215,12 @@ pub fn dump_request(dump: Dump, seq: u32) -> Vec<u8> {
 
 /// `NFT_MSG_GETGEN` (not a dump: one `NFT_MSG_NEWGEN` answers it).
 pub fn getgen_request(seq: u32) -> Vec<u8> {
-    serialize(0, NfTablesMessage::GetGen(GenMessage { attributes: Vec::new() }), NLM_F_REQUEST, seq)
+    serialize(
+        0,
+        NfTablesMessage::GetGen(GenMessage { attributes: Vec::new() }),
+        NLM_F_REQUEST,
+        seq,
+    )
 }
 
 /// Dump of the elements of one set (used when the kernel does not report
@@ -262,7 +265,10 @@ pub struct Chain {
 
 impl Chain {
     pub fn hook_label(&self) -> String {
-        self.hook.as_ref().map(|h| hook_name(self.family, h.hooknum).into_owned()).unwrap_or_default()
+        self.hook
+            .as_ref()
+            .map(|h| hook_name(self.family, h.hooknum).into_owned())
+            .unwrap_or_default()
     }
     pub fn priority_label(&self) -> String {
         self.hook.as_ref().map(|h| h.priority.to_string()).unwrap_or_default()
@@ -297,11 +303,47 @@ struct ExprSlot {
 
 /// Expression names the kernel sends, interned so parsing does not allocate them.
 const KNOWN_EXPRS: &[&str] = &[
-    "bitwise", "byteorder", "cmp", "connlimit", "counter", "ct", "dup", "dynset", "exthdr",
-    "fib", "flow_offload", "fwd", "hash", "immediate", "inner", "last", "limit", "log",
-    "lookup", "masq", "match", "meta", "nat", "notrack", "numgen", "objref", "osf", "payload",
-    "queue", "quota", "range", "redir", "reject", "rt", "secmark", "socket", "synproxy",
-    "target", "tproxy", "tunnel", "xfrm",
+    "bitwise",
+    "byteorder",
+    "cmp",
+    "connlimit",
+    "counter",
+    "ct",
+    "dup",
+    "dynset",
+    "exthdr",
+    "fib",
+    "flow_offload",
+    "fwd",
+    "hash",
+    "immediate",
+    "inner",
+    "last",
+    "limit",
+    "log",
+    "lookup",
+    "masq",
+    "match",
+    "meta",
+    "nat",
+    "notrack",
+    "numgen",
+    "objref",
+    "osf",
+    "payload",
+    "queue",
+    "quota",
+    "range",
+    "redir",
+    "reject",
+    "rt",
+    "secmark",
+    "socket",
+    "synproxy",
+    "target",
+    "tproxy",
+    "tunnel",
+    "xfrm",
 ];
 
 fn intern(raw: &[u8]) -> Cow<'static, str> {
@@ -470,19 +512,29 @@ impl<'a> Iterator for Attrs<'a> {
         let kind = u16::from_ne_bytes([rest[2], rest[3]]) & 0x3fff;
         if len < 4 || len > rest.len() {
             self.pos = self.buf.len();
-            return Some(Err(format!("attribute {kind} length {len} out of bounds ({} left)", rest.len())));
+            return Some(Err(format!(
+                "attribute {kind} length {len} out of bounds ({} left)",
+                rest.len()
+            )));
         }
         self.pos = self.pos.saturating_add((len + 3) & !3).min(self.buf.len());
-        Some(Ok(Attr { kind, value: &rest[4..len] }))
+        Some(Ok(Attr {
+            kind,
+            value: &rest[4..len],
+        }))
     }
 }
 
 fn be_u32(v: &[u8]) -> Result<u32, String> {
-    <[u8; 4]>::try_from(v).map(u32::from_be_bytes).map_err(|_| format!("{} bytes where 4 expected", v.len()))
+    <[u8; 4]>::try_from(v)
+        .map(u32::from_be_bytes)
+        .map_err(|_| format!("{} bytes where 4 expected", v.len()))
 }
 
 fn be_u64(v: &[u8]) -> Result<u64, String> {
-    <[u8; 8]>::try_from(v).map(u64::from_be_bytes).map_err(|_| format!("{} bytes where 8 expected", v.len()))
+    <[u8; 8]>::try_from(v)
+        .map(u64::from_be_bytes)
+        .map_err(|_| format!("{} bytes where 8 expected", v.len()))
 }
 
 /// A NUL-terminated (or unterminated) string attribute.
@@ -493,7 +545,10 @@ fn cstr(v: &[u8]) -> String {
 
 /// First attribute of kind `kind` in `buf`, ignoring malformed tails.
 fn find_attr(buf: &[u8], kind: u16) -> Option<&[u8]> {
-    attrs(buf).map_while(Result::ok).find(|a| a.kind == kind).map(|a| a.value)
+    attrs(buf)
+        .map_while(Result::ok)
+        .find(|a| a.kind == kind)
+        .map(|a| a.value)
 }
 
 impl<'a> Expr<'a> {
@@ -556,8 +611,8 @@ impl<'a> Expr<'a> {
                     ExprClass::Load
                 }
             }
-            "payload" | "meta" | "ct" | "exthdr" | "bitwise" | "byteorder" | "fib" | "rt"
-            | "socket" | "osf" | "xfrm" | "hash" | "numgen" | "inner" | "tunnel" => ExprClass::Load,
+            "payload" | "meta" | "ct" | "exthdr" | "bitwise" | "byteorder" | "fib" | "rt" | "socket" | "osf"
+            | "xfrm" | "hash" | "numgen" | "inner" | "tunnel" => ExprClass::Load,
             "cmp" | "lookup" | "range" | "match" => ExprClass::Compare,
             "counter" | "log" | "objref" | "last" => ExprClass::Neutral,
             "reject" | "queue" => ExprClass::Verdict,
@@ -566,8 +621,8 @@ impl<'a> Expr<'a> {
                 Some(_) => ExprClass::Verdict,
             },
             "limit" | "quota" | "connlimit" => ExprClass::Stateful,
-            "nat" | "masq" | "redir" | "notrack" | "dup" | "fwd" | "tproxy" | "synproxy"
-            | "dynset" | "flow_offload" | "flowoffload" | "ct_expect" | "secmark" => ExprClass::Effect,
+            "nat" | "masq" | "redir" | "notrack" | "dup" | "fwd" | "tproxy" | "synproxy" | "dynset"
+            | "flow_offload" | "flowoffload" | "ct_expect" | "secmark" => ExprClass::Effect,
             _ => ExprClass::Unknown,
         }
     }
@@ -595,12 +650,19 @@ impl Rule {
     fn push_slot(&mut self, name: Cow<'static, str>, data: &[u8]) {
         let start = self.buf.len();
         self.buf.extend_from_slice(data);
-        self.slots.push(ExprSlot { name, start, end: self.buf.len() });
+        self.slots.push(ExprSlot {
+            name,
+            start,
+            end: self.buf.len(),
+        });
     }
 
     /// The expressions, in order.
     pub fn exprs(&self) -> impl DoubleEndedIterator<Item = Expr<'_>> + ExactSizeIterator + '_ {
-        self.slots.iter().map(|s| Expr { name: &s.name, data: &self.buf[s.start..s.end] })
+        self.slots.iter().map(|s| Expr {
+            name: &s.name,
+            data: &self.buf[s.start..s.end],
+        })
     }
 
     /// The first `counter` expression's values (rules have at most one).
@@ -615,7 +677,10 @@ impl Rule {
 
     /// Names of the xt (`iptables-nft`) matches, in order.
     pub fn xt_matches(&self) -> Vec<String> {
-        self.exprs().filter(|e| e.name == "match").filter_map(|e| e.xt_name()).collect()
+        self.exprs()
+            .filter(|e| e.name == "match")
+            .filter_map(|e| e.xt_name())
+            .collect()
     }
 
     /// The comment to show: the userdata comment, else the text of an xt `comment`
@@ -701,7 +766,10 @@ pub struct Chunk {
 }
 
 fn malformed(offset: usize, message: impl Into<String>) -> CtnlError {
-    CtnlError::Malformed { offset, message: message.into() }
+    CtnlError::Malformed {
+        offset,
+        message: message.into(),
+    }
 }
 
 /// Parses the netlink messages in `bytes` of a reply whose messages have type
@@ -745,7 +813,9 @@ pub fn parse_reply(bytes: &[u8], reply: u8, seq: Option<u32>) -> Result<Chunk, C
                     .map(|b| i32::from_ne_bytes([b[0], b[1], b[2], b[3]]))
                     .ok_or_else(|| malformed(offset, "short NLMSG_ERROR"))?;
                 if code != 0 {
-                    return Err(CtnlError::Kernel { errno: code.saturating_abs() });
+                    return Err(CtnlError::Kernel {
+                        errno: code.saturating_abs(),
+                    });
                 }
             }
             NLMSG_NOOP => {}
@@ -808,7 +878,12 @@ fn parse_message(reply: u8, payload: &[u8]) -> Result<Item, String> {
 }
 
 fn table(family: u8, attributes: Vec<TableAttribute>) -> Table {
-    let mut t = Table { family, name: String::new(), handle: 0, flags: 0 };
+    let mut t = Table {
+        family,
+        name: String::new(),
+        handle: 0,
+        flags: 0,
+    };
     for a in attributes {
         match a {
             TableAttribute::Name(n) => t.name = n,
@@ -838,7 +913,11 @@ fn chain(family: u8, attributes: Vec<ChainAttribute>) -> Result<Chain, String> {
             ChainAttribute::Policy(p) => c.policy = Some(p),
             ChainAttribute::Type(t) => c.chain_type = Some(t),
             ChainAttribute::Hook(hooks) => {
-                let mut h = BaseHook { hooknum: 0, priority: 0, devices: Vec::new() };
+                let mut h = BaseHook {
+                    hooknum: 0,
+                    priority: 0,
+                    devices: Vec::new(),
+                };
                 let mut have_num = false;
                 for hook in hooks {
                     match hook {
@@ -991,9 +1070,7 @@ fn parse_object(family: u8, body: &[u8]) -> Result<Object, String> {
             let a = a?;
             match a.kind {
                 NFTA_COUNTER_BYTES => c.bytes = be_u64(a.value).map_err(|e| format!("counter bytes: {e}"))?,
-                NFTA_COUNTER_PACKETS => {
-                    c.packets = be_u64(a.value).map_err(|e| format!("counter packets: {e}"))?
-                }
+                NFTA_COUNTER_PACKETS => c.packets = be_u64(a.value).map_err(|e| format!("counter packets: {e}"))?,
                 _ => {}
             }
         }
@@ -1074,7 +1151,6 @@ impl Ruleset {
     }
 }
 
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1139,7 +1215,13 @@ mod tests {
     }
 
     fn expr(name: &str, data: &[Vec<u8>]) -> Vec<u8> {
-        nested(NFTA_LIST_ELEM, &[nla(NFTA_EXPR_NAME, format!("{name}\0").as_bytes()), nested(NFTA_EXPR_DATA, data)])
+        nested(
+            NFTA_LIST_ELEM,
+            &[
+                nla(NFTA_EXPR_NAME, format!("{name}\0").as_bytes()),
+                nested(NFTA_EXPR_DATA, data),
+            ],
+        )
     }
 
     fn verdict_expr(code: i32, chain: Option<&str>) -> Vec<u8> {
@@ -1159,7 +1241,10 @@ mod tests {
     fn counter_expr(packets: u64, bytes: u64) -> Vec<u8> {
         expr(
             "counter",
-            &[nla(NFTA_COUNTER_BYTES, &bytes.to_be_bytes()), nla(NFTA_COUNTER_PACKETS, &packets.to_be_bytes())],
+            &[
+                nla(NFTA_COUNTER_BYTES, &bytes.to_be_bytes()),
+                nla(NFTA_COUNTER_PACKETS, &packets.to_be_bytes()),
+            ],
         )
     }
 
@@ -1193,7 +1278,10 @@ mod tests {
         assert_eq!(req.len(), 20);
         assert_eq!(u32::from_ne_bytes(req[0..4].try_into().expect("4")), 20);
         assert_eq!(u16::from_ne_bytes(req[4..6].try_into().expect("2")), 0x0a07);
-        assert_eq!(u16::from_ne_bytes(req[6..8].try_into().expect("2")), NLM_F_REQUEST | NLM_F_DUMP);
+        assert_eq!(
+            u16::from_ne_bytes(req[6..8].try_into().expect("2")),
+            NLM_F_REQUEST | NLM_F_DUMP
+        );
         assert_eq!(u32::from_ne_bytes(req[8..12].try_into().expect("4")), 7);
         assert_eq!(&req[16..20], &[0, 0, 0, 0]);
         let types: Vec<u16> = Dump::ALL
@@ -1224,7 +1312,10 @@ mod tests {
         for item in items {
             if let Some(t) = item.get("table") {
                 tables += 1;
-                assert!(rs.tables.iter().any(|x| x.name == s(&t["name"]) && family_name(x.family) == s(&t["family"])));
+                assert!(rs
+                    .tables
+                    .iter()
+                    .any(|x| x.name == s(&t["name"]) && family_name(x.family) == s(&t["family"])));
             }
             if let Some(c) = item.get("chain") {
                 chains += 1;
@@ -1233,7 +1324,7 @@ mod tests {
                     .iter()
                     .find(|x| x.name == s(&c["name"]) && x.table == s(&c["table"]))
                     .expect("chain");
-                let want = |k: &str| c.get(k).map(|v| s(v)).unwrap_or_default();
+                let want = |k: &str| c.get(k).map(&s).unwrap_or_default();
                 assert_eq!(got.hook_label(), want("hook"), "{c}");
                 assert_eq!(got.priority_label(), want("prio"), "{c}");
                 assert_eq!(got.policy_label(), want("policy"), "{c}");
@@ -1252,13 +1343,19 @@ mod tests {
                 let exprs = r["expr"].as_array().expect("expr");
                 let counter = exprs.iter().find_map(|e| {
                     let c = e.get("counter")?;
-                    Some(Counter { packets: c.get("packets")?.as_u64()?, bytes: c.get("bytes")?.as_u64()? })
+                    Some(Counter {
+                        packets: c.get("packets")?.as_u64()?,
+                        bytes: c.get("bytes")?.as_u64()?,
+                    })
                 });
                 assert_eq!(got.counter(), counter, "{r}");
                 if let Some(c) = r.get("comment") {
                     assert_eq!(got.comment.as_deref(), c.as_str());
                 }
-                let last = exprs.last().and_then(|e| e.as_object()).and_then(|o| o.keys().next().cloned());
+                let last = exprs
+                    .last()
+                    .and_then(|e| e.as_object())
+                    .and_then(|o| o.keys().next().cloned());
                 let v = got.verdict().to_string();
                 match last.as_deref() {
                     Some("jump") | Some("goto") => assert!(v.starts_with(last.as_deref().expect("k"))),
@@ -1271,7 +1368,10 @@ mod tests {
                 let got = rs.sets.iter().find(|x| x.name == s(&set["name"])).expect("set");
                 let n = set["elem"].as_array().map(|a| a.len()).unwrap_or(0) as u64;
                 assert_eq!(got.elements, Some(n));
-                assert_eq!(u64::from(got.size), set.get("size").and_then(|v| v.as_u64()).unwrap_or(0));
+                assert_eq!(
+                    u64::from(got.size),
+                    set.get("size").and_then(|v| v.as_u64()).unwrap_or(0)
+                );
             }
             if let Some(o) = item.get("counter") {
                 let got = rs.objects.iter().find(|x| x.name == s(&o["name"])).expect("object");
@@ -1291,8 +1391,16 @@ mod tests {
     #[test]
     fn verdicts_comments_and_counters_of_hand_built_rules() {
         let comment = [&[0u8, 6][..], b"hello\0"].concat();
-        let r = one_rule(&rule_msg(1, 42, &[counter_expr(3, 180), verdict_expr(-3, Some("audit"))], Some(&comment)));
-        assert_eq!((r.family, r.table.as_str(), r.chain.as_str(), r.handle), (1, "t", "c", 42));
+        let r = one_rule(&rule_msg(
+            1,
+            42,
+            &[counter_expr(3, 180), verdict_expr(-3, Some("audit"))],
+            Some(&comment),
+        ));
+        assert_eq!(
+            (r.family, r.table.as_str(), r.chain.as_str(), r.handle),
+            (1, "t", "c", 42)
+        );
         assert_eq!(r.counter(), Some(Counter { packets: 3, bytes: 180 }));
         assert_eq!(r.verdict(), Verdict::Jump("audit".into()));
         assert_eq!(r.verdict().to_string(), "jump:audit");
@@ -1316,8 +1424,16 @@ mod tests {
         let r = one_rule(&rule_msg(2, 1, &[counter_expr(0, 0)], None));
         assert_eq!(r.verdict(), Verdict::None);
         assert!(!r.verdict().is_terminal());
-        assert_eq!(one_rule(&rule_msg(2, 1, &[expr("reject", &[])], None)).verdict(), Verdict::Reject);
-        assert_eq!(one_rule(&rule_msg(2, 1, &[expr("masq", &[])], None)).verdict().to_string(), "nat");
+        assert_eq!(
+            one_rule(&rule_msg(2, 1, &[expr("reject", &[])], None)).verdict(),
+            Verdict::Reject
+        );
+        assert_eq!(
+            one_rule(&rule_msg(2, 1, &[expr("masq", &[])], None))
+                .verdict()
+                .to_string(),
+            "nat"
+        );
         // Userdata with another TLV before the comment, and a truncated one.
         let ud = [&[1u8, 4, 0, 0, 0, 1][..], &[0, 3], b"ab\0"].concat();
         assert_eq!(one_rule(&rule_msg(2, 1, &[], Some(&ud))).comment.as_deref(), Some("ab"));
@@ -1327,22 +1443,52 @@ mod tests {
     #[test]
     fn xt_matches_and_targets_are_reported_not_fatal() {
         let xt = |kind: &str, name: &str, info: &[u8]| {
-            expr(kind, &[nla(NFTA_XT_NAME, format!("{name}\0").as_bytes()), nla(2, &0u32.to_be_bytes()), nla(NFTA_XT_INFO, info)])
+            expr(
+                kind,
+                &[
+                    nla(NFTA_XT_NAME, format!("{name}\0").as_bytes()),
+                    nla(2, &0u32.to_be_bytes()),
+                    nla(NFTA_XT_INFO, info),
+                ],
+            )
         };
         let mut comment = b"from iptables".to_vec();
         comment.resize(256, 0);
-        let r = one_rule(&rule_msg(2, 5, &[xt("match", "comment", &comment), counter_expr(1, 2), xt("target", "REJECT", &[0; 4])], None));
+        let r = one_rule(&rule_msg(
+            2,
+            5,
+            &[
+                xt("match", "comment", &comment),
+                counter_expr(1, 2),
+                xt("target", "REJECT", &[0; 4]),
+            ],
+            None,
+        ));
         assert_eq!(r.display_comment(), "from iptables");
         assert_eq!(r.verdict(), Verdict::Reject);
         assert!(r.has_xt());
-        let r = one_rule(&rule_msg(2, 6, &[xt("match", "conntrack", &[1, 2, 3]), xt("match", "multiport", &[9]), xt("target", "LOG", &[])], None));
+        let r = one_rule(&rule_msg(
+            2,
+            6,
+            &[
+                xt("match", "conntrack", &[1, 2, 3]),
+                xt("match", "multiport", &[9]),
+                xt("target", "LOG", &[]),
+            ],
+            None,
+        ));
         assert_eq!(r.display_comment(), "(xt match: conntrack,multiport)");
         assert_eq!(r.verdict().to_string(), "xt:LOG");
         let classes: Vec<ExprClass> = r.exprs().map(|e| e.class()).collect();
         assert_eq!(classes[2], ExprClass::Effect);
         assert_eq!(classes[0], ExprClass::Compare);
         // The rule's own comment wins over the xt comment match.
-        let r = one_rule(&rule_msg(2, 7, &[xt("match", "comment", &comment)], Some(&[0, 3, b'o', b'k', 0])));
+        let r = one_rule(&rule_msg(
+            2,
+            7,
+            &[xt("match", "comment", &comment)],
+            Some(&[0, 3, b'o', b'k', 0]),
+        ));
         assert_eq!(r.display_comment(), "ok");
     }
 
@@ -1352,7 +1498,13 @@ mod tests {
         p.extend(nla(NFTA_OBJ_TABLE, b"filter\0"));
         p.extend(nla(NFTA_OBJ_NAME, b"hits\0"));
         p.extend(nla(NFTA_OBJ_TYPE, &NFT_OBJECT_COUNTER.to_be_bytes()));
-        p.extend(nested(NFTA_OBJ_DATA, &[nla(NFTA_COUNTER_BYTES, &99u64.to_be_bytes()), nla(NFTA_COUNTER_PACKETS, &2u64.to_be_bytes())]));
+        p.extend(nested(
+            NFTA_OBJ_DATA,
+            &[
+                nla(NFTA_COUNTER_BYTES, &99u64.to_be_bytes()),
+                nla(NFTA_COUNTER_PACKETS, &2u64.to_be_bytes()),
+            ],
+        ));
         p.extend(nla(NFTA_OBJ_HANDLE, &4u64.to_be_bytes()));
         let bytes = [nlmsg(nft_type(NFT_MSG_NEWOBJ), 2, 1, &p), done(1)].concat();
         let c = parse_reply(&bytes, NFT_MSG_NEWOBJ, Some(1)).expect("ok");
@@ -1381,7 +1533,13 @@ mod tests {
         p.extend(nla(2, b"s\0"));
         p.extend(nested(
             NFTA_SET_ELEM_LIST_ELEMENTS,
-            &[elem(None), elem(Some(NFT_SET_ELEM_INTERVAL_END)), elem(Some(0)), elem(Some(1)), elem(None)],
+            &[
+                elem(None),
+                elem(Some(NFT_SET_ELEM_INTERVAL_END)),
+                elem(Some(0)),
+                elem(Some(1)),
+                elem(None),
+            ],
         ));
         let c = parse_reply(&nlmsg(nft_type(NFT_MSG_NEWSETELEM), 2, 1, &p), NFT_MSG_NEWSETELEM, None).expect("ok");
         assert_eq!(c.items, vec![Item::SetElements(3)]);
@@ -1396,7 +1554,10 @@ mod tests {
         // An ACK is not an error.
         let mut ack = 0i32.to_ne_bytes().to_vec();
         ack.extend_from_slice(&[0; 16]);
-        assert_eq!(parse_reply(&nlmsg(NLMSG_ERROR, 0, 1, &ack), NFT_MSG_NEWRULE, None), Ok(Chunk::default()));
+        assert_eq!(
+            parse_reply(&nlmsg(NLMSG_ERROR, 0, 1, &ack), NFT_MSG_NEWRULE, None),
+            Ok(Chunk::default())
+        );
         // NLM_F_DUMP_INTR is reported.
         let r = rule_msg(2, 1, &[], None);
         let mut intr = r.clone();
@@ -1426,12 +1587,24 @@ mod tests {
         let r = one_rule(&rule_msg(
             1,
             1,
-            &[load, set_payload, expr("cmp", &[]), map, expr("lookup", &[]), expr("limit", &[]), expr("frobnicate", &[]), counter_expr(0, 0)],
+            &[
+                load,
+                set_payload,
+                expr("cmp", &[]),
+                map,
+                expr("lookup", &[]),
+                expr("limit", &[]),
+                expr("frobnicate", &[]),
+                counter_expr(0, 0),
+            ],
             None,
         ));
         let classes: Vec<ExprClass> = r.exprs().map(|e| e.class()).collect();
         use ExprClass::*;
-        assert_eq!(classes, [Load, Effect, Compare, Load, Compare, Stateful, Unknown, Neutral]);
+        assert_eq!(
+            classes,
+            [Load, Effect, Compare, Load, Compare, Stateful, Unknown, Neutral]
+        );
     }
 
     fn xorshift(state: &mut u64) -> u64 {
@@ -1472,9 +1645,20 @@ mod tests {
             }
         }
         let mut state = 0x9e37_79b9_7f4a_7c15u64;
-        let replies = [NFT_MSG_NEWTABLE, NFT_MSG_NEWCHAIN, NFT_MSG_NEWRULE, NFT_MSG_NEWSET, NFT_MSG_NEWOBJ, NFT_MSG_NEWGEN, NFT_MSG_NEWSETELEM];
+        let replies = [
+            NFT_MSG_NEWTABLE,
+            NFT_MSG_NEWCHAIN,
+            NFT_MSG_NEWRULE,
+            NFT_MSG_NEWSET,
+            NFT_MSG_NEWOBJ,
+            NFT_MSG_NEWGEN,
+            NFT_MSG_NEWSETELEM,
+        ];
         // NETSIGHT_FUZZ_ITERATIONS raises the count for a longer run by hand.
-        let iterations = std::env::var("NETSIGHT_FUZZ_ITERATIONS").ok().and_then(|v| v.parse().ok()).unwrap_or(3000);
+        let iterations = std::env::var("NETSIGHT_FUZZ_ITERATIONS")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(3000);
         for n in 0..iterations {
             let len = n % 300;
             let junk: Vec<u8> = (0..len).map(|_| xorshift(&mut state) as u8).collect();

@@ -124,10 +124,7 @@ pub enum DiagError {
     #[error("the kernel dropped part of the dump (NLMSG_OVERRUN)")]
     Overrun,
     #[error("{what}: {source}")]
-    Io {
-        what: &'static str,
-        source: io::Error,
-    },
+    Io { what: &'static str, source: io::Error },
 }
 
 impl DiagError {
@@ -422,12 +419,10 @@ impl DiagSocket {
             what: "bind netlink socket",
             source,
         })?;
-        socket
-            .connect(&SocketAddr::new(0, 0))
-            .map_err(|source| DiagError::Io {
-                what: "connect netlink socket",
-                source,
-            })?;
+        socket.connect(&SocketAddr::new(0, 0)).map_err(|source| DiagError::Io {
+            what: "connect netlink socket",
+            source,
+        })?;
         // Best effort: capped by net.core.rmem_max; a dump works with any size.
         let _ = socket.set_rx_buf_sz(SOCKET_RCVBUF as libc::c_int);
         let tv = libc::timeval {
@@ -467,22 +462,16 @@ impl DiagSocket {
 
     /// Runs one dump, handing each raw datagram to `on_datagram` until it reports
     /// [`Progress::Done`] (fixture capture uses this directly).
-    pub fn dump_raw<F>(
-        &mut self,
-        req: &DumpRequest,
-        mut on_datagram: F,
-    ) -> Result<DumpStats, DiagError>
+    pub fn dump_raw<F>(&mut self, req: &DumpRequest, mut on_datagram: F) -> Result<DumpStats, DiagError>
     where
         F: FnMut(&[u8]) -> Result<Progress, DiagError>,
     {
         self.seq = self.seq.wrapping_add(1);
         let request = req.to_bytes(self.seq);
-        self.socket
-            .send(&request, 0)
-            .map_err(|source| DiagError::Io {
-                what: "send sock_diag request",
-                source,
-            })?;
+        self.socket.send(&request, 0).map_err(|source| DiagError::Io {
+            what: "send sock_diag request",
+            source,
+        })?;
         let mut stats = DumpStats::default();
         loop {
             let n = self.recv()?;
@@ -591,19 +580,10 @@ mod tests {
         assert_eq!(l.wqueue, 16, "backlog");
         assert_eq!(l.rqueue, 0, "accept queue");
         assert_ne!(l.inode, 0);
-        let est: Vec<_> = socks
-            .iter()
-            .filter(|s| s.state == state::ESTABLISHED)
-            .collect();
+        let est: Vec<_> = socks.iter().filter(|s| s.state == state::ESTABLISHED).collect();
         assert_eq!(est.len(), 2);
-        let server = est
-            .iter()
-            .find(|s| s.local_port == 7001)
-            .expect("server side");
-        let client = est
-            .iter()
-            .find(|s| s.remote_port == 7001)
-            .expect("client side");
+        let server = est.iter().find(|s| s.local_port == 7001).expect("server side");
+        let client = est.iter().find(|s| s.remote_port == 7001).expect("client side");
         assert_eq!(server.remote_port, client.local_port);
         for s in &est {
             let info = crate::netlink::tcp_info::parse_tcp_info(s.tcp_info.expect("tcp_info"));
@@ -717,10 +697,7 @@ mod tests {
         let e = collect(&b).0.expect_err("ENOENT");
         assert!(e.is_unsupported());
         let msg = e.into_collect("UDP/IPv6").to_string();
-        assert!(
-            msg.contains("UDP/IPv6") && msg.contains("udp_diag"),
-            "{msg}"
-        );
+        assert!(msg.contains("UDP/IPv6") && msg.contains("udp_diag"), "{msg}");
 
         // A zero error is an ACK, not a failure.
         let mut b = header(36, NLMSG_ERROR);
@@ -731,10 +708,7 @@ mod tests {
         let b = header(18, NLMSG_ERROR);
         let mut b2 = b.clone();
         b2.extend_from_slice(&[0, 0, 0, 0]);
-        assert!(matches!(
-            collect(&b2[..18]).0,
-            Err(DiagError::Truncated { .. })
-        ));
+        assert!(matches!(collect(&b2[..18]).0, Err(DiagError::Truncated { .. })));
     }
 
     #[test]
@@ -745,10 +719,7 @@ mod tests {
         let mut b = header(20, NLMSG_DONE);
         b.extend_from_slice(&0i32.to_ne_bytes());
         assert_eq!(collect(&b).0.expect("done"), Progress::Done);
-        assert_eq!(
-            collect(&header(16, NLMSG_DONE)).0.expect("bare done"),
-            Progress::Done
-        );
+        assert_eq!(collect(&header(16, NLMSG_DONE)).0.expect("bare done"), Progress::Done);
     }
 
     #[test]
@@ -761,14 +732,8 @@ mod tests {
             collect(&header(0, NLMSG_NOOP)).0,
             Err(DiagError::Malformed { .. })
         ));
-        assert!(matches!(
-            collect(&[1, 2, 3]).0,
-            Err(DiagError::Truncated { .. })
-        ));
-        assert!(matches!(
-            collect(&header(16, NLMSG_OVERRUN)).0,
-            Err(DiagError::Overrun)
-        ));
+        assert!(matches!(collect(&[1, 2, 3]).0, Err(DiagError::Truncated { .. })));
+        assert!(matches!(collect(&header(16, NLMSG_OVERRUN)).0, Err(DiagError::Overrun)));
         // An inet_diag_msg shorter than 72 bytes.
         let mut b = header(16 + 40, SOCK_DIAG_BY_FAMILY);
         b.extend_from_slice(&[AF_INET; 40]);
@@ -792,10 +757,7 @@ mod tests {
         b.extend_from_slice(&INET_DIAG_INFO.to_ne_bytes());
         assert!(matches!(
             collect(&b).0,
-            Err(DiagError::Truncated {
-                what: "attribute",
-                ..
-            })
+            Err(DiagError::Truncated { what: "attribute", .. })
         ));
     }
 
@@ -815,10 +777,7 @@ mod tests {
         assert_eq!(ne_u32(&b, 8), 7);
         assert_eq!(b[16], AF_INET6);
         assert_eq!(b[17], IPPROTO_TCP);
-        assert_eq!(
-            b[18],
-            (1 << (INET_DIAG_INFO - 1)) | (1 << (INET_DIAG_CONG - 1))
-        );
+        assert_eq!(b[18], (1 << (INET_DIAG_INFO - 1)) | (1 << (INET_DIAG_CONG - 1)));
         assert_eq!(ne_u32(&b, 20), 0x1fff, "bits 0..=12 incl. NEW_SYN_RECV");
         let udp = DumpRequest {
             family: AF_INET,

@@ -7,7 +7,10 @@ pub fn level_shift(values: &[f64], min_after: usize) -> Option<usize> {
     if values.len() < 2 * min_after {
         return None;
     }
-    detect(values).into_iter().rev().find(|&i| i > 0 && values.len() - i >= min_after)
+    detect(values)
+        .into_iter()
+        .rev()
+        .find(|&i| i > 0 && values.len() - i >= min_after)
 }
 
 #[cfg(feature = "changepoint")]

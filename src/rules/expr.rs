@@ -189,9 +189,7 @@ impl<'a> Bindings<'a> {
     }
 
     pub fn iter(&self) -> impl Iterator<Item = (&str, f64)> {
-        self.vars
-            .iter()
-            .filter_map(|(n, v)| Some((*n, v.as_number().ok()?)))
+        self.vars.iter().filter_map(|(n, v)| Some((*n, v.as_number().ok()?)))
     }
 }
 

@@ -386,7 +386,13 @@ fn recover_items(src: &RuleSource, whole: &serde_yaml::Error, errors: &mut Vec<R
         let end = starts.get(k + 1).copied().unwrap_or(lines.len());
         let chunk: String = lines[start..end]
             .iter()
-            .map(|l| if l.len() >= ind + 2 { &l[ind + 2..] } else { l.trim_start() })
+            .map(|l| {
+                if l.len() >= ind + 2 {
+                    &l[ind + 2..]
+                } else {
+                    l.trim_start()
+                }
+            })
             .collect::<Vec<_>>()
             .join("\n");
         match serde_yaml::from_str::<RuleSpec>(&chunk) {

@@ -3,11 +3,11 @@
 
 pub mod baseline;
 pub mod detector;
-pub mod expr;
-pub mod schema;
-pub mod load;
 pub mod engine;
 pub mod events;
+pub mod expr;
+pub mod load;
+pub mod schema;
 pub mod template;
 
 pub use engine::Engine;
@@ -27,7 +27,7 @@ pub fn configured_sources(cfg: &RulesConfig) -> Result<Vec<RuleSource>, Vec<Rule
 pub fn load_configured(cfg: &RulesConfig) -> Result<RuleSet, Vec<RuleError>> {
     load(&configured_sources(cfg)?)
 }
-pub mod testing;
+pub mod changepoint;
 pub mod persist;
 pub mod seasonal;
-pub mod changepoint;
+pub mod testing;

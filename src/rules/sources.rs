@@ -11,6 +11,7 @@ pub const EMBEDDED: &[(&str, &str)] = &[
     ("rules/network.yaml", include_str!("../../rules/network.yaml")),
     ("rules/transport.yaml", include_str!("../../rules/transport.yaml")),
     ("rules/firewall.yaml", include_str!("../../rules/firewall.yaml")),
+    ("rules/security.yaml", include_str!("../../rules/security.yaml")),
 ];
 
 pub fn embedded() -> Vec<RuleSource> {

@@ -66,7 +66,12 @@ pub struct Warning {
 
 impl Warning {
     pub fn new(severity: &'static str, kind: &str, message: String, cause: String) -> Warning {
-        Warning { severity, kind: kind.to_string(), message, cause }
+        Warning {
+            severity,
+            kind: kind.to_string(),
+            message,
+            cause,
+        }
     }
 }
 
@@ -182,7 +187,10 @@ pub enum Owner {
     Kernel,
     /// A process holds it but netsight could not see which.
     Unknown,
-    Process { pid: u32, comm: String },
+    Process {
+        pid: u32,
+        comm: String,
+    },
 }
 
 impl Owner {
@@ -197,6 +205,16 @@ impl Owner {
         match self {
             Owner::Process { comm, .. } => Some(comm),
             _ => None,
+        }
+    }
+
+    /// ` (nginx/1234)`, ` (process unknown)`, or nothing for kernel-held sockets:
+    /// appended to an address in messages.
+    pub fn suffix(&self) -> String {
+        match self {
+            Owner::Kernel => String::new(),
+            Owner::Unknown => " (process unknown)".into(),
+            Owner::Process { pid, comm } => format!(" ({comm}/{pid})"),
         }
     }
 
@@ -229,7 +247,10 @@ impl Owners {
         }
         match self.map.pid_of(inode) {
             Some(pid) => match self.map.comm(pid) {
-                Some(c) => Owner::Process { pid, comm: c.to_string() },
+                Some(c) => Owner::Process {
+                    pid,
+                    comm: c.to_string(),
+                },
                 None => Owner::Unknown,
             },
             None => Owner::Unknown,
@@ -240,34 +261,46 @@ impl Owners {
         self.stats
     }
 
-    /// What the scan could not see, with the capabilities that would fix it.
-    pub fn limitation(&self) -> Option<Limitation> {
-        attribution_limitation(self.stats, effective_caps())
+    /// The owner of every socket, and what the scan could not see with the
+    /// capabilities that would fix it.
+    pub fn attribute(&self, socks: &[Sock]) -> (Vec<Owner>, Option<Limitation>) {
+        let owners: Vec<Owner> = socks.iter().map(|s| self.owner(s.inode)).collect();
+        let unknown = owners.iter().filter(|o| **o == Owner::Unknown).count();
+        (owners, attribution_limitation(self.stats, unknown, effective_caps()))
     }
 }
 
-/// A limitation when some processes' `/proc/<pid>/fd` could not be read.
-pub fn attribution_limitation(stats: ScanStats, eff: Option<u64>) -> Option<Limitation> {
-    if stats.denied == 0 {
-        return None;
-    }
+/// A limitation when some processes' `/proc/<pid>/fd` could not be read, or when
+/// sockets stayed unattributed while the capabilities that grant access are
+/// missing (without CAP_SYS_PTRACE the fd directory of a more privileged process
+/// may open but its links do not resolve, which the scan cannot tell from a
+/// closed fd).
+pub fn attribution_limitation(stats: ScanStats, unknown_sockets: usize, eff: Option<u64>) -> Option<Limitation> {
     let missing = missing_caps(eff, &[CAP_SYS_PTRACE, CAP_DAC_READ_SEARCH]);
-    let message = if missing.is_empty() {
+    let message = if stats.denied > 0 && missing.is_empty() {
         format!(
             "process attribution is partial: /proc/<pid>/fd of {} of {} processes could not be read although \
              CAP_SYS_PTRACE and CAP_DAC_READ_SEARCH are effective (an LSM such as Yama ptrace_scope=3, \
              AppArmor or SELinux denies it); their sockets are shown as (unknown)",
             stats.denied, stats.processes
         )
-    } else {
+    } else if stats.denied > 0 || (unknown_sockets > 0 && !missing.is_empty()) {
+        let what = if stats.denied > 0 {
+            format!(
+                "/proc/<pid>/fd of {} of {} processes could not be read",
+                stats.denied, stats.processes
+            )
+        } else {
+            format!("the /proc/<pid>/fd links of {unknown_sockets} sockets' processes could not be read")
+        };
         format!(
-            "process attribution is partial: /proc/<pid>/fd of {} of {} processes (other users') could not be \
-             read, so their sockets are shown as (unknown). Missing: {}; grant them (run as root, or `setcap \
-             cap_sys_ptrace,cap_dac_read_search+ep` on the binary) to attribute every socket",
-            stats.denied,
-            stats.processes,
+            "process attribution is partial: {what}, so their sockets are shown as (unknown). Missing: {}; grant \
+             them (run as root with full capabilities, or `setcap cap_sys_ptrace,cap_dac_read_search+ep` on the \
+             binary) to attribute every socket",
             missing.join(" and ")
         )
+    } else {
+        return None;
     };
     Some(Limitation {
         what: "process_attribution".into(),
@@ -279,6 +312,10 @@ pub fn attribution_limitation(stats: ScanStats, eff: Option<u64>) -> Option<Limi
         message,
     })
 }
+
+/// Why a socket can be `(unknown)` even with every capability.
+pub const UNKNOWN_CAUSES: &str = "other users' processes without CAP_SYS_PTRACE and CAP_DAC_READ_SEARCH, processes \
+     outside this PID namespace's /proc, or sockets opened after the process scan";
 
 /// The note printed when `--processes` was not given.
 pub const NO_PROCESSES_HINT: &str =
@@ -638,21 +675,34 @@ mod tests {
         let status = "Name:\tx\nCapInh:\t0000000000000000\nCapEff:\t0000000000080000\n";
         let eff = parse_cap_eff(status);
         assert_eq!(eff, Some(1 << CAP_SYS_PTRACE));
-        assert_eq!(missing_caps(eff, &[CAP_SYS_PTRACE, CAP_DAC_READ_SEARCH]), ["CAP_DAC_READ_SEARCH"]);
+        assert_eq!(
+            missing_caps(eff, &[CAP_SYS_PTRACE, CAP_DAC_READ_SEARCH]),
+            ["CAP_DAC_READ_SEARCH"]
+        );
         assert_eq!(missing_caps(None, &[CAP_SYS_PTRACE]), ["CAP_SYS_PTRACE"]);
         assert_eq!(parse_cap_eff("Name: x\n"), None);
     }
 
     #[test]
     fn attribution_limitation_names_the_capabilities() {
-        let stats = ScanStats { processes: 10, denied: 3, ..Default::default() };
-        let l = attribution_limitation(stats, Some(0)).expect("limited");
+        let stats = ScanStats {
+            processes: 10,
+            denied: 3,
+            ..Default::default()
+        };
+        let l = attribution_limitation(stats, 0, Some(0)).expect("limited");
         assert_eq!(l.missing_capabilities, ["CAP_SYS_PTRACE", "CAP_DAC_READ_SEARCH"]);
         assert!(l.message.contains("3 of 10") && l.message.contains("CAP_SYS_PTRACE and CAP_DAC_READ_SEARCH"));
         let all = (1u64 << CAP_SYS_PTRACE) | (1 << CAP_DAC_READ_SEARCH);
-        let l = attribution_limitation(stats, Some(all)).expect("LSM");
+        let l = attribution_limitation(stats, 0, Some(all)).expect("LSM");
         assert!(l.message.contains("LSM"), "{}", l.message);
-        assert!(attribution_limitation(ScanStats::default(), Some(0)).is_none());
+        assert!(attribution_limitation(ScanStats::default(), 0, Some(0)).is_none());
+        // Nothing denied, but sockets unknown and the capabilities missing.
+        let l = attribution_limitation(ScanStats::default(), 2, Some(1 << CAP_DAC_READ_SEARCH)).expect("links");
+        assert_eq!(l.missing_capabilities, ["CAP_SYS_PTRACE"]);
+        assert!(l.message.contains("2 sockets"), "{}", l.message);
+        // Unknown with every capability: another PID namespace, not a privilege problem.
+        assert!(attribution_limitation(ScanStats::default(), 2, Some(all)).is_none());
     }
 
     #[test]

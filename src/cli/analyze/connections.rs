@@ -16,8 +16,8 @@ use serde::Serialize;
 
 use super::common::{
     canonical_ip, dump_sockets, finish, open_diag, parse_state, percent, push_advice, ranked, render_advice,
-    render_limitations, render_warnings, section, sysctl_int, sysctl_values, table, Advice, Failure, Limitation,
-    Owner, Owners, Report, Sock, SysctlValue, Warning, NO_PROCESSES_HINT,
+    render_limitations, render_warnings, section, sysctl_int, sysctl_values, table, Advice, Failure, Limitation, Owner,
+    Owners, Report, Sock, SysctlValue, Warning, NO_PROCESSES_HINT, UNKNOWN_CAUSES,
 };
 use crate::cli::{load_config, CommonArgs};
 use crate::collect::sockets::{tcp_state_name, SocketDumps};
@@ -108,7 +108,8 @@ pub struct ProcessRow {
 pub struct Unattributed {
     /// Held by no file (TIME_WAIT, half-open, orphans): nothing to attribute.
     pub kernel: u64,
-    /// Held by a process netsight could not inspect (see `limitations`).
+    /// Held by a process netsight could not see: see `limitations`, or a process
+    /// outside this PID namespace, or a socket opened after the process scan.
     pub unknown: u64,
 }
 
@@ -147,7 +148,8 @@ impl Params {
     pub fn read(ctx: &CollectContext) -> Params {
         Params {
             max_tw_buckets: sysctl_int(ctx, "net.ipv4.tcp_max_tw_buckets"),
-            port_range: sysctl_values(ctx, "net.ipv4.ip_local_port_range").and_then(|v| Some((*v.first()?, *v.get(1)?))),
+            port_range: sysctl_values(ctx, "net.ipv4.ip_local_port_range")
+                .and_then(|v| Some((*v.first()?, *v.get(1)?))),
             tw_reuse: sysctl_int(ctx, "net.ipv4.tcp_tw_reuse"),
             timestamps: sysctl_int(ctx, "net.ipv4.tcp_timestamps"),
             fin_timeout: sysctl_int(ctx, "net.ipv4.tcp_fin_timeout"),
@@ -165,18 +167,42 @@ impl Params {
             meaning: meaning.into(),
         };
         vec![
-            v("net.ipv4.tcp_max_tw_buckets", self.max_tw_buckets, "TIME_WAIT sockets the kernel keeps"),
+            v(
+                "net.ipv4.tcp_max_tw_buckets",
+                self.max_tw_buckets,
+                "TIME_WAIT sockets the kernel keeps",
+            ),
             SysctlValue {
                 name: "net.ipv4.ip_local_port_range".into(),
                 value: self.port_range.map(|(a, b)| format!("{a} {b}")),
                 meaning: "ephemeral ports for outgoing connections".into(),
             },
-            v("net.ipv4.tcp_tw_reuse", self.tw_reuse, "reuse TIME_WAIT for outgoing: 0 off, 1 on, 2 loopback only"),
-            v("net.ipv4.tcp_fin_timeout", self.fin_timeout, "FIN_WAIT_2 lifetime of orphans (s)"),
+            v(
+                "net.ipv4.tcp_tw_reuse",
+                self.tw_reuse,
+                "reuse TIME_WAIT for outgoing: 0 off, 1 on, 2 loopback only",
+            ),
+            v(
+                "net.ipv4.tcp_fin_timeout",
+                self.fin_timeout,
+                "FIN_WAIT_2 lifetime of orphans (s)",
+            ),
             v("net.core.somaxconn", self.somaxconn, "cap on listen() backlogs"),
-            v("net.ipv4.tcp_max_syn_backlog", self.max_syn_backlog, "half-open connections per listener"),
-            v("net.ipv4.tcp_syncookies", self.syncookies, "SYN cookies: 0 off, 1 on overflow, 2 always"),
-            v("net.ipv4.tcp_orphan_retries", self.orphan_retries, "retries for orphaned sockets (0 means 8)"),
+            v(
+                "net.ipv4.tcp_max_syn_backlog",
+                self.max_syn_backlog,
+                "half-open connections per listener",
+            ),
+            v(
+                "net.ipv4.tcp_syncookies",
+                self.syncookies,
+                "SYN cookies: 0 off, 1 on overflow, 2 always",
+            ),
+            v(
+                "net.ipv4.tcp_orphan_retries",
+                self.orphan_retries,
+                "retries for orphaned sockets (0 means 8)",
+            ),
         ]
     }
 }
@@ -197,20 +223,27 @@ fn collect(ctx: &CollectContext, args: &ConnectionsArgs) -> Result<ConnectionsRe
     }
     let mut limitations = Vec::new();
     let mut diag = open_diag()?;
-    let dumps = SocketDumps { tcp_states: ALL_STATES, tcp_info: false, udp_states: 0 };
+    let dumps = SocketDumps {
+        tcp_states: ALL_STATES,
+        tcp_info: false,
+        udp_states: 0,
+    };
     let socks = dump_sockets(&mut diag, &dumps, &mut limitations)?;
-    let owners = args.processes.then(|| Owners::scan(ctx));
-    if let Some(l) = owners.as_ref().and_then(Owners::limitation) {
-        limitations.push(l);
-    }
     let socks: Vec<Sock> = socks
         .into_iter()
         .filter(|s| args.state.is_none_or(|st| s.state == st))
         .filter(|s| args.port.is_none_or(|p| s.local.port() == p || s.remote.port() == p))
         .collect();
-    let owner_of: Option<Vec<Owner>> = owners.map(|o| socks.iter().map(|s| o.owner(s.inode)).collect());
+    let owner_of: Option<Vec<Owner>> = args.processes.then(|| {
+        let (owners, limitation) = Owners::scan(ctx).attribute(&socks);
+        limitations.extend(limitation);
+        owners
+    });
     let mut report = analyze(&socks, owner_of.as_deref(), &Params::read(ctx), args.top);
-    report.filters = Filters { state: args.state.map(tcp_state_name), port: args.port };
+    report.filters = Filters {
+        state: args.state.map(tcp_state_name),
+        port: args.port,
+    };
     report.limitations = limitations;
     Ok(report)
 }
@@ -245,7 +278,11 @@ pub fn analyze(socks: &[Sock], owners: Option<&[Owner]>, params: &Params, top: u
     }
     let mut states: Vec<StateCount> = by_state
         .iter()
-        .map(|(&st, &n)| StateCount { state: tcp_state_name(st), count: n, share_percent: percent(n as f64, total as f64) })
+        .map(|(&st, &n)| StateCount {
+            state: tcp_state_name(st),
+            count: n,
+            share_percent: percent(n as f64, total as f64),
+        })
         .collect();
     states.sort_by(|a, b| b.count.cmp(&a.count).then(a.state.cmp(b.state)));
     let count = |st: u8| by_state.get(&st).copied().unwrap_or(0);
@@ -263,7 +300,12 @@ pub fn analyze(socks: &[Sock], owners: Option<&[Owner]>, params: &Params, top: u
         .into_iter()
         .map(|(port, n)| {
             let e = &ports[&port];
-            PortRow { port, sockets: n, listening: e.1, states: e.2.clone() }
+            PortRow {
+                port,
+                sockets: n,
+                listening: e.1,
+                states: e.2.clone(),
+            }
         })
         .collect();
 
@@ -297,7 +339,12 @@ pub fn analyze(socks: &[Sock], owners: Option<&[Owner]>, params: &Params, top: u
                 }
             }
             let mut rows: Vec<ProcessRow> = rows.into_values().collect();
-            rows.sort_by(|a, b| b.connections.cmp(&a.connections).then(b.sockets.cmp(&a.sockets)).then(a.pid.cmp(&b.pid)));
+            rows.sort_by(|a, b| {
+                b.connections
+                    .cmp(&a.connections)
+                    .then(b.sockets.cmp(&a.sockets))
+                    .then(a.pid.cmp(&b.pid))
+            });
             for r in &mut rows {
                 r.listeners.sort();
             }
@@ -310,7 +357,10 @@ pub fn analyze(socks: &[Sock], owners: Option<&[Owner]>, params: &Params, top: u
 
     // Remote peers.
     let mut peers: BTreeMap<IpAddr, (u64, BTreeMap<&'static str, u64>)> = BTreeMap::new();
-    for s in socks.iter().filter(|s| s.state != state::LISTEN && !s.remote.ip().is_unspecified()) {
+    for s in socks
+        .iter()
+        .filter(|s| s.state != state::LISTEN && !s.remote.ip().is_unspecified())
+    {
         let e = peers.entry(canonical_ip(s.remote.ip())).or_default();
         e.0 += 1;
         inc(&mut e.1, s.state_name());
@@ -318,7 +368,11 @@ pub fn analyze(socks: &[Sock], owners: Option<&[Owner]>, params: &Params, top: u
     let peer_counts: BTreeMap<IpAddr, u64> = peers.iter().map(|(a, e)| (*a, e.0)).collect();
     let remote_peers = ranked(&peer_counts, top)
         .into_iter()
-        .map(|(a, n)| PeerRow { address: a.to_string(), connections: n, states: peers[&a].1.clone() })
+        .map(|(a, n)| PeerRow {
+            address: a.to_string(),
+            connections: n,
+            states: peers[&a].1.clone(),
+        })
         .collect();
 
     // Samples.
@@ -351,7 +405,10 @@ pub fn analyze(socks: &[Sock], owners: Option<&[Owner]>, params: &Params, top: u
     accept_queues(socks, owners, params, &mut warnings, &mut advice);
 
     ConnectionsReport {
-        filters: Filters { state: None, port: None },
+        filters: Filters {
+            state: None,
+            port: None,
+        },
         total,
         states,
         local_ports,
@@ -436,17 +493,21 @@ fn time_wait(socks: &[Sock], tw: u64, p: &Params, warnings: &mut Vec<Warning>, a
              the client"
         ),
     ));
-    if p.tw_reuse != Some(1) {
-        let ts = if p.timestamps == Some(0) { " (also needs net.ipv4.tcp_timestamps=1, currently 0)" } else { "" };
+    // tcp_tw_reuse=2 (the default since Linux 5.7) already covers loopback.
+    let covered = p.tw_reuse == Some(1) || (p.tw_reuse == Some(2) && dest.ip().is_loopback());
+    if !covered {
+        let ts = if p.timestamps == Some(0) {
+            " (also needs net.ipv4.tcp_timestamps=1, currently 0)"
+        } else {
+            ""
+        };
         push_advice(
             advice,
             Advice::new(
                 "net.ipv4.tcp_tw_reuse",
                 p.tw_reuse.map(|v| v.to_string()).unwrap_or_else(|| "absent".into()),
                 1,
-                format!(
-                    "lets new outgoing connections reuse a TIME_WAIT port when TCP timestamps prove it safe{ts}"
-                ),
+                format!("lets new outgoing connections reuse a TIME_WAIT port when TCP timestamps prove it safe{ts}"),
             ),
         );
     }
@@ -481,7 +542,9 @@ fn owner_list(counts: &BTreeMap<Owner, u64>, limit: usize) -> String {
 }
 
 fn close_wait(socks: &[Sock], owners: Option<&[Owner]>, warnings: &mut Vec<Warning>) {
-    let idx: Vec<usize> = (0..socks.len()).filter(|&i| socks[i].state == state::CLOSE_WAIT).collect();
+    let idx: Vec<usize> = (0..socks.len())
+        .filter(|&i| socks[i].state == state::CLOSE_WAIT)
+        .collect();
     if idx.is_empty() {
         return;
     }
@@ -490,14 +553,23 @@ fn close_wait(socks: &[Sock], owners: Option<&[Owner]>, warnings: &mut Vec<Warni
     for &i in &idx {
         *ports.entry(socks[i].local.port()).or_insert(0) += 1;
     }
-    let ports = ranked(&ports, 3).into_iter().map(|(p, n)| format!("{p} ({n})")).collect::<Vec<_>>().join(", ");
+    let ports = ranked(&ports, 3)
+        .into_iter()
+        .map(|(p, n)| format!("{p} ({n})"))
+        .collect::<Vec<_>>()
+        .join(", ");
     let (who, worst) = match owners {
         Some(o) => {
             let mut by: BTreeMap<Owner, u64> = BTreeMap::new();
             for &i in &idx {
                 *by.entry(o[i].clone()).or_insert(0) += 1;
             }
-            let worst = by.iter().filter(|(o, _)| matches!(o, Owner::Process { .. })).map(|(_, n)| *n).max().unwrap_or(n);
+            let worst = by
+                .iter()
+                .filter(|(o, _)| matches!(o, Owner::Process { .. }))
+                .map(|(_, n)| *n)
+                .max()
+                .unwrap_or(n);
             (format!("leaking: {}", owner_list(&by, 3)), worst)
         }
         None => ("run with --processes to name the leaking process".to_string(), n),
@@ -529,8 +601,11 @@ fn syn_recv(socks: &[Sock], p: &Params, warnings: &mut Vec<Warning>, advice: &mu
         e.1.insert(canonical_ip(s.remote.ip()));
     }
     for (port, (n, sources)) in per_port {
-        let backlog: u64 =
-            socks.iter().filter(|s| s.state == state::LISTEN && s.local.port() == port).map(|s| s.wqueue as u64).sum();
+        let backlog: u64 = socks
+            .iter()
+            .filter(|s| s.state == state::LISTEN && s.local.port() == port)
+            .map(|s| s.wqueue as u64)
+            .sum();
         let full = backlog > 0 && n as f64 >= backlog as f64 * SYN_RECV_BACKLOG_WARN;
         if n < SYN_RECV_MIN && !full {
             continue;
@@ -545,7 +620,12 @@ fn syn_recv(socks: &[Sock], p: &Params, warnings: &mut Vec<Warning>, advice: &mu
                 sources.len()
             )
         } else {
-            let list = sources.iter().take(5).map(IpAddr::to_string).collect::<Vec<_>>().join(", ");
+            let list = sources
+                .iter()
+                .take(5)
+                .map(IpAddr::to_string)
+                .collect::<Vec<_>>()
+                .join(", ");
             format!(
                 "few sources ({list}): their final ACK does not arrive (a firewall or asymmetric routing drops our \
                  SYN-ACK or their ACK)"
@@ -587,14 +667,19 @@ fn syn_recv(socks: &[Sock], p: &Params, warnings: &mut Vec<Warning>, advice: &mu
                 ),
             );
         }
-        if let Some(m) = p.somaxconn.filter(|m| *m < 4096 && (full || small_backlog) && backlog as i64 >= *m) {
+        if let Some(m) = p
+            .somaxconn
+            .filter(|m| *m < 4096 && (full || small_backlog) && backlog as i64 >= *m)
+        {
             push_advice(
                 advice,
                 Advice::new(
                     "net.core.somaxconn",
                     m,
                     4096,
-                    format!("port {port}'s backlog is capped by somaxconn; raise the application's listen() backlog too"),
+                    format!(
+                        "port {port}'s backlog is capped by somaxconn; raise the application's listen() backlog too"
+                    ),
                 ),
             );
         }
@@ -612,7 +697,11 @@ fn last_ack(socks: &[Sock], p: &Params, warnings: &mut Vec<Warning>, advice: &mu
     if n < LAST_ACK_WARN {
         return;
     }
-    let top = ranked(&peers, 3).into_iter().map(|(a, n)| format!("{a} ({n})")).collect::<Vec<_>>().join(", ");
+    let top = ranked(&peers, 3)
+        .into_iter()
+        .map(|(a, n)| format!("{a} ({n})"))
+        .collect::<Vec<_>>()
+        .join(", ");
     warnings.push(Warning::new(
         "warning",
         "last_ack",
@@ -675,7 +764,7 @@ fn accept_queues(
         if s.state != state::LISTEN || s.wqueue == 0 || s.rqueue < s.wqueue {
             continue;
         }
-        let who = owners.map(|o| format!(" ({})", o[i].label())).unwrap_or_default();
+        let who = owners.map(|o| o[i].suffix()).unwrap_or_default();
         warnings.push(Warning::new(
             "warning",
             "accept_queue_full",
@@ -715,7 +804,11 @@ impl Report for ConnectionsReport {
         if let Some(p) = self.filters.port {
             filt.push(format!("port {p}"));
         }
-        let filt = if filt.is_empty() { String::new() } else { format!(" ({})", filt.join(", ")) };
+        let filt = if filt.is_empty() {
+            String::new()
+        } else {
+            format!(" ({})", filt.join(", "))
+        };
         let _ = writeln!(out, "TCP sockets: {}{filt}", self.total);
         if !self.states.is_empty() {
             out.push('\n');
@@ -723,7 +816,13 @@ impl Report for ConnectionsReport {
                 &["STATE", "COUNT", "SHARE"],
                 self.states
                     .iter()
-                    .map(|s| vec![s.state.to_string(), s.count.to_string(), format!("{:.1}%", s.share_percent)])
+                    .map(|s| {
+                        vec![
+                            s.state.to_string(),
+                            s.count.to_string(),
+                            format!("{:.1}%", s.share_percent),
+                        ]
+                    })
                     .collect(),
                 &[1, 2],
             ));
@@ -769,12 +868,18 @@ impl Report for ConnectionsReport {
                     ));
                 }
                 if let Some(u) = &self.unattributed {
-                    if u.kernel + u.unknown > 0 {
+                    if u.kernel > 0 {
                         let _ = writeln!(
                             out,
-                            "  not attributed: {} held by the kernel (TIME_WAIT, half-open, orphans), {} by processes \
-                             netsight could not inspect",
-                            u.kernel, u.unknown
+                            "  not attributed: {} held by the kernel (TIME_WAIT, half-open, orphans)",
+                            u.kernel
+                        );
+                    }
+                    if u.unknown > 0 {
+                        let _ = writeln!(
+                            out,
+                            "  not attributed: {} held by processes netsight could not see ({UNKNOWN_CAUSES})",
+                            u.unknown
                         );
                     }
                 }
@@ -876,11 +981,21 @@ mod tests {
             sock(state::TIME_WAIT, "10.0.0.1:80", "10.0.0.2:5001", 0),
         ];
         socks[0].wqueue = 128;
-        let nginx = Owner::Process { pid: 10, comm: "nginx".into() };
+        let nginx = Owner::Process {
+            pid: 10,
+            comm: "nginx".into(),
+        };
         let owners = vec![nginx.clone(), nginx.clone(), Owner::Unknown, Owner::Kernel];
         let r = analyze(&socks, Some(&owners), &params(), 10);
         assert_eq!(r.total, 4);
-        assert_eq!(r.states[0], StateCount { state: "established", count: 2, share_percent: 50.0 });
+        assert_eq!(
+            r.states[0],
+            StateCount {
+                state: "established",
+                count: 2,
+                share_percent: 50.0
+            }
+        );
         assert_eq!(r.local_ports[0].port, 80);
         assert_eq!(r.local_ports[0].sockets, 4);
         assert!(r.local_ports[0].listening);
@@ -899,34 +1014,78 @@ mod tests {
 
     #[test]
     fn time_wait_towards_one_destination_warns_with_advice() {
-        let socks: Vec<Sock> =
-            (0..60).map(|i| sock(state::TIME_WAIT, &format!("10.0.0.1:{}", 60000 + i), "10.0.0.9:443", 0)).collect();
+        let socks: Vec<Sock> = (0..60)
+            .map(|i| sock(state::TIME_WAIT, &format!("10.0.0.1:{}", 60000 + i), "10.0.0.9:443", 0))
+            .collect();
         let r = analyze(&socks, None, &params(), 10);
         let kinds: Vec<&str> = r.warnings.iter().map(|w| w.kind.as_str()).collect();
         assert!(kinds.contains(&"time_wait_ephemeral"), "{kinds:?}");
         let w = r.warnings.iter().find(|w| w.kind == "time_wait_ephemeral").expect("w");
         assert_eq!(w.severity, "warning");
-        assert!(w.message.contains("10.0.0.9:443") && w.message.contains("60%"), "{}", w.message);
-        let params: Vec<&str> = r.advice.iter().map(|a| a.parameter.as_str()).collect();
-        assert!(params.contains(&"net.ipv4.tcp_tw_reuse"));
-        assert!(params.contains(&"net.ipv4.ip_local_port_range"));
-        let reuse = r.advice.iter().find(|a| a.parameter == "net.ipv4.tcp_tw_reuse").expect("reuse");
+        assert!(
+            w.message.contains("10.0.0.9:443") && w.message.contains("60%"),
+            "{}",
+            w.message
+        );
+        let names: Vec<&str> = r.advice.iter().map(|a| a.parameter.as_str()).collect();
+        assert!(names.contains(&"net.ipv4.tcp_tw_reuse"));
+        assert!(names.contains(&"net.ipv4.ip_local_port_range"));
+        let reuse = r
+            .advice
+            .iter()
+            .find(|a| a.parameter == "net.ipv4.tcp_tw_reuse")
+            .expect("reuse");
         assert_eq!((reuse.current.as_str(), reuse.suggested.as_str()), ("2", "1"));
+        // tw_reuse=2 already covers a loopback destination.
+        let lo: Vec<Sock> = (0..60)
+            .map(|i| {
+                sock(
+                    state::TIME_WAIT,
+                    &format!("127.0.0.1:{}", 60000 + i),
+                    "127.0.0.1:443",
+                    0,
+                )
+            })
+            .collect();
+        let r2 = analyze(&lo, None, &params(), 10);
+        assert!(
+            r2.advice.iter().all(|a| a.parameter != "net.ipv4.tcp_tw_reuse"),
+            "{:?}",
+            r2.advice
+        );
         // 60 of 100 buckets is below 80 %: no bucket warning.
         assert!(!kinds.contains(&"time_wait_buckets"));
-        let socks: Vec<Sock> =
-            (0..90).map(|i| sock(state::TIME_WAIT, &format!("10.0.0.1:{}", 1000 + i), "10.0.0.9:443", 0)).collect();
+        let socks: Vec<Sock> = (0..90)
+            .map(|i| sock(state::TIME_WAIT, &format!("10.0.0.1:{}", 1000 + i), "10.0.0.9:443", 0))
+            .collect();
         let r = analyze(&socks, None, &params(), 10);
-        let a = r.advice.iter().find(|a| a.parameter == "net.ipv4.tcp_max_tw_buckets").expect("buckets");
+        let a = r
+            .advice
+            .iter()
+            .find(|a| a.parameter == "net.ipv4.tcp_max_tw_buckets")
+            .expect("buckets");
         assert_eq!((a.current.as_str(), a.suggested.as_str()), ("100", "256"));
     }
 
     #[test]
     fn close_wait_names_the_leaking_process() {
         let socks: Vec<Sock> = (0..12)
-            .map(|i| sock(state::CLOSE_WAIT, "10.0.0.1:8080", &format!("10.0.0.2:{}", 40000 + i), 100 + i))
+            .map(|i| {
+                sock(
+                    state::CLOSE_WAIT,
+                    "10.0.0.1:8080",
+                    &format!("10.0.0.2:{}", 40000 + i),
+                    100 + i,
+                )
+            })
             .collect();
-        let mut owners = vec![Owner::Process { pid: 42, comm: "leaky".into() }; 11];
+        let mut owners = vec![
+            Owner::Process {
+                pid: 42,
+                comm: "leaky".into()
+            };
+            11
+        ];
         owners.push(Owner::Unknown);
         let r = analyze(&socks, Some(&owners), &params(), 10);
         let w = r.warnings.iter().find(|w| w.kind == "close_wait").expect("close_wait");
@@ -946,14 +1105,26 @@ mod tests {
             socks.push(sock(state::SYN_RECV, "10.0.0.1:443", &format!("192.0.2.{i}:1234"), 0));
         }
         for i in 0..10 {
-            socks.push(sock(state::LAST_ACK, "10.0.0.1:443", &format!("198.51.100.1:{}", 2000 + i), 0));
+            socks.push(sock(
+                state::LAST_ACK,
+                "10.0.0.1:443",
+                &format!("198.51.100.1:{}", 2000 + i),
+                0,
+            ));
         }
         let r = analyze(&socks, None, &params(), 10);
         let w = r.warnings.iter().find(|w| w.kind == "syn_recv").expect("syn_recv");
         assert_eq!(w.severity, "warning");
-        assert!(w.cause.contains("SYN flood") && w.cause.contains("backlog is 64"), "{}", w.cause);
+        assert!(
+            w.cause.contains("SYN flood") && w.cause.contains("backlog is 64"),
+            "{}",
+            w.cause
+        );
         let p: Vec<&str> = r.advice.iter().map(|a| a.parameter.as_str()).collect();
-        assert!(p.contains(&"net.ipv4.tcp_syncookies") && p.contains(&"net.ipv4.tcp_max_syn_backlog"), "{p:?}");
+        assert!(
+            p.contains(&"net.ipv4.tcp_syncookies") && p.contains(&"net.ipv4.tcp_max_syn_backlog"),
+            "{p:?}"
+        );
         let w = r.warnings.iter().find(|w| w.kind == "last_ack").expect("last_ack");
         assert!(w.cause.contains("198.51.100.1 (10)"), "{}", w.cause);
         assert!(p.contains(&"net.ipv4.tcp_orphan_retries"));
@@ -968,7 +1139,10 @@ mod tests {
         l.wqueue = 128;
         let r = analyze(&[l], None, &params(), 10);
         assert!(r.warnings.iter().any(|w| w.kind == "accept_queue_full"));
-        assert!(r.advice.iter().any(|a| a.parameter == "net.core.somaxconn" && a.suggested == "4096"));
+        assert!(r
+            .advice
+            .iter()
+            .any(|a| a.parameter == "net.core.somaxconn" && a.suggested == "4096"));
         let text = r.render_text();
         assert!(text.contains("net.core.somaxconn: 128 → 4096"), "{text}");
     }

@@ -229,12 +229,25 @@ pub fn analyze(ctx: &CollectContext, filter: &TableFilter, opts: &Options) -> Re
     let elapsed = started.elapsed().as_secs_f64();
     let rules = if opts.rules {
         let rs = read_rules()?;
-        Some(rules_report(&rs, first_rules.as_ref(), opts.sample.map(|_| elapsed), opts.top))
+        Some(rules_report(
+            &rs,
+            first_rules.as_ref(),
+            opts.sample.map(|_| elapsed),
+            opts.top,
+        ))
     } else {
         None
     };
-    let conntrack = if opts.conntrack { Some(conntrack_report(ctx, first_stats, opts)?) } else { None };
-    Ok(Report { sample_seconds: opts.sample.map(|_| elapsed), rules, conntrack })
+    let conntrack = if opts.conntrack {
+        Some(conntrack_report(ctx, first_stats, opts)?)
+    } else {
+        None
+    };
+    Ok(Report {
+        sample_seconds: opts.sample.map(|_| elapsed),
+        rules,
+        conntrack,
+    })
 }
 
 type RuleKey<'a> = (u8, &'a str, &'a str, u64);
@@ -278,8 +291,16 @@ pub fn rules_report(rs: &Ruleset, before: Option<&Ruleset>, seconds: Option<f64>
         .map(|t| TableRow {
             family: family_name(t.family).into_owned(),
             table: t.name.clone(),
-            chains: rs.chains.iter().filter(|c| c.family == t.family && c.table == t.name).count(),
-            rules: rs.rules.iter().filter(|r| r.family == t.family && r.table == t.name).count(),
+            chains: rs
+                .chains
+                .iter()
+                .filter(|c| c.family == t.family && c.table == t.name)
+                .count(),
+            rules: rs
+                .rules
+                .iter()
+                .filter(|r| r.family == t.family && r.table == t.name)
+                .count(),
         })
         .collect();
     let chains = rs
@@ -293,12 +314,20 @@ pub fn rules_report(rs: &Ruleset, before: Option<&Ruleset>, seconds: Option<f64>
             priority: c.priority_label(),
             policy: c.policy_label(),
             chain_type: c.chain_type.clone().unwrap_or_default(),
-            rules: per_chain.get(&(c.family, c.table.as_str(), c.name.as_str())).copied().unwrap_or(0),
+            rules: per_chain
+                .get(&(c.family, c.table.as_str(), c.name.as_str()))
+                .copied()
+                .unwrap_or(0),
         })
         .collect();
 
     let old: HashMap<RuleKey, Counter> = before
-        .map(|b| b.rules.iter().filter_map(|r| r.counter().map(|c| (key(r), c))).collect())
+        .map(|b| {
+            b.rules
+                .iter()
+                .filter_map(|r| r.counter().map(|c| (key(r), c)))
+                .collect()
+        })
         .unwrap_or_default();
     let mut rows: Vec<RuleRow> = Vec::new();
     for r in &rs.rules {
@@ -315,10 +344,18 @@ pub fn rules_report(rs: &Ruleset, before: Option<&Ruleset>, seconds: Option<f64>
     let rules_with_counter = rows.len();
     let never_matched: Vec<RuleRow> = rows.iter().filter(|r| r.packets == 0).cloned().collect();
     let mut by_packets: Vec<RuleRow> = rows.iter().filter(|r| r.packets > 0).cloned().collect();
-    by_packets.sort_by(|a, b| b.packets.cmp(&a.packets));
+    by_packets.sort_by_key(|r| std::cmp::Reverse(r.packets));
     by_packets.truncate(top);
-    let mut by_rate: Vec<RuleRow> = rows.iter().filter(|r| r.packets_per_second.is_some_and(|p| p > 0.0)).cloned().collect();
-    by_rate.sort_by(|a, b| b.packets_per_second.partial_cmp(&a.packets_per_second).unwrap_or(std::cmp::Ordering::Equal));
+    let mut by_rate: Vec<RuleRow> = rows
+        .iter()
+        .filter(|r| r.packets_per_second.is_some_and(|p| p > 0.0))
+        .cloned()
+        .collect();
+    by_rate.sort_by(|a, b| {
+        b.packets_per_second
+            .partial_cmp(&a.packets_per_second)
+            .unwrap_or(std::cmp::Ordering::Equal)
+    });
     by_rate.truncate(top);
     RulesReport {
         generation: rs.generation,
@@ -412,7 +449,11 @@ fn facts(rule: &Rule) -> Facts<'_> {
         rule,
         unconditional: !conditional && verdict.is_terminal(),
         verdict,
-        canon: rule.exprs().filter(|e| e.name != "counter").map(|e| (e.name, e.data)).collect(),
+        canon: rule
+            .exprs()
+            .filter(|e| e.name != "counter")
+            .map(|e| (e.name, e.data))
+            .collect(),
         atoms: decidable.then_some(atoms),
         barrier,
         stateful,
@@ -466,14 +507,24 @@ pub fn findings(rs: &Ruleset) -> Vec<Finding> {
                 out.push(finding(
                     "shadowed",
                     b,
-                    format!("never evaluated: rule {} before it matches every packet ({})", b.rule.handle, b.verdict),
+                    format!(
+                        "never evaluated: rule {} before it matches every packet ({})",
+                        b.rule.handle, b.verdict
+                    ),
                 ));
                 continue;
             }
             if let Some(e) = seen.get(f.canon.as_slice()) {
-                out.push(finding("duplicate", e, format!("same expressions and verdict as rule {}", e.rule.handle)));
+                out.push(finding(
+                    "duplicate",
+                    e,
+                    format!("same expressions and verdict as rule {}", e.rule.handle),
+                ));
             } else if let Some(atoms) = &f.atoms {
-                if let Some(e) = terminal.iter().find(|e| e.atoms.as_deref().is_some_and(|ea| is_subset(ea, atoms))) {
+                if let Some(e) = terminal
+                    .iter()
+                    .find(|e| e.atoms.as_deref().is_some_and(|ea| is_subset(ea, atoms)))
+                {
                     if e.verdict == f.verdict {
                         out.push(finding(
                             "redundant",
@@ -549,7 +600,12 @@ fn conntrack_report(
                 Some(
                     b.by_protocol_state()
                         .into_iter()
-                        .map(|(protocol, state, zone, entries)| FlowRow { protocol, state, zone, entries })
+                        .map(|(protocol, state, zone, entries)| FlowRow {
+                            protocol,
+                            state,
+                            zone,
+                            entries,
+                        })
                         .collect::<Vec<_>>(),
                 ),
                 None,
@@ -565,14 +621,20 @@ fn conntrack_report(
     let since_boot = stat_totals(ctx).ok();
     let during = match (&first, &since_boot) {
         (Some(a), Some(b)) => Some(
-            b.iter().map(|(k, v)| (k.clone(), increase(a.get(k).copied().unwrap_or(0), *v))).collect(),
+            b.iter()
+                .map(|(k, v)| (k.clone(), increase(a.get(k).copied().unwrap_or(0), *v)))
+                .collect(),
         ),
         _ => None,
     };
     let mut report = ConntrackReport {
         entries,
         max,
-        usage_percent: if max > 0 { entries as f64 * 100.0 / max as f64 } else { 0.0 },
+        usage_percent: if max > 0 {
+            entries as f64 * 100.0 / max as f64
+        } else {
+            0.0
+        },
         buckets,
         breakdown,
         breakdown_note,
@@ -596,8 +658,14 @@ pub fn recommendations(r: &ConntrackReport, sample: Option<Duration>) -> Vec<Str
     let mut out = Vec::new();
     let stat = |name: &str| -> (u64, Option<u64>) {
         (
-            r.stats_since_boot.as_ref().and_then(|s| s.get(name)).copied().unwrap_or(0),
-            r.stats_during_sample.as_ref().and_then(|s| s.get(name)).copied(),
+            r.stats_since_boot
+                .as_ref()
+                .and_then(|s| s.get(name))
+                .copied()
+                .unwrap_or(0),
+            r.stats_during_sample
+                .as_ref()
+                .map(|s| s.get(name).copied().unwrap_or(0)),
         )
     };
     let counted = |name: &str| -> String {
@@ -645,7 +713,11 @@ pub fn recommendations(r: &ConntrackReport, sample: Option<Duration>) -> Vec<Str
     }
     if let Some(rows) = &r.breakdown {
         let total: u64 = rows.iter().map(|f| f.entries).sum();
-        let tw: u64 = rows.iter().filter(|f| f.protocol == "tcp" && f.state == "TIME_WAIT").map(|f| f.entries).sum();
+        let tw: u64 = rows
+            .iter()
+            .filter(|f| f.protocol == "tcp" && f.state == "TIME_WAIT")
+            .map(|f| f.entries)
+            .sum();
         let busy = r.usage_percent >= 50.0 || total >= 10_000;
         if total > 0 && busy && tw as f64 >= TIME_WAIT_SHARE * total as f64 {
             out.push(format!(
@@ -740,10 +812,16 @@ pub fn render_text(report: &Report) -> String {
             r.chains.len(),
             r.rule_count,
             r.rules_with_counter,
-            if r.changed_during_sample { "; the ruleset changed during the sample" } else { "" }
+            if r.changed_during_sample {
+                "; the ruleset changed during the sample"
+            } else {
+                ""
+            }
         ));
         out.push_str(&table(
-            &["FAMILY", "TABLE", "CHAIN", "TYPE", "HOOK", "PRIORITY", "POLICY", "RULES"],
+            &[
+                "FAMILY", "TABLE", "CHAIN", "TYPE", "HOOK", "PRIORITY", "POLICY", "RULES",
+            ],
             r.chains
                 .iter()
                 .map(|c| {
@@ -775,11 +853,17 @@ pub fn render_text(report: &Report) -> String {
                 out.push_str(&rule_rows(&r.top_by_rate, true));
             }
         }
-        out.push_str(&format!("\nRules with a counter that never matched: {}\n", r.never_matched.len()));
+        out.push_str(&format!(
+            "\nRules with a counter that never matched: {}\n",
+            r.never_matched.len()
+        ));
         if !r.never_matched.is_empty() {
             out.push_str(&rule_rows(&r.never_matched, false));
         }
-        out.push_str(&format!("\nShadowed, duplicate or redundant rules: {}\n", r.findings.len()));
+        out.push_str(&format!(
+            "\nShadowed, duplicate or redundant rules: {}\n",
+            r.findings.len()
+        ));
         if !r.findings.is_empty() {
             out.push_str(&table(
                 &["KIND", "FAMILY", "TABLE", "CHAIN", "HANDLE", "BY", "REASON"],
@@ -816,7 +900,14 @@ pub fn render_text(report: &Report) -> String {
                 out.push_str(&table(
                     &["PROTOCOL", "STATE", "ZONE", "ENTRIES"],
                     rows.iter()
-                        .map(|f| vec![f.protocol.clone(), f.state.clone(), f.zone.to_string(), f.entries.to_string()])
+                        .map(|f| {
+                            vec![
+                                f.protocol.clone(),
+                                f.state.clone(),
+                                f.zone.to_string(),
+                                f.entries.to_string(),
+                            ]
+                        })
                         .collect(),
                     &[2, 3],
                 ));
@@ -832,17 +923,25 @@ pub fn render_text(report: &Report) -> String {
             if c.stats_during_sample.is_some() {
                 header.push("DURING SAMPLE");
             }
-            let rows = ["insert_failed", "drop", "early_drop", "invalid", "error", "chain_too_long", "clash_resolve"]
-                .iter()
-                .filter(|k| s.contains_key(**k))
-                .map(|k| {
-                    let mut v = vec![k.to_string(), s[*k].to_string()];
-                    if let Some(d) = &c.stats_during_sample {
-                        v.push(d.get(*k).copied().unwrap_or(0).to_string());
-                    }
-                    v
-                })
-                .collect();
+            let rows = [
+                "insert_failed",
+                "drop",
+                "early_drop",
+                "invalid",
+                "error",
+                "chain_too_long",
+                "clash_resolve",
+            ]
+            .iter()
+            .filter(|k| s.contains_key(**k))
+            .map(|k| {
+                let mut v = vec![k.to_string(), s[*k].to_string()];
+                if let Some(d) = &c.stats_during_sample {
+                    v.push(d.get(*k).copied().unwrap_or(0).to_string());
+                }
+                v
+            })
+            .collect();
             out.push_str(&table(&header, rows, &[1, 2]));
         }
         out.push_str("\nRecommendations:\n");
@@ -882,7 +981,10 @@ mod tests {
     }
 
     fn payload(offset: u32) -> Expr {
-        e("payload", [nla(1, &1u32.to_be_bytes()), nla(3, &offset.to_be_bytes())].concat())
+        e(
+            "payload",
+            [nla(1, &1u32.to_be_bytes()), nla(3, &offset.to_be_bytes())].concat(),
+        )
     }
 
     fn cmp(v: u32) -> Expr {
@@ -892,11 +994,17 @@ mod tests {
     fn verdict(code: i32) -> Expr {
         let inner = nla(1, &(code as u32).to_be_bytes());
         let verdict = nla(0x8000 | 2, &inner);
-        e("immediate", [nla(1, &0u32.to_be_bytes()), nla(0x8000 | 2, &verdict)].concat())
+        e(
+            "immediate",
+            [nla(1, &0u32.to_be_bytes()), nla(0x8000 | 2, &verdict)].concat(),
+        )
     }
 
     fn counter(p: u64) -> Expr {
-        e("counter", [nla(1, &(p * 100).to_be_bytes()), nla(2, &p.to_be_bytes())].concat())
+        e(
+            "counter",
+            [nla(1, &(p * 100).to_be_bytes()), nla(2, &p.to_be_bytes())].concat(),
+        )
     }
 
     fn rule(handle: u64, exprs: Vec<Expr>) -> Rule {
@@ -908,8 +1016,14 @@ mod tests {
     }
 
     fn kinds(rules: Vec<Rule>) -> Vec<(&'static str, u64, u64)> {
-        let rs = Ruleset { rules, ..Ruleset::default() };
-        findings(&rs).into_iter().map(|f| (f.kind, f.handle, f.by_handle)).collect()
+        let rs = Ruleset {
+            rules,
+            ..Ruleset::default()
+        };
+        findings(&rs)
+            .into_iter()
+            .map(|f| (f.kind, f.handle, f.by_handle))
+            .collect()
     }
 
     const ACCEPT: i32 = 1;
@@ -936,7 +1050,11 @@ mod tests {
         ]);
         assert_eq!(k, vec![("shadowed", 3, 2), ("shadowed", 4, 2)]);
         // A counter-only rule (no verdict) does not shadow anything.
-        assert!(kinds(vec![rule(1, vec![counter(1)]), rule(2, vec![payload(9), cmp(6), verdict(DROP)])]).is_empty());
+        assert!(kinds(vec![
+            rule(1, vec![counter(1)]),
+            rule(2, vec![payload(9), cmp(6), verdict(DROP)])
+        ])
+        .is_empty());
     }
 
     #[test]
@@ -967,7 +1085,10 @@ mod tests {
         ]);
         assert!(k.is_empty(), "{k:?}");
         // A rule that changes the packet in between stops containment.
-        let mark = e("meta", [nla(1, &3u32.to_be_bytes()), nla(3, &1u32.to_be_bytes())].concat());
+        let mark = e(
+            "meta",
+            [nla(1, &3u32.to_be_bytes()), nla(3, &1u32.to_be_bytes())].concat(),
+        );
         let k = kinds(vec![
             rule(1, vec![payload(9), cmp(6), verdict(DROP)]),
             rule(2, vec![payload(1), cmp(1), mark]),
@@ -988,10 +1109,20 @@ mod tests {
             entries: 900,
             max: 1000,
             usage_percent: 90.0,
-            buckets: 256,
+            buckets: 200,
             breakdown: Some(vec![
-                FlowRow { protocol: "tcp".into(), state: "TIME_WAIT".into(), zone: 0, entries: 600 },
-                FlowRow { protocol: "udp".into(), state: String::new(), zone: 0, entries: 300 },
+                FlowRow {
+                    protocol: "tcp".into(),
+                    state: "TIME_WAIT".into(),
+                    zone: 0,
+                    entries: 600,
+                },
+                FlowRow {
+                    protocol: "udp".into(),
+                    state: String::new(),
+                    zone: 0,
+                    entries: 300,
+                },
             ]),
             breakdown_note: None,
             stats_since_boot: Some(BTreeMap::from([
@@ -1007,10 +1138,10 @@ mod tests {
         let recs = recommendations(&r, Some(Duration::from_secs(5)));
         let all = recs.join("\n");
         assert!(all.contains("90% full (900 of nf_conntrack_max 1000)"), "{all}");
-        assert!(all.contains("hashsize, now 256 buckets"), "{all}");
+        assert!(all.contains("hashsize, now 200 buckets"), "{all}");
         assert!(all.contains("drop 4 since boot (1 during the 5s)"), "{all}");
         assert!(all.contains("nf_conntrack_tcp_timeout_time_wait (now 120 s"), "{all}");
-        assert!(all.contains("more than 4× the 256 hash buckets"), "{all}");
+        assert!(all.contains("more than 4× the 200 hash buckets"), "{all}");
         // During the sample nothing failed to insert: no insert_failed advice.
         assert!(!all.contains("insert_failed"), "{all}");
         r.usage_percent = 1.0;

@@ -135,13 +135,17 @@ fn collect(ctx: &CollectContext, args: &ListeningArgs, allow: &[String]) -> Resu
     let mut limitations = Vec::new();
     let mut diag = open_diag()?;
     // TCP listeners; UDP unconnected (bound) sockets.
-    let dumps = SocketDumps { tcp_states: 1 << state::LISTEN, tcp_info: false, udp_states: 1 << state::CLOSE };
+    let dumps = SocketDumps {
+        tcp_states: 1 << state::LISTEN,
+        tcp_info: false,
+        udp_states: 1 << state::CLOSE,
+    };
     let socks = dump_sockets(&mut diag, &dumps, &mut limitations)?;
-    let owners = args.processes.then(|| Owners::scan(ctx));
-    if let Some(l) = owners.as_ref().and_then(Owners::limitation) {
-        limitations.push(l);
-    }
-    let owner_of: Option<Vec<Owner>> = owners.map(|o| socks.iter().map(|s| o.owner(s.inode)).collect());
+    let owner_of: Option<Vec<Owner>> = args.processes.then(|| {
+        let (owners, limitation) = Owners::scan(ctx).attribute(&socks);
+        limitations.extend(limitation);
+        owners
+    });
     let mut report = analyze(&socks, owner_of.as_deref(), &rules);
     report.exposure_allowlist = allow.to_vec();
     report.limitations = limitations;
@@ -159,7 +163,14 @@ pub fn analyze(socks: &[Sock], owners: Option<&[Owner]>, allow: &[PortRule]) -> 
             Protocol::Udp => socks[i].state == state::CLOSE,
         })
         .collect();
-    idx.sort_by_key(|&i| (socks[i].protocol_name(), socks[i].local.port(), socks[i].family, socks[i].local.ip()));
+    idx.sort_by_key(|&i| {
+        (
+            socks[i].protocol_name(),
+            socks[i].local.port(),
+            socks[i].family,
+            socks[i].local.ip(),
+        )
+    });
     let owner = |i: usize| owners.map(|o| &o[i]);
     let mut listeners = Vec::new();
     let mut exposure = Vec::new();
@@ -189,7 +200,7 @@ pub fn analyze(socks: &[Sock], owners: Option<&[Owner]>, allow: &[PortRule]) -> 
             allowlisted,
         };
         if row.exposure_risk {
-            let who = o.map(|o| format!(" ({})", o.label())).unwrap_or_default();
+            let who = o.map(Owner::suffix).unwrap_or_default();
             exposure.push(Exposure {
                 protocol: proto,
                 address: row.address.clone(),
@@ -205,11 +216,14 @@ pub fn analyze(socks: &[Sock], owners: Option<&[Owner]>, allow: &[PortRule]) -> 
             });
         }
         if tcp && s.wqueue > 0 && s.rqueue as f64 >= s.wqueue as f64 * QUEUE_WARN {
-            let who = o.map(|o| format!(" ({})", o.label())).unwrap_or_default();
+            let who = o.map(Owner::suffix).unwrap_or_default();
             warnings.push(Warning::new(
                 "warning",
                 "accept_queue",
-                format!("accept queue of {}{who}: {}/{} connections waiting", s.local, s.rqueue, s.wqueue),
+                format!(
+                    "accept queue of {}{who}: {}/{} connections waiting",
+                    s.local, s.rqueue, s.wqueue
+                ),
                 "the application does not accept() as fast as connections complete; at the backlog the kernel drops \
                  handshakes (TcpExtListenOverflows). Raise the listen() backlog (capped by net.core.somaxconn) or \
                  add workers"
@@ -233,7 +247,10 @@ pub fn analyze(socks: &[Sock], owners: Option<&[Owner]>, allow: &[PortRule]) -> 
 fn conflicts(socks: &[Sock], idx: &[usize], owners: Option<&[Owner]>) -> Vec<Conflict> {
     let mut by_port: BTreeMap<(&'static str, u16), Vec<usize>> = BTreeMap::new();
     for &i in idx {
-        by_port.entry((socks[i].protocol_name(), socks[i].local.port())).or_default().push(i);
+        by_port
+            .entry((socks[i].protocol_name(), socks[i].local.port()))
+            .or_default()
+            .push(i);
     }
     let mut out = Vec::new();
     for ((proto, port), members) in by_port {
@@ -250,7 +267,10 @@ fn conflicts(socks: &[Sock], idx: &[usize], owners: Option<&[Owner]>) -> Vec<Con
         for &i in &members {
             match owners.map(|o| &o[i]) {
                 Some(Owner::Process { pid, comm }) => {
-                    procs.insert(ProcessRef { pid: *pid, process: comm.clone() });
+                    procs.insert(ProcessRef {
+                        pid: *pid,
+                        process: comm.clone(),
+                    });
                 }
                 _ => unattributed += 1,
             }
@@ -259,15 +279,29 @@ fn conflicts(socks: &[Sock], idx: &[usize], owners: Option<&[Owner]>) -> Vec<Con
             continue;
         }
         let addresses: Vec<String> = members.iter().map(|&i| socks[i].local.to_string()).collect();
-        let names = procs.iter().map(|p| format!("{}/{}", p.process, p.pid)).collect::<Vec<_>>().join(", ");
-        let opt = if proto == "udp" { "SO_REUSEPORT or SO_REUSEADDR" } else { "SO_REUSEPORT" };
+        let names = procs
+            .iter()
+            .map(|p| format!("{}/{}", p.process, p.pid))
+            .collect::<Vec<_>>()
+            .join(", ");
+        let opt = if proto == "udp" {
+            "SO_REUSEPORT or SO_REUSEADDR"
+        } else {
+            "SO_REUSEPORT"
+        };
         let (severity, message) = if procs.len() >= 2 {
             let how = if reuseport {
                 format!("they share one address with {opt}, so the kernel spreads new connections between them")
             } else {
                 "each holds different addresses, so which one answers depends on the destination address".to_string()
             };
-            ("warning", format!("{proto} port {port} is held by {} processes ({names}): {how}", procs.len()))
+            (
+                "warning",
+                format!(
+                    "{proto} port {port} is held by {} processes ({names}): {how}",
+                    procs.len()
+                ),
+            )
         } else if owners.is_none() || unattributed > 0 {
             let hint = if owners.is_none() {
                 "run with --processes to see whether one process or several hold them"
@@ -313,7 +347,12 @@ impl Report for ListeningReport {
     fn render_text(&self) -> String {
         let mut out = String::new();
         let tcp = self.listeners.iter().filter(|l| l.protocol == "tcp").count();
-        let _ = writeln!(out, "Listening sockets: {} (TCP {tcp}, UDP {})", self.listeners.len(), self.listeners.len() - tcp);
+        let _ = writeln!(
+            out,
+            "Listening sockets: {} (TCP {tcp}, UDP {})",
+            self.listeners.len(),
+            self.listeners.len() - tcp
+        );
         if !self.listeners.is_empty() {
             out.push('\n');
             out.push_str(&table(
@@ -357,7 +396,10 @@ impl Report for ListeningReport {
             }
         }
         if !self.exposure.is_empty() {
-            section(&mut out, "Exposure risks (wildcard listeners not in analyze.exposure_allowlist)");
+            section(
+                &mut out,
+                "Exposure risks (wildcard listeners not in analyze.exposure_allowlist)",
+            );
             for e in &self.exposure {
                 let _ = writeln!(out, "  {}", e.message);
             }
@@ -378,9 +420,17 @@ mod tests {
         Sock {
             protocol: proto,
             family: if local.is_ipv6() { AF_INET6 } else { AF_INET },
-            state: if proto == Protocol::Tcp { state::LISTEN } else { state::CLOSE },
+            state: if proto == Protocol::Tcp {
+                state::LISTEN
+            } else {
+                state::CLOSE
+            },
             local,
-            remote: if local.is_ipv6() { "[::]:0".parse().expect("r") } else { "0.0.0.0:0".parse().expect("r") },
+            remote: if local.is_ipv6() {
+                "[::]:0".parse().expect("r")
+            } else {
+                "0.0.0.0:0".parse().expect("r")
+            },
             inode,
             uid: 0,
             rqueue: 0,
@@ -418,12 +468,18 @@ mod tests {
     #[test]
     fn one_process_on_both_families_is_not_a_conflict_but_two_are() {
         let socks = [l(Protocol::Tcp, "0.0.0.0:80", 1), l(Protocol::Tcp, "[::]:80", 2)];
-        assert!(analyze(&socks, Some(&[p(1, "nginx"), p(1, "nginx")]), &[]).conflicts.is_empty());
+        assert!(analyze(&socks, Some(&[p(1, "nginx"), p(1, "nginx")]), &[])
+            .conflicts
+            .is_empty());
         assert!(analyze(&socks, None, &[]).conflicts.is_empty());
         let r = analyze(&socks, Some(&[p(1, "nginx"), p(2, "apache2")]), &[]);
         assert_eq!(r.conflicts.len(), 1);
         assert!(!r.conflicts[0].reuseport);
-        assert!(r.conflicts[0].message.contains("destination address"), "{}", r.conflicts[0].message);
+        assert!(
+            r.conflicts[0].message.contains("destination address"),
+            "{}",
+            r.conflicts[0].message
+        );
     }
 
     #[test]
@@ -434,7 +490,10 @@ mod tests {
             l(Protocol::Tcp, "127.0.0.1:9000", 3),
             l(Protocol::Udp, "0.0.0.0:53", 4),
         ];
-        let allow = [PortRule::parse("tcp/22").expect("rule"), PortRule::parse("53").expect("rule")];
+        let allow = [
+            PortRule::parse("tcp/22").expect("rule"),
+            PortRule::parse("53").expect("rule"),
+        ];
         let r = analyze(&socks, None, &allow);
         let risky: Vec<u16> = r.listeners.iter().filter(|l| l.exposure_risk).map(|l| l.port).collect();
         assert_eq!(risky, [8080]);

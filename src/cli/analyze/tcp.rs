@@ -102,8 +102,16 @@ pub struct AlgorithmCount {
 const ESSENTIAL: &[(&str, &str, &str)] = &[
     ("Tcp", "ActiveOpens", "connections this host opened (connect)"),
     ("Tcp", "PassiveOpens", "connections this host accepted"),
-    ("Tcp", "AttemptFails", "connection attempts that failed (SYN_SENT/SYN_RECV → CLOSED or LISTEN)"),
-    ("Tcp", "EstabResets", "established connections reset (ESTABLISHED/CLOSE_WAIT → CLOSED)"),
+    (
+        "Tcp",
+        "AttemptFails",
+        "connection attempts that failed (SYN_SENT/SYN_RECV → CLOSED or LISTEN)",
+    ),
+    (
+        "Tcp",
+        "EstabResets",
+        "established connections reset (ESTABLISHED/CLOSE_WAIT → CLOSED)",
+    ),
     ("Tcp", "CurrEstab", "connections now ESTABLISHED or CLOSE_WAIT"),
     ("Tcp", "InSegs", "segments received"),
     ("Tcp", "OutSegs", "segments sent, excluding retransmissions"),
@@ -113,26 +121,78 @@ const ESSENTIAL: &[(&str, &str, &str)] = &[
     ("Tcp", "OutRsts", "resets sent"),
     ("TcpExt", "TCPTimeouts", "retransmission timeouts (RTO fired)"),
     ("TcpExt", "TCPLostRetransmit", "retransmissions that were lost again"),
-    ("TcpExt", "TCPFastRetrans", "fast retransmissions (loss detected by duplicate ACKs/SACK)"),
+    (
+        "TcpExt",
+        "TCPFastRetrans",
+        "fast retransmissions (loss detected by duplicate ACKs/SACK)",
+    ),
     ("TcpExt", "TCPSynRetrans", "SYN and SYN-ACK retransmissions"),
     ("TcpExt", "TCPSpuriousRTOs", "timeouts later found unnecessary"),
-    ("TcpExt", "ListenOverflows", "handshakes dropped because an accept queue was full"),
-    ("TcpExt", "ListenDrops", "SYNs dropped by a listener for any reason (includes ListenOverflows)"),
-    ("TcpExt", "TCPReqQFullDrop", "SYNs dropped because the SYN queue was full and cookies were off"),
-    ("TcpExt", "TCPReqQFullDoCookies", "SYN cookies sent because the SYN queue was full"),
+    (
+        "TcpExt",
+        "ListenOverflows",
+        "handshakes dropped because an accept queue was full",
+    ),
+    (
+        "TcpExt",
+        "ListenDrops",
+        "SYNs dropped by a listener for any reason (includes ListenOverflows)",
+    ),
+    (
+        "TcpExt",
+        "TCPReqQFullDrop",
+        "SYNs dropped because the SYN queue was full and cookies were off",
+    ),
+    (
+        "TcpExt",
+        "TCPReqQFullDoCookies",
+        "SYN cookies sent because the SYN queue was full",
+    ),
     ("TcpExt", "SyncookiesSent", "SYN cookies sent"),
     ("TcpExt", "SyncookiesFailed", "invalid SYN cookies received"),
-    ("TcpExt", "TCPAbortOnData", "connections reset because data arrived after close or was unread at close"),
-    ("TcpExt", "TCPAbortOnClose", "connections reset at close() with unread data"),
-    ("TcpExt", "TCPAbortOnTimeout", "connections aborted after too many retransmissions"),
-    ("TcpExt", "TCPAbortOnMemory", "connections aborted for lack of memory (tcp_mem)"),
+    (
+        "TcpExt",
+        "TCPAbortOnData",
+        "connections reset because data arrived after close or was unread at close",
+    ),
+    (
+        "TcpExt",
+        "TCPAbortOnClose",
+        "connections reset at close() with unread data",
+    ),
+    (
+        "TcpExt",
+        "TCPAbortOnTimeout",
+        "connections aborted after too many retransmissions",
+    ),
+    (
+        "TcpExt",
+        "TCPAbortOnMemory",
+        "connections aborted for lack of memory (tcp_mem)",
+    ),
     ("TcpExt", "TCPMemoryPressures", "times TCP entered memory pressure"),
-    ("TcpExt", "TCPBacklogDrop", "segments dropped: socket backlog full while the socket was locked"),
+    (
+        "TcpExt",
+        "TCPBacklogDrop",
+        "segments dropped: socket backlog full while the socket was locked",
+    ),
     ("TcpExt", "TCPRcvQDrop", "segments dropped: receive buffer full"),
-    ("TcpExt", "PruneCalled", "receive queues pruned for lack of buffer space"),
-    ("TcpExt", "TCPOFODrop", "out-of-order segments dropped for lack of buffer space"),
+    (
+        "TcpExt",
+        "PruneCalled",
+        "receive queues pruned for lack of buffer space",
+    ),
+    (
+        "TcpExt",
+        "TCPOFODrop",
+        "out-of-order segments dropped for lack of buffer space",
+    ),
     ("TcpExt", "TW", "connections that finished TIME_WAIT"),
-    ("TcpExt", "TCPTimeWaitOverflow", "TIME_WAIT sockets not created: tcp_max_tw_buckets reached"),
+    (
+        "TcpExt",
+        "TCPTimeWaitOverflow",
+        "TIME_WAIT sockets not created: tcp_max_tw_buckets reached",
+    ),
 ];
 
 /// Gauges of the MIB tables (the netstat collector exports these without `_total`).
@@ -146,17 +206,35 @@ fn is_gauge(group: &str, field: &str) -> bool {
 /// Sysctls shown, with what they mean.
 const SYSCTLS: &[(&str, &str)] = &[
     ("net.ipv4.tcp_sack", "selective acknowledgements (1: on)"),
-    ("net.ipv4.tcp_timestamps", "timestamps: RTT measurement, PAWS; needed by tcp_tw_reuse (1: on)"),
+    (
+        "net.ipv4.tcp_timestamps",
+        "timestamps: RTT measurement, PAWS; needed by tcp_tw_reuse (1: on)",
+    ),
     ("net.ipv4.tcp_window_scaling", "windows above 64 KiB (1: on)"),
-    ("net.ipv4.tcp_tw_reuse", "reuse TIME_WAIT for outgoing connections (0 off, 1 on, 2 loopback only)"),
-    ("net.ipv4.tcp_syncookies", "SYN cookies (0 off, 1 when the SYN queue overflows, 2 always)"),
+    (
+        "net.ipv4.tcp_tw_reuse",
+        "reuse TIME_WAIT for outgoing connections (0 off, 1 on, 2 loopback only)",
+    ),
+    (
+        "net.ipv4.tcp_syncookies",
+        "SYN cookies (0 off, 1 when the SYN queue overflows, 2 always)",
+    ),
     ("net.ipv4.tcp_congestion_control", "default congestion control"),
-    ("net.ipv4.tcp_available_congestion_control", "loaded congestion controls"),
+    (
+        "net.ipv4.tcp_available_congestion_control",
+        "loaded congestion controls",
+    ),
     ("net.core.default_qdisc", "default queueing discipline"),
     ("net.ipv4.tcp_ecn", "ECN (0 off, 1 on, 2 only when the peer asks)"),
     ("net.ipv4.tcp_fastopen", "TCP Fast Open (bit 1 client, bit 2 server)"),
-    ("net.ipv4.tcp_mtu_probing", "path-MTU probing (0 off, 1 after a black hole, 2 always)"),
-    ("net.ipv4.tcp_slow_start_after_idle", "restart from the initial window after idle"),
+    (
+        "net.ipv4.tcp_mtu_probing",
+        "path-MTU probing (0 off, 1 after a black hole, 2 always)",
+    ),
+    (
+        "net.ipv4.tcp_slow_start_after_idle",
+        "restart from the initial window after idle",
+    ),
     ("net.ipv4.tcp_rmem", "receive buffer min default max (bytes)"),
     ("net.ipv4.tcp_wmem", "send buffer min default max (bytes)"),
     ("net.ipv4.tcp_mem", "TCP memory low pressure high (pages)"),
@@ -165,7 +243,10 @@ const SYSCTLS: &[(&str, &str)] = &[
     ("net.ipv4.tcp_max_tw_buckets", "TIME_WAIT sockets kept"),
     ("net.ipv4.tcp_fin_timeout", "FIN_WAIT_2 lifetime of orphans (s)"),
     ("net.ipv4.tcp_keepalive_time", "idle time before keepalive probes (s)"),
-    ("net.ipv4.tcp_retries2", "retransmissions before an established connection is dropped"),
+    (
+        "net.ipv4.tcp_retries2",
+        "retransmissions before an established connection is dropped",
+    ),
     ("net.ipv4.tcp_syn_retries", "SYN retransmissions for connect()"),
 ];
 
@@ -192,7 +273,11 @@ fn collect(ctx: &CollectContext, args: &TcpArgs) -> Result<TcpReport, Failure> {
     let mut in_use: BTreeMap<String, u64> = BTreeMap::new();
     if ctx.is_live() {
         let mut diag = open_diag()?;
-        let dumps = SocketDumps { tcp_states: 1 << state::ESTABLISHED, tcp_info: true, udp_states: 0 };
+        let dumps = SocketDumps {
+            tcp_states: 1 << state::ESTABLISHED,
+            tcp_info: true,
+            udp_states: 0,
+        };
         for s in dump_sockets(&mut diag, &dumps, &mut limitations)? {
             if let Some(c) = s.cong {
                 *in_use.entry(c).or_insert(0) += 1;
@@ -209,7 +294,11 @@ fn collect(ctx: &CollectContext, args: &TcpArgs) -> Result<TcpReport, Failure> {
     }
     let sysctls: Vec<SysctlValue> = SYSCTLS
         .iter()
-        .map(|(n, m)| SysctlValue { name: n.to_string(), value: sysctl_text(ctx, n), meaning: m.to_string() })
+        .map(|(n, m)| SysctlValue {
+            name: n.to_string(),
+            value: sysctl_text(ctx, n),
+            meaning: m.to_string(),
+        })
         .collect();
     let mut report = analyze(before.as_ref(), &after, seconds, args.detail, &sysctls, in_use);
     report.limitations = limitations;
@@ -238,7 +327,11 @@ pub fn analyze(
     };
     let row = |group: &str, field: &str, value: i64, meaning: Option<&'static str>| {
         let gauge = is_gauge(group, field);
-        let d = if gauge { None } else { delta(before, after, group, field) };
+        let d = if gauge {
+            None
+        } else {
+            delta(before, after, group, field)
+        };
         CounterRow {
             group: group.to_string(),
             field: field.to_string(),
@@ -255,17 +348,27 @@ pub fn analyze(
             .groups
             .iter()
             .flat_map(|g| {
-                g.fields.iter().map(|(f, v)| row(&g.name, f, *v, meanings.get(&(g.name.as_str(), f.as_str())).copied()))
+                g.fields
+                    .iter()
+                    .map(|(f, v)| row(&g.name, f, *v, meanings.get(&(g.name.as_str(), f.as_str())).copied()))
             })
             .collect()
     } else {
-        ESSENTIAL.iter().filter_map(|(g, f, m)| after.get(g, f).map(|v| row(g, f, v, Some(m)))).collect()
+        ESSENTIAL
+            .iter()
+            .filter_map(|(g, f, m)| after.get(g, f).map(|v| row(g, f, v, Some(m))))
+            .collect()
     };
 
     let figure = |counter: &'static str| {
         let (g, f) = counter.split_once('.').unwrap_or(("", counter));
         let d = delta(before, after, g, f);
-        Figure { counter, since_boot: after.get(g, f), during_sample: d, per_second: rate(d) }
+        Figure {
+            counter,
+            since_boot: after.get(g, f),
+            during_sample: d,
+            per_second: rate(d),
+        }
     };
     let mut figures = BTreeMap::new();
     for (name, counter) in [
@@ -299,8 +402,10 @@ pub fn analyze(
     };
 
     let sys = |name: &str| sysctls.iter().find(|s| s.name == name).and_then(|s| s.value.clone());
-    let mut in_use: Vec<AlgorithmCount> =
-        in_use.into_iter().map(|(algorithm, connections)| AlgorithmCount { algorithm, connections }).collect();
+    let mut in_use: Vec<AlgorithmCount> = in_use
+        .into_iter()
+        .map(|(algorithm, connections)| AlgorithmCount { algorithm, connections })
+        .collect();
     in_use.sort_by(|a, b| b.connections.cmp(&a.connections).then(a.algorithm.cmp(&b.algorithm)));
     let congestion = Congestion {
         default: sys("net.ipv4.tcp_congestion_control"),
@@ -312,7 +417,16 @@ pub fn analyze(
 
     let mut warnings = Vec::new();
     let mut advice = Vec::new();
-    diagnose(before, after, seconds, &summary, &congestion, &sys, &mut warnings, &mut advice);
+    diagnose(
+        before,
+        after,
+        seconds,
+        &summary,
+        &congestion,
+        &sys,
+        &mut warnings,
+        &mut advice,
+    );
     TcpReport {
         sample_seconds: seconds,
         summary,
@@ -341,18 +455,34 @@ fn diagnose(
     advice: &mut Vec<Advice>,
 ) {
     let sampled = before.is_some();
-    let when = if sampled { format!("during the {:.1} s sample", seconds.unwrap_or(0.0)) } else { "since boot".into() };
+    let when = if sampled {
+        format!("during the {:.1} s sample", seconds.unwrap_or(0.0))
+    } else {
+        "since boot".into()
+    };
     // The change over the sample, or the total since boot without one.
-    let recent = |g: &str, f: &str| if sampled { delta(before, after, g, f) } else { after.get(g, f) };
+    let recent = |g: &str, f: &str| {
+        if sampled {
+            delta(before, after, g, f)
+        } else {
+            after.get(g, f)
+        }
+    };
     let int = |name: &str| sys(name).and_then(|v| v.split_whitespace().next()?.parse::<i64>().ok());
     // Settings that are wrong on any modern network.
     for (name, why) in [
-        ("net.ipv4.tcp_sack", "SACK lets a sender retransmit only the segments lost, not everything after the first"),
+        (
+            "net.ipv4.tcp_sack",
+            "SACK lets a sender retransmit only the segments lost, not everything after the first",
+        ),
         (
             "net.ipv4.tcp_window_scaling",
             "without it the receive window stops at 64 KiB, capping throughput at 64 KiB per round trip",
         ),
-        ("net.ipv4.tcp_timestamps", "timestamps give RTT samples, PAWS protection and make tcp_tw_reuse possible"),
+        (
+            "net.ipv4.tcp_timestamps",
+            "timestamps give RTT samples, PAWS protection and make tcp_tw_reuse possible",
+        ),
     ] {
         if int(name) == Some(0) {
             push_advice(advice, Advice::new(name, 0, 1, why));
@@ -364,7 +494,10 @@ fn diagnose(
     let (ratio, segs) = if sampled {
         (summary.retransmission_ratio_percent, out.during_sample.unwrap_or(0))
     } else {
-        (summary.retransmission_ratio_since_boot_percent, out.since_boot.unwrap_or(0))
+        (
+            summary.retransmission_ratio_since_boot_percent,
+            out.since_boot.unwrap_or(0),
+        )
     };
     if let Some(r) = ratio.filter(|r| *r >= RETRANS_WARN_PERCENT && segs >= RETRANS_MIN_SEGMENTS) {
         let timeouts = recent("TcpExt", "TCPTimeouts").unwrap_or(0);
@@ -431,7 +564,12 @@ fn diagnose(
         if int("net.ipv4.tcp_syncookies") == Some(0) {
             push_advice(
                 advice,
-                Advice::new("net.ipv4.tcp_syncookies", 0, 1, "SYN cookies answer clients even when the SYN queue is full"),
+                Advice::new(
+                    "net.ipv4.tcp_syncookies",
+                    0,
+                    1,
+                    "SYN cookies answer clients even when the SYN queue is full",
+                ),
             );
         }
         if let Some(m) = int("net.ipv4.tcp_max_syn_backlog") {
@@ -589,7 +727,14 @@ impl Report for TcpReport {
                 .collect(),
             &[2, 3, 4],
         ));
-        section(&mut out, if self.counters.len() > ESSENTIAL.len() { "Counters (all)" } else { "Counters" });
+        section(
+            &mut out,
+            if self.counters.len() > ESSENTIAL.len() {
+                "Counters (all)"
+            } else {
+                "Counters"
+            },
+        );
         out.push_str(&table(
             &["COUNTER", "VALUE", "DELTA", "PER SECOND", "MEANING"],
             self.counters
@@ -630,7 +775,13 @@ impl Report for TcpReport {
             &["PARAMETER", "VALUE", "MEANING"],
             self.sysctls
                 .iter()
-                .map(|s| vec![s.name.clone(), s.value.clone().unwrap_or_else(|| "(absent)".into()), s.meaning.clone()])
+                .map(|s| {
+                    vec![
+                        s.name.clone(),
+                        s.value.clone().unwrap_or_else(|| "(absent)".into()),
+                        s.meaning.clone(),
+                    ]
+                })
                 .collect(),
             &[],
         ));
@@ -659,39 +810,77 @@ mod tests {
             name: name.into(),
             fields: f.iter().map(|(k, v)| (k.to_string(), *v)).collect(),
         };
-        Mib { groups: vec![g("Tcp", tcp), g("TcpExt", ext)] }
+        Mib {
+            groups: vec![g("Tcp", tcp), g("TcpExt", ext)],
+        }
     }
 
     fn sysctls(pairs: &[(&str, &str)]) -> Vec<SysctlValue> {
         pairs
             .iter()
-            .map(|(n, v)| SysctlValue { name: n.to_string(), value: Some(v.to_string()), meaning: String::new() })
+            .map(|(n, v)| SysctlValue {
+                name: n.to_string(),
+                value: Some(v.to_string()),
+                meaning: String::new(),
+            })
             .collect()
     }
 
     #[test]
     fn rates_are_deltas_over_the_sample() {
-        let b = mib(&[("OutSegs", 1000), ("RetransSegs", 10), ("CurrEstab", 5), ("ActiveOpens", 7)], &[]);
-        let a = mib(&[("OutSegs", 11000), ("RetransSegs", 310), ("CurrEstab", 9), ("ActiveOpens", 27)], &[]);
+        let b = mib(
+            &[
+                ("OutSegs", 1000),
+                ("RetransSegs", 10),
+                ("CurrEstab", 5),
+                ("ActiveOpens", 7),
+            ],
+            &[],
+        );
+        let a = mib(
+            &[
+                ("OutSegs", 11000),
+                ("RetransSegs", 310),
+                ("CurrEstab", 9),
+                ("ActiveOpens", 27),
+            ],
+            &[],
+        );
         let r = analyze(Some(&b), &a, Some(2.0), false, &[], BTreeMap::new());
         let opens = r.counters.iter().find(|c| c.field == "ActiveOpens").expect("row");
         assert_eq!((opens.delta, opens.per_second), (Some(20), Some(10.0)));
         let est = r.counters.iter().find(|c| c.field == "CurrEstab").expect("gauge");
-        assert_eq!((est.kind, est.delta, est.per_second, est.value), ("gauge", None, None, 9));
+        assert_eq!(
+            (est.kind, est.delta, est.per_second, est.value),
+            ("gauge", None, None, 9)
+        );
         assert_eq!(r.summary.retransmission_ratio_percent, Some(3.0));
         assert_eq!(r.summary.figures["segments_out"].per_second, Some(5000.0));
-        let w = r.warnings.iter().find(|w| w.kind == "retransmissions").expect("retrans warning");
+        let w = r
+            .warnings
+            .iter()
+            .find(|w| w.kind == "retransmissions")
+            .expect("retrans warning");
         assert_eq!(w.severity, "warning");
         // A counter that went backwards has no delta.
         let a2 = mib(&[("OutSegs", 5)], &[]);
         let r = analyze(Some(&b), &a2, Some(2.0), false, &[], BTreeMap::new());
-        assert_eq!(r.counters.iter().find(|c| c.field == "OutSegs").and_then(|c| c.delta), None);
+        assert_eq!(
+            r.counters.iter().find(|c| c.field == "OutSegs").and_then(|c| c.delta),
+            None
+        );
     }
 
     #[test]
     fn queue_drops_and_bad_settings_give_advice() {
-        let b = mib(&[("OutSegs", 0)], &[("ListenOverflows", 0), ("ListenDrops", 0), ("TCPReqQFullDrop", 0)]);
-        let a = mib(&[("OutSegs", 10)], &[("ListenOverflows", 5), ("ListenDrops", 5), ("TCPReqQFullDrop", 3)]);
+        let b = mib(
+            &[("OutSegs", 0)],
+            &[("ListenOverflows", 0), ("ListenDrops", 0), ("TCPReqQFullDrop", 0)],
+        );
+        let a = mib(
+            &[("OutSegs", 10)],
+            &[("ListenOverflows", 5), ("ListenDrops", 5), ("TCPReqQFullDrop", 3)],
+        );
         let s = sysctls(&[
             ("net.core.somaxconn", "128"),
             ("net.ipv4.tcp_syncookies", "0"),
@@ -700,9 +889,15 @@ mod tests {
         ]);
         let r = analyze(Some(&b), &a, Some(1.0), false, &s, BTreeMap::new());
         let kinds: Vec<&str> = r.warnings.iter().map(|w| w.kind.as_str()).collect();
-        assert!(kinds.contains(&"listen_overflows") && kinds.contains(&"syn_queue_drops"), "{kinds:?}");
-        let adv: Vec<(&str, &str, &str)> =
-            r.advice.iter().map(|a| (a.parameter.as_str(), a.current.as_str(), a.suggested.as_str())).collect();
+        assert!(
+            kinds.contains(&"listen_overflows") && kinds.contains(&"syn_queue_drops"),
+            "{kinds:?}"
+        );
+        let adv: Vec<(&str, &str, &str)> = r
+            .advice
+            .iter()
+            .map(|a| (a.parameter.as_str(), a.current.as_str(), a.suggested.as_str()))
+            .collect();
         assert!(adv.contains(&("net.core.somaxconn", "128", "4096")), "{adv:?}");
         assert!(adv.contains(&("net.ipv4.tcp_syncookies", "0", "1")));
         assert!(adv.contains(&("net.ipv4.tcp_max_syn_backlog", "256", "1024")));

@@ -207,7 +207,10 @@ fn ask(server: SocketAddr, name: &str, qtype: u16, timeout: Duration) -> Query {
         }
         // Truncated: retry over TCP.
         use std::io::{Read, Write};
-        let mut t = TcpStream::connect_timeout(&server, timeout.saturating_sub(started.elapsed()).max(Duration::from_millis(1)))?;
+        let mut t = TcpStream::connect_timeout(
+            &server,
+            timeout.saturating_sub(started.elapsed()).max(Duration::from_millis(1)),
+        )?;
         t.set_read_timeout(Some(timeout))?;
         let mut framed = (q.len() as u16).to_be_bytes().to_vec();
         framed.extend_from_slice(&q);
@@ -247,8 +250,13 @@ pub fn check(host: &str, resolver: Option<&str>, timeout: Duration) -> (Layer, O
     let started = Instant::now();
     if let Ok(ip) = host.parse::<IpAddr>() {
         return (
-            Layer::new("dns", Status::Skipped, None, format!("{ip} is an address literal: nothing to resolve"))
-                .details(json!({"resolver": null, "addresses": [ip.to_string()]})),
+            Layer::new(
+                "dns",
+                Status::Skipped,
+                None,
+                format!("{ip} is an address literal: nothing to resolve"),
+            )
+            .details(json!({"resolver": null, "addresses": [ip.to_string()]})),
             Some(ip),
         );
     }
@@ -315,7 +323,8 @@ pub fn check(host: &str, resolver: Option<&str>, timeout: Duration) -> (Layer, O
     'names: for name in &names {
         for server in &servers {
             let a = ask(*server, name, 1, per_query);
-            let a_ok = !a.rcode.starts_with("timeout") && !a.rcode.starts_with("error") && !a.rcode.starts_with("refused");
+            let a_ok =
+                !a.rcode.starts_with("timeout") && !a.rcode.starts_with("error") && !a.rcode.starts_with("refused");
             queries.push(a);
             if !a_ok {
                 continue; // next server
@@ -363,7 +372,13 @@ pub fn check(host: &str, resolver: Option<&str>, timeout: Duration) -> (Layer, O
         };
         let all = addresses.iter().map(|a| a.to_string()).collect::<Vec<_>>().join(", ");
         return (
-            Layer::new("dns", Status::Ok, Some(took), format!("{host} → {all}{cname_txt} via {via}")).details(details),
+            Layer::new(
+                "dns",
+                Status::Ok,
+                Some(took),
+                format!("{host} → {all}{cname_txt} via {via}"),
+            )
+            .details(details),
             Some(ip),
         );
     }
@@ -395,7 +410,9 @@ pub fn check(host: &str, resolver: Option<&str>, timeout: Duration) -> (Layer, O
         )
     };
     (
-        Layer::new("dns", Status::Fail, Some(took), summary).details(details).suggest(suggestion),
+        Layer::new("dns", Status::Fail, Some(took), summary)
+            .details(details)
+            .suggest(suggestion),
         None,
     )
 }
@@ -406,8 +423,9 @@ mod tests {
 
     #[test]
     fn resolv_conf_and_hosts_parse() {
-        let (ns, search, ndots) =
-            parse_resolv_conf("# x\nnameserver 10.0.0.1\nnameserver fe80::1%eth0\nsearch a.test b.test\noptions ndots:2 edns0\n");
+        let (ns, search, ndots) = parse_resolv_conf(
+            "# x\nnameserver 10.0.0.1\nnameserver fe80::1%eth0\nsearch a.test b.test\noptions ndots:2 edns0\n",
+        );
         assert_eq!(ns.len(), 2);
         assert_eq!(search, vec!["a.test", "b.test"]);
         assert_eq!(ndots, 2);
@@ -422,7 +440,7 @@ mod tests {
         m[2] = 0x81;
         m[3] = 0x80;
         m[7] = 2; // two answers
-        // www.test CNAME web.test (pointer to "test" at offset 16)
+                  // www.test CNAME web.test (pointer to "test" at offset 16)
         m.extend_from_slice(&[0xc0, 12, 0, 5, 0, 1, 0, 0, 0, 60, 0, 6, 3, b'w', b'e', b'b', 0xc0, 16]);
         let web = m.len() - 6;
         m.extend_from_slice(&[0xc0, web as u8, 0, 1, 0, 1, 0, 0, 0, 30, 0, 4, 10, 0, 0, 7]);

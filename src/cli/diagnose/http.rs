@@ -105,7 +105,10 @@ pub fn request(t: &mut Transport, authority: &str, path: &str) -> std::io::Resul
     if !version.starts_with("HTTP/") {
         return Err(std::io::Error::new(
             std::io::ErrorKind::InvalidData,
-            format!("not an HTTP response: {:?}", status_line.chars().take(40).collect::<String>()),
+            format!(
+                "not an HTTP response: {:?}",
+                status_line.chars().take(40).collect::<String>()
+            ),
         ));
     }
     let status: u16 = parts.next().and_then(|s| s.parse().ok()).unwrap_or(0);
@@ -114,7 +117,12 @@ pub fn request(t: &mut Transport, authority: &str, path: &str) -> std::io::Resul
         .filter_map(|l| l.split_once(':'))
         .map(|(k, v)| (k.trim().to_string(), v.trim().to_string()))
         .collect();
-    let get = |n: &str| headers.iter().find(|(k, _)| k.eq_ignore_ascii_case(n)).map(|(_, v)| v.clone());
+    let get = |n: &str| {
+        headers
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(n))
+            .map(|(_, v)| v.clone())
+    };
     let chunked = get("transfer-encoding").is_some_and(|v| v.to_ascii_lowercase().contains("chunked"));
     let length: Option<usize> = get("content-length").and_then(|v| v.parse().ok());
     let mut body = buf[head_end..].to_vec();
@@ -314,9 +322,15 @@ mod tests {
     #[test]
     fn urls_parse() {
         let u = Url::parse("http://127.0.0.1:9977").expect("url");
-        assert_eq!((u.tls, u.host.as_str(), u.port, u.path.as_str()), (false, "127.0.0.1", 9977, "/"));
+        assert_eq!(
+            (u.tls, u.host.as_str(), u.port, u.path.as_str()),
+            (false, "127.0.0.1", 9977, "/")
+        );
         let u = Url::parse("https://[::1]/prom/").expect("url");
-        assert_eq!((u.tls, u.host.as_str(), u.port, u.path.as_str()), (true, "::1", 443, "/prom/"));
+        assert_eq!(
+            (u.tls, u.host.as_str(), u.port, u.path.as_str()),
+            (true, "::1", 443, "/prom/")
+        );
         assert_eq!(u.join("/api/v1/query").path, "/prom/api/v1/query");
         assert!(Url::parse("ftp://x").is_err());
     }

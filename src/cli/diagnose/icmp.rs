@@ -180,7 +180,14 @@ pub fn check(ip: IpAddr, wait: Duration) -> (Layer, Option<MissingPrivilege>) {
             continue;
         }
         // SAFETY: receiving into a buffer we own.
-        let n = unsafe { libc::recv(sock.0, buf.as_mut_ptr() as *mut libc::c_void, buf.len(), libc::MSG_DONTWAIT) };
+        let n = unsafe {
+            libc::recv(
+                sock.0,
+                buf.as_mut_ptr() as *mut libc::c_void,
+                buf.len(),
+                libc::MSG_DONTWAIT,
+            )
+        };
         if n <= 0 {
             if n < 0 {
                 let e = std::io::Error::last_os_error();
@@ -193,7 +200,9 @@ pub fn check(ip: IpAddr, wait: Duration) -> (Layer, Option<MissingPrivilege>) {
         let mut msg = &buf[..n as usize];
         if raw && !v6 {
             let ihl = ((msg[0] & 0x0f) as usize) * 4;
-            let src = msg.get(12..16).map(|s| IpAddr::from(<[u8; 4]>::try_from(s).unwrap_or([0; 4])));
+            let src = msg
+                .get(12..16)
+                .map(|s| IpAddr::from(<[u8; 4]>::try_from(s).unwrap_or([0; 4])));
             if src != Some(ip) && !matches!(msg.get(ihl), Some(3) | Some(11)) {
                 continue;
             }

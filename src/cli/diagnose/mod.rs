@@ -169,7 +169,10 @@ impl Report {
                 status: "unreachable",
                 exit_code: 2,
                 failing_layer: Some(l.layer),
-                summary: format!("{}:{} is unreachable: the {} layer fails — {}", self.host, self.port, l.layer, l.summary),
+                summary: format!(
+                    "{}:{} is unreachable: the {} layer fails — {}",
+                    self.host, self.port, l.layer, l.summary
+                ),
                 suggestions: l.suggestions.clone(),
             };
         }
@@ -183,7 +186,11 @@ impl Report {
                     "{}:{} is reachable but degraded: {}",
                     self.host,
                     self.port,
-                    warns.iter().map(|l| format!("{} — {}", l.layer, l.summary)).collect::<Vec<_>>().join("; ")
+                    warns
+                        .iter()
+                        .map(|l| format!("{} — {}", l.layer, l.summary))
+                        .collect::<Vec<_>>()
+                        .join("; ")
                 ),
                 suggestions: warns.iter().flat_map(|l| l.suggestions.clone()).collect(),
             };
@@ -192,7 +199,10 @@ impl Report {
             status: "reachable",
             exit_code: 0,
             failing_layer: None,
-            summary: format!("{}:{} is reachable; every layer checked is healthy", self.host, self.port),
+            summary: format!(
+                "{}:{} is reachable; every layer checked is healthy",
+                self.host, self.port
+            ),
             suggestions: Vec::new(),
         }
     }
@@ -224,7 +234,11 @@ impl Report {
                 "  http timing (cumulative): resolve {} · connect {} · tls {} · first byte {} · total {}\n",
                 f("resolve_ms"),
                 f("connect_ms"),
-                if t["tls_ms"].is_null() { "-".to_string() } else { f("tls_ms") },
+                if t["tls_ms"].is_null() {
+                    "-".to_string()
+                } else {
+                    f("tls_ms")
+                },
                 f("first_byte_ms"),
                 f("total_ms")
             ));
@@ -265,8 +279,16 @@ fn slow_warn(layer: Layer, took: Duration, slow: Duration, what: &str) -> Layer 
     if took > slow && layer.status == Status::Ok {
         let mut l = layer;
         l.status = Status::Warn;
-        l.summary = format!("slow {what}: {} (threshold {}) — {}", fmt_ms(Some(ms(took))), fmt_ms(Some(ms(slow))), l.summary);
-        l.suggest(format!("{what} took {}; check the load of the server and the path latency", fmt_ms(Some(ms(took)))))
+        l.summary = format!(
+            "slow {what}: {} (threshold {}) — {}",
+            fmt_ms(Some(ms(took))),
+            fmt_ms(Some(ms(slow))),
+            l.summary
+        );
+        l.suggest(format!(
+            "{what} took {}; check the load of the server and the path latency",
+            fmt_ms(Some(ms(took)))
+        ))
     } else {
         layer
     }
@@ -286,7 +308,9 @@ pub fn connectivity(a: &ConnectivityArgs) -> Report {
     };
     let skip_rest = |report: &mut Report, from: &[&'static str], why: &str| {
         for l in from {
-            report.layers.push(Layer::new(l, Status::Skipped, None, format!("not attempted: {why}")));
+            report
+                .layers
+                .push(Layer::new(l, Status::Skipped, None, format!("not attempted: {why}")));
         }
     };
     let mut upper: Vec<&'static str> = vec!["route"];
@@ -364,7 +388,10 @@ pub fn connectivity(a: &ConnectivityArgs) -> Report {
     // If ICMP got no reply but TCP works, the path filters ICMP.
     if icmp_ok == Some(false) {
         if let Some(l) = report.layers.iter_mut().find(|l| l.layer == "icmp") {
-            l.summary = format!("{} (TCP connects, so ICMP is filtered on the path or by the host)", l.summary);
+            l.summary = format!(
+                "{} (TCP connects, so ICMP is filtered on the path or by the host)",
+                l.summary
+            );
             l.suggestions = vec![
                 "ICMP echo is blocked while TCP works: allow ICMP echo-request/echo-reply (and ICMP \
                  unreachable/fragmentation-needed, which path-MTU discovery needs) in the firewalls on the path"
@@ -422,7 +449,13 @@ pub fn connectivity(a: &ConnectivityArgs) -> Report {
                 });
                 report.http_timing = Some(timing.clone());
                 let (status, mut sugg) = if r.status >= 500 {
-                    (Status::Warn, vec![format!("the server answers {} — look at the application's logs", r.status)])
+                    (
+                        Status::Warn,
+                        vec![format!(
+                            "the server answers {} — look at the application's logs",
+                            r.status
+                        )],
+                    )
                 } else {
                     (Status::Ok, Vec::new())
                 };
@@ -439,8 +472,10 @@ pub fn connectivity(a: &ConnectivityArgs) -> Report {
                         r.body_bytes
                     ),
                 )
-                .details(json!({"status": r.status, "reason": r.reason, "body_bytes": r.body_bytes,
-                                 "headers": r.headers, "timing": timing}));
+                .details(
+                    json!({"status": r.status, "reason": r.reason, "body_bytes": r.body_bytes,
+                                 "headers": r.headers, "timing": timing}),
+                );
                 l.suggestions.append(&mut sugg);
                 report.layers.push(slow_warn(l, took, a.slow, "time to first byte"));
             }
@@ -484,7 +519,9 @@ fn tcp_failure(e: &std::io::Error, sa: SocketAddr, took: Duration, timeout: Dura
     } else if e.kind() == ErrorKind::TimedOut || e.kind() == ErrorKind::WouldBlock {
         let hint = match icmp_ok {
             Some(true) => "the host answers ping, so a firewall silently drops SYNs to this port".to_string(),
-            Some(false) => "the host does not answer ping either: it is down, or the path drops its traffic".to_string(),
+            Some(false) => {
+                "the host does not answer ping either: it is down, or the path drops its traffic".to_string()
+            }
             None => "a firewall drops SYNs, or the host is down".to_string(),
         };
         (format!("no answer to SYN within {}", fmt_ms(Some(ms(timeout)))), hint)
@@ -494,7 +531,10 @@ fn tcp_failure(e: &std::io::Error, sa: SocketAddr, took: Duration, timeout: Dura
             "the host is unreachable (no ARP/ND answer on the local link, or an ICMP unreachable from a router): check that the host is up and the gateway routes to it".to_string(),
         )
     } else {
-        (format!("{sa}: {e}"), "check the local firewall and the path to the host".to_string())
+        (
+            format!("{sa}: {e}"),
+            "check the local firewall and the path to the host".to_string(),
+        )
     };
     Layer::new("tcp", Status::Fail, Some(took), summary)
         .details(json!({"remote": sa.to_string(), "error": e.to_string(), "errno": raw}))

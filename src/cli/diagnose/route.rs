@@ -57,15 +57,18 @@ impl Drop for Netlink {
 impl Netlink {
     fn open() -> std::io::Result<Netlink> {
         // SAFETY: plain socket(2) call; the descriptor is owned by the returned value.
-        let fd = unsafe { libc::socket(libc::AF_NETLINK, libc::SOCK_RAW | libc::SOCK_CLOEXEC, libc::NETLINK_ROUTE) };
+        let fd = unsafe {
+            libc::socket(
+                libc::AF_NETLINK,
+                libc::SOCK_RAW | libc::SOCK_CLOEXEC,
+                libc::NETLINK_ROUTE,
+            )
+        };
         if fd < 0 {
             return Err(std::io::Error::last_os_error());
         }
         let s = Netlink(fd);
-        let tv = libc::timeval {
-            tv_sec: 2,
-            tv_usec: 0,
-        };
+        let tv = libc::timeval { tv_sec: 2, tv_usec: 0 };
         // SAFETY: setsockopt with a valid timeval of the right size.
         unsafe {
             libc::setsockopt(
@@ -287,7 +290,9 @@ pub fn check(dst: IpAddr) -> Layer {
         Err(e) => {
             let raw = e.raw_os_error();
             let summary = match raw {
-                Some(libc::ENETUNREACH) => format!("no route to {dst}: the routing table has no entry covering it (network is unreachable)"),
+                Some(libc::ENETUNREACH) => {
+                    format!("no route to {dst}: the routing table has no entry covering it (network is unreachable)")
+                }
                 Some(libc::EHOSTUNREACH) => format!("no route to host {dst}"),
                 Some(libc::EACCES) | Some(libc::EPERM) => format!("route to {dst} prohibited by policy"),
                 _ => format!("route lookup for {dst} failed: {e}"),
@@ -304,9 +309,17 @@ pub fn check(dst: IpAddr) -> Layer {
         "table": route.table,
     });
     if matches!(route.rtype, 6..=8) {
-        return Layer::new("route", Status::Fail, took(started), format!("the route to {dst} is of type {}: the kernel refuses to send", type_name(route.rtype)))
-            .details(details)
-            .suggest("remove the blackhole/unreachable/prohibit route (`ip route show type TYPE`) if it is not intended");
+        return Layer::new(
+            "route",
+            Status::Fail,
+            took(started),
+            format!(
+                "the route to {dst} is of type {}: the kernel refuses to send",
+                type_name(route.rtype)
+            ),
+        )
+        .details(details)
+        .suggest("remove the blackhole/unreachable/prohibit route (`ip route show type TYPE`) if it is not intended");
     }
     let via = match route.gateway {
         Some(g) => format!("via gateway {g}"),
@@ -326,13 +339,23 @@ pub fn check(dst: IpAddr) -> Layer {
             let mtu = link.mtu.map(|m| format!(", mtu {m}")).unwrap_or_default();
             let desc = format!("{dst} {via} dev {} ({}{mtu}){src}", link.name, link.operstate);
             if !link.up {
-                Layer::new("route", Status::Fail, took(started), format!("{desc}: the egress interface is administratively down"))
-                    .details(details)
-                    .suggest(format!("bring the interface up: `ip link set {} up`", link.name))
+                Layer::new(
+                    "route",
+                    Status::Fail,
+                    took(started),
+                    format!("{desc}: the egress interface is administratively down"),
+                )
+                .details(details)
+                .suggest(format!("bring the interface up: `ip link set {} up`", link.name))
             } else if !link.carrier || link.operstate == "down" || link.operstate == "lowerlayerdown" {
-                Layer::new("route", Status::Fail, took(started), format!("{desc}: the egress interface has no carrier"))
-                    .details(details)
-                    .suggest(format!("check the cable/link partner of {} (carrier down)", link.name))
+                Layer::new(
+                    "route",
+                    Status::Fail,
+                    took(started),
+                    format!("{desc}: the egress interface has no carrier"),
+                )
+                .details(details)
+                .suggest(format!("check the cable/link partner of {} (carrier down)", link.name))
             } else {
                 let mut l = Layer::new("route", Status::Ok, took(started), desc).details(details);
                 if link.mtu.is_some_and(|m| m < 1280) {
@@ -343,7 +366,12 @@ pub fn check(dst: IpAddr) -> Layer {
                 l
             }
         }
-        Err(e) => Layer::new("route", Status::Ok, took(started), format!("{dst} {via} dev #{oif} (link state unknown: {e}){src}"))
-            .details(details),
+        Err(e) => Layer::new(
+            "route",
+            Status::Ok,
+            took(started),
+            format!("{dst} {via} dev #{oif} (link state unknown: {e}){src}"),
+        )
+        .details(details),
     }
 }

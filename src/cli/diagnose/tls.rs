@@ -14,7 +14,10 @@ use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, Server
 use rustls::client::WebPkiServerVerifier;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
-use rustls::{CertificateError, ClientConfig, ClientConnection, DigitallySignedStruct, RootCertStore, SignatureScheme, StreamOwned};
+use rustls::{
+    CertificateError, ClientConfig, ClientConnection, DigitallySignedStruct, RootCertStore, SignatureScheme,
+    StreamOwned,
+};
 use serde_json::json;
 
 use super::{Layer, Status};
@@ -120,13 +123,28 @@ pub fn connect_verified(
         .with_no_client_auth();
     let mut conn = ClientConnection::new(Arc::new(config), server_name(host)?)?;
     while conn.is_handshaking() {
-        conn.complete_io(&mut sock).with_context(|| format!("TLS handshake with {host}"))?;
+        conn.complete_io(&mut sock)
+            .with_context(|| format!("TLS handshake with {host}"))?;
     }
     Ok(StreamOwned::new(conn, sock))
 }
 
-fn describe(e: &rustls::Error) -> (String, String) {
+fn describe(e: &rustls::Error, cert: Option<&CertInfo>, ca_given: bool) -> (String, String) {
     use CertificateError as C;
+    let self_signed = cert.is_some_and(|c| c.self_signed);
+    let ca_as_leaf = format!("{e:?}").contains("CaUsedAsEndEntity");
+    if ca_as_leaf && ca_given {
+        return (
+            "the server certificate is a CA certificate (basicConstraints CA:TRUE) used as a server certificate, which verifiers refuse even when it is trusted".into(),
+            "issue a server certificate with CA:FALSE signed by a CA, and pass that CA with --ca".into(),
+        );
+    }
+    if self_signed && (ca_as_leaf || matches!(e, rustls::Error::InvalidCertificate(C::UnknownIssuer))) {
+        return (
+            "certificate not trusted: self-signed certificate (unknown issuer)".into(),
+            "replace it with a certificate from a trusted CA, or trust a private CA that signs it (system store or --ca FILE)".into(),
+        );
+    }
     match e {
         rustls::Error::InvalidCertificate(c) => match c {
             C::UnknownIssuer => (
@@ -147,7 +165,7 @@ fn describe(e: &rustls::Error) -> (String, String) {
             ),
             C::Revoked => ("certificate has been revoked".into(), "replace the server certificate".into()),
             other => (
-                format!("certificate rejected: {other:?}"),
+                format!("certificate rejected: {other}"),
                 "inspect the chain with `openssl s_client -showcerts`".into(),
             ),
         },
@@ -174,7 +192,12 @@ pub fn check(
     };
     let inner = match WebPkiServerVerifier::builder_with_provider(Arc::new(store), provider()).build() {
         Ok(v) => v,
-        Err(e) => return fail(format!("no usable trust anchors: {e}"), "install ca-certificates or pass --ca FILE"),
+        Err(e) => {
+            return fail(
+                format!("no usable trust anchors: {e}"),
+                "install ca-certificates or pass --ca FILE",
+            )
+        }
     };
     let verifier = Arc::new(Recording {
         inner,
@@ -221,7 +244,10 @@ pub fn check(
         .and_then(|c| c.first())
         .and_then(|c| parse_cert(c.as_ref()));
     let outcome = verifier.outcome.lock().ok().and_then(|g| g.clone());
-    let now = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs_f64()).unwrap_or(0.0);
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs_f64())
+        .unwrap_or(0.0);
     let mut details = json!({
         "version": version,
         "cipher_suite": suite,
@@ -255,11 +281,22 @@ pub fn check(
     }
     let layer = match &outcome {
         Some(Err(e)) => {
-            let (what, sugg) = describe(e);
-            Layer::new("tls", Status::Fail, Some(took), format!("{version}: {what}; {cert_text}")).suggest(sugg)
+            let (what, sugg) = describe(e, cert.as_ref(), ca.is_some());
+            Layer::new(
+                "tls",
+                Status::Fail,
+                Some(took),
+                format!("{version}: {what}; {cert_text}"),
+            )
+            .suggest(sugg)
         }
-        None => Layer::new("tls", Status::Fail, Some(took), "the server sent no certificate".to_string())
-            .suggest("configure a certificate on the server"),
+        None => Layer::new(
+            "tls",
+            Status::Fail,
+            Some(took),
+            "the server sent no certificate".to_string(),
+        )
+        .suggest("configure a certificate on the server"),
         Some(Ok(())) => match days_left {
             Some(d) if d < EXPIRY_WARN_DAYS => Layer::new(
                 "tls",
@@ -268,7 +305,12 @@ pub fn check(
                 format!("{version} {suite}, certificate valid but expires in {d:.1} days; {cert_text}"),
             )
             .suggest("renew the server certificate before it expires"),
-            _ => Layer::new("tls", Status::Ok, Some(took), format!("{version} {suite}, certificate valid; {cert_text}")),
+            _ => Layer::new(
+                "tls",
+                Status::Ok,
+                Some(took),
+                format!("{version} {suite}, certificate valid; {cert_text}"),
+            ),
         },
     };
     let _ = sock.set_read_timeout(sock.read_timeout().ok().flatten().or(Some(Duration::from_secs(5))));
