@@ -413,7 +413,7 @@ fn sockets_match_ss_in_a_quiet_namespace() {
 /// `cargo test --test netns_sockets -- --ignored capture_netlink_fixtures`).
 /// The parser unit tests in `src/netlink/sock_diag.rs` describe what they hold.
 #[test]
-#[ignore]
+#[ignore = "rewrites the sock_diag fixtures"]
 fn capture_netlink_fixtures() {
     use netsight::netlink::sock_diag::{
         parse_messages, DiagSocket, DumpRequest, AF_INET, AF_INET6, ALL_STATES, IPPROTO_TCP, IPPROTO_UDP,
