@@ -129,7 +129,7 @@ fn conntrack_table() {
     load_ruleset(
         &ns,
         "ct",
-        "table inet ct {\n  chain output {\n    type filter hook output priority 0;\n    ct state new counter\n  }\n}\n",
+        "table inet ctbench {\n  chain output {\n    type filter hook output priority 0;\n    ct state new counter\n  }\n}\n",
     );
     ns.exec_ok(&["sysctl", "-q", "-w", "net.netfilter.nf_conntrack_udp_timeout=600"]);
     ns.enter(move || fill_udp_flows(target));
