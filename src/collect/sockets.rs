@@ -109,6 +109,17 @@ pub static RTT: MetricDesc = MetricDesc::new(
     &["port"],
     "netsight.tcp.rtt",
 );
+pub static PORT_RTT_MEAN: MetricDesc = MetricDesc::new(
+    "netsight_tcp_port_rtt_mean_seconds",
+    G,
+    "seconds",
+    "Mean smoothed round-trip time (tcpi_rtt) over the ESTABLISHED connections on \
+     each listening port at collection time; absent while the port has none. The \
+     per-port series the rule engine baselines (tcp_rtt_spike); the distribution is \
+     netsight_tcp_rtt_seconds.",
+    &["port"],
+    "netsight.tcp.port.rtt.mean",
+);
 pub static PORT_RETRANS: MetricDesc = MetricDesc::new(
     "netsight_tcp_port_retransmitted_segments",
     G,
@@ -173,6 +184,7 @@ pub static DOC: CollectorDoc = CollectorDoc {
         &PORT_CONNECTIONS,
         &PROCESS_CONNECTIONS,
         &RTT,
+        &PORT_RTT_MEAN,
         &PORT_RETRANS,
         &PORT_SENT,
         &PORT_RECEIVED,
@@ -741,6 +753,9 @@ impl Sockets {
                 cumulative.push(acc);
             }
             let count: u64 = p.rtt_buckets.iter().sum();
+            if count > 0 {
+                out.push(&PORT_RTT_MEAN, vec![label.clone()], p.rtt_sum / count as f64);
+            }
             out.push_histogram(
                 &RTT,
                 vec![label.clone()],
