@@ -389,6 +389,19 @@ fn sockets_match_ss_in_a_quiet_namespace() {
     let h = &snap.samples("netsight_tcp_rtt_seconds", &[("port", "7100")])[0]["value"];
     assert_eq!(h["count"].as_u64(), Some(est_7100), "{h}");
     assert!(h["sum"].as_f64().is_some_and(|s| s > 0.0 && s < 1.0), "{h}");
+    // The per-port mean RTT is the mean of the RTTs `ss -ti` prints (ms, 3 decimals);
+    // idle connections keep their smoothed RTT, so the two reads agree.
+    let ss_rtts: Vec<f64> = ns
+        .exec_ok(&["ss", "-tinH", "state", "established", "( sport = :7100 )"])
+        .split_whitespace()
+        .filter_map(|w| w.strip_prefix("rtt:"))
+        .filter_map(|r| r.split('/').next()?.parse::<f64>().ok())
+        .collect();
+    assert_eq!(ss_rtts.len() as u64, est_7100, "ss -ti rtt fields");
+    let ss_mean = ss_rtts.iter().sum::<f64>() / ss_rtts.len() as f64 / 1e3;
+    let mean = snap.value("netsight_tcp_port_rtt_mean_seconds", &[("port", "7100")]);
+    assert!((mean - ss_mean).abs() <= 1e-6, "mean RTT {mean} s vs ss {ss_mean} s");
+    assert!((mean - h["sum"].as_f64().unwrap_or(0.0) / est_7100 as f64).abs() < 1e-12);
     let buckets = h["buckets"].as_array().expect("buckets");
     assert!(buckets.iter().all(|b| b[1].as_u64() <= Some(est_7100)));
     assert!(snap.value("netsight_tcp_port_received_bytes", &[("port", "7100")]) >= 3000.0);
