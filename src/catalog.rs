@@ -92,6 +92,7 @@ pub fn all_collectors() -> Vec<&'static CollectorDoc> {
         &crate::collect::nftables::DOC,
         &crate::rules::engine::DOC,
         &crate::export::otlp::DOC,
+        &crate::export::notify::DOC,
     ]
 }
 

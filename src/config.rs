@@ -41,6 +41,8 @@ pub struct Config {
     pub analyze: AnalyzeConfig,
     /// OTLP push (off by default).
     pub otlp: crate::export::otlp::OtlpConfig,
+    /// Grafana annotation / Alertmanager push of anomaly transitions (off by default).
+    pub notify: crate::export::notify::NotifyConfig,
     /// Prometheus-style web config (TLS, basic auth) for the HTTP endpoints.
     pub web_config_file: Option<PathBuf>,
 }
@@ -273,6 +275,7 @@ impl Config {
             return Err(ConfigError::Invalid("budget.cpu_percent must be > 0".into()));
         }
         self.otlp.validate().map_err(ConfigError::Invalid)?;
+        self.notify.validate().map_err(ConfigError::Invalid)?;
         for (what, re) in [
             ("collectors.netdev.include", &self.collectors.netdev.include),
             ("collectors.netdev.exclude", &self.collectors.netdev.exclude),

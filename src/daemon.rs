@@ -132,7 +132,13 @@ impl Shared {
 }
 
 pub fn scheduler_for(cfg: &Config) -> anyhow::Result<Scheduler> {
-    let collectors = collect::build_enabled(cfg)?;
+    scheduler_with(cfg, Vec::new())
+}
+
+/// The configured collectors plus `extra` ones (the exporters' self-metrics).
+pub fn scheduler_with(cfg: &Config, extra: Vec<Box<dyn collect::Collector>>) -> anyhow::Result<Scheduler> {
+    let mut collectors = collect::build_enabled(cfg)?;
+    collectors.extend(extra);
     Ok(Scheduler::new(
         collectors,
         CollectContext::new(&cfg.paths.procfs, &cfg.paths.sysfs),

@@ -7,7 +7,7 @@ use tokio::net::TcpListener;
 use tokio::signal::unix::{signal, SignalKind};
 
 use super::{load_config, ServeArgs};
-use crate::daemon::{run_collection, scheduler_for, Shared};
+use crate::daemon::{run_collection, scheduler_with, Shared};
 
 pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     let mut cfg = load_config(&args.common)?;
@@ -26,10 +26,13 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         None => None,
     };
     let otlp = crate::export::otlp::Otlp::from_config(&cfg)?;
-    let sched = match &otlp {
-        Some(o) => o.scheduler(&cfg)?,
-        None => scheduler_for(&cfg)?,
-    };
+    let notifier = crate::export::notify::Notifier::from_config(&cfg.notify, cfg.interval)?;
+    let extra = otlp
+        .iter()
+        .map(|o| o.stats_collector())
+        .chain(notifier.iter().map(|n| n.stats_collector()))
+        .collect();
+    let sched = scheduler_with(&cfg, extra)?;
     let listener = TcpListener::bind(&cfg.listen)
         .await
         .with_context(|| format!("cannot listen on {}", cfg.listen))?;
@@ -53,6 +56,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let collection = tokio::spawn(run_collection(sched, shared.clone(), cfg.clone(), stop_rx));
     let otlp = otlp.map(|o| o.start(shared.clone())).transpose()?;
+    let notifier = notifier.map(|n| n.start(shared.clone()));
     let mut hup = signal(SignalKind::hangup())?;
     let hup_shared = shared.clone();
     tokio::spawn(async move {
@@ -77,6 +81,9 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     let _ = collection.await;
     if let Some(o) = otlp {
         o.shutdown().await;
+    }
+    if let Some(n) = notifier {
+        n.shutdown().await;
     }
     Ok(())
 }

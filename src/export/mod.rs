@@ -2,6 +2,7 @@
 
 pub mod http;
 pub mod json;
+pub mod notify;
 pub mod otlp;
 pub mod prometheus;
 pub mod tls;

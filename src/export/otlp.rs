@@ -46,7 +46,7 @@ use opentelemetry_sdk::Resource;
 use serde::{Deserialize, Deserializer};
 
 use crate::catalog::{CollectorDoc, MetricDesc, MetricKind};
-use crate::collect::{CollectContext, CollectError, Collector, Scheduler};
+use crate::collect::{CollectContext, CollectError, Collector};
 use crate::config::Config;
 use crate::daemon::{Published, Shared};
 use crate::snapshot::{Emitter, Family, Sample, Value};
@@ -871,18 +871,9 @@ impl Otlp {
         }))
     }
 
-    /// The daemon's scheduler (as `daemon::scheduler_for`) plus the exporter's own
-    /// metrics.
-    pub fn scheduler(&self, cfg: &Config) -> anyhow::Result<Scheduler> {
-        let mut collectors = crate::collect::build_enabled(cfg)?;
-        collectors.push(Box::new(StatsCollector(self.stats.clone())));
-        Ok(Scheduler::new(
-            collectors,
-            CollectContext::new(&cfg.paths.procfs, &cfg.paths.sysfs),
-            cfg.interval,
-            cfg.budget.collector_timeout.min(cfg.interval),
-            cfg.budget.cpu_percent,
-        ))
+    /// The exporter's own metrics, as a collector for the daemon's scheduler.
+    pub fn stats_collector(&self) -> Box<dyn Collector> {
+        Box::new(StatsCollector(self.stats.clone()))
     }
 
     fn pipeline(&self, shared: &Arc<Shared>) -> anyhow::Result<Pipeline> {

@@ -59,6 +59,16 @@ impl EventLog {
         id
     }
 
+    pub fn get(&self, id: u64) -> Option<&Event> {
+        self.events.iter().rev().find(|e| e.id == id)
+    }
+
+    /// Events opened after the one with id `id`, oldest first (ids only grow).
+    pub fn opened_after(&self, id: u64) -> impl Iterator<Item = &Event> {
+        let skip = self.events.partition_point(|e| e.id <= id);
+        self.events.iter().skip(skip)
+    }
+
     pub fn get_mut(&mut self, id: u64) -> Option<&mut Event> {
         self.events.iter_mut().rev().find(|e| e.id == id)
     }
@@ -81,8 +91,8 @@ impl EventLog {
     }
 }
 
-/// The Grafana annotation shape of an event.
-pub fn to_annotation(e: &Event) -> serde_json::Value {
+/// Grafana tags of an event: `rule:…`, `layer:…`, `severity:…` and `cause:…`.
+pub fn annotation_tags(e: &Event) -> Vec<String> {
     let mut tags = vec![
         format!("rule:{}", e.rule),
         format!("layer:{}", e.layer),
@@ -91,6 +101,12 @@ pub fn to_annotation(e: &Event) -> serde_json::Value {
     if let Some(c) = &e.cause {
         tags.push(format!("cause:{}", c.name));
     }
+    tags
+}
+
+/// The Grafana annotation shape of an event.
+pub fn to_annotation(e: &Event) -> serde_json::Value {
+    let tags = annotation_tags(e);
     serde_json::json!({
         "id": e.id,
         "time": (e.start * 1000.0) as i64,
