@@ -176,3 +176,92 @@ rules:
     let json = |e: &Engine| serde_json::to_string(&e.export_state()).expect("json");
     assert_eq!(json(&e), json(&e2));
 }
+
+/// Events are not persisted: a group restored as firing must get a new event (so
+/// the pushed alert/annotation exists) and that event must end when the rule
+/// resolves; a reload that removes a firing rule ends its event.
+#[test]
+fn a_group_firing_across_a_restart_gets_an_event_that_ends() {
+    let set = load(&[RuleSource {
+        name: "t.yaml".into(),
+        text: RULES.into(),
+    }])
+    .expect("rules");
+    let s = series();
+    let steps = s.iter().map(|x| x.2.len()).max().unwrap_or(0);
+    let t0 = SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000);
+    let at = |i: usize| t0 + Duration::from_secs(i as u64);
+
+    let mut b = Engine::new(set.clone());
+    let mut hb = History::new(120);
+    let mut fired_at = None;
+    for i in 0..steps {
+        let snap = snapshot_at(&s, i, at(i));
+        hb.record(&snap);
+        b.evaluate(&snap, &hb);
+        if b.is_firing("tw_spike", &[]) {
+            fired_at = Some(i);
+            break;
+        }
+    }
+    let fired_at = fired_at.expect("tw_spike fires in the scenario");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let file = dir.path().join("state");
+    persist::save(&file, &b, &hb).expect("save");
+
+    let mut c = Engine::new(set.clone());
+    let mut hc = History::new(120);
+    persist::restore(&file, &mut c, &mut hc).expect("restore");
+    let i = fired_at + 1;
+    let snap = snapshot_at(&s, i, at(i));
+    hc.record(&snap);
+    c.evaluate(&snap, &hc);
+    assert!(c.is_firing("tw_spike", &[]), "still firing after the restart");
+    let open: Vec<_> = c
+        .events
+        .range(0.0, f64::MAX)
+        .into_iter()
+        .filter(|e| e.rule == "tw_spike")
+        .collect();
+    assert_eq!(open.len(), 1, "one event for the restored firing group: {open:?}");
+    assert_eq!(open[0].end, None);
+    let id = open[0].id;
+    for i in fired_at + 2..steps {
+        let snap = snapshot_at(&s, i, at(i));
+        hc.record(&snap);
+        c.evaluate(&snap, &hc);
+    }
+    assert!(!c.is_firing("tw_spike", &[]), "resolved by the end of the series");
+    assert!(
+        c.events.get(id).and_then(|e| e.end).is_some(),
+        "the restored event ended"
+    );
+
+    // A reload without the rule ends the event of a firing group.
+    let mut d = Engine::new(set);
+    let mut hd = History::new(120);
+    for i in 0..=fired_at {
+        let snap = snapshot_at(&s, i, at(i));
+        hd.record(&snap);
+        d.evaluate(&snap, &hd);
+    }
+    let open = d.events.range(0.0, f64::MAX);
+    let ev = open
+        .iter()
+        .find(|e| e.rule == "tw_spike" && e.end.is_none())
+        .expect("open event");
+    let without = load(&[RuleSource {
+        name: "t.yaml".into(),
+        text: RULES
+            .split("  - name: rst_rate")
+            .next()
+            .expect("split")
+            .replace("tw_spike", "tw_other"),
+    }])
+    .expect("reduced rules");
+    d.replace(without);
+    assert!(
+        d.events.get(ev.id).and_then(|e| e.end).is_some(),
+        "the removed rule's event ended"
+    );
+}

@@ -26,7 +26,8 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         None => None,
     };
     let otlp = crate::export::otlp::Otlp::from_config(&cfg)?;
-    let notifier = crate::export::notify::Notifier::from_config(&cfg.notify, cfg.interval)?;
+    let instance = crate::export::notify::default_instance(&cfg.listen);
+    let notifier = crate::export::notify::Notifier::from_config(&cfg.notify, cfg.interval, &instance)?;
     let extra = otlp
         .iter()
         .map(|o| o.stats_collector())

@@ -268,6 +268,13 @@ impl Engine {
             .iter()
             .map(|r| old.remove(&r.spec.name).unwrap_or_default())
             .collect();
+        // Rules that are gone end their open events, so pushed alerts resolve.
+        let now = unix(SystemTime::now());
+        for id in old.values().flat_map(|m| m.values()).filter_map(|st| st.event) {
+            if let Some(e) = self.events.get_mut(id) {
+                e.end = Some(now);
+            }
+        }
         // Output label sets depend on the union of all rules' labels.
         for st in self.states.iter_mut().flat_map(|m| m.values_mut()) {
             st.out = None;
@@ -418,7 +425,9 @@ impl Engine {
             st.cause = o.cause;
         }
         match (before, after) {
-            (false, true) => {
+            // A group restored as firing from saved state has no event yet (events
+            // are not persisted): it gets one, starting now, like a new firing.
+            _ if after && (!before || st.event.is_none()) => {
                 let text = annotation(rule, group, st);
                 let ev = Event {
                     id: 0,
@@ -458,7 +467,7 @@ impl Engine {
                 }
                 tracing::info!(rule = %spec.name, labels = ?group.label_map(), rebaselined, "anomaly resolved");
             }
-            (false, false) => {}
+            (false, _) => {}
         }
     }
 

@@ -7,7 +7,7 @@
 //! `endsAt` four intervals ahead: if netsight stops, Alertmanager resolves them on
 //! its own instead of keeping a stale alert forever.
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::time::{Duration, Instant, SystemTime};
 
 use anyhow::Context;
@@ -67,20 +67,28 @@ pub struct Alertmanager {
     client: JsonClient,
     cfg: AlertmanagerConfig,
     instance: String,
-    /// Events firing, re-sent every `resend_interval`.
+    /// Events firing, as first sent (re-sent every `resend_interval`, and resolved
+    /// with these labels even if the engine attached a cause later).
     open: BTreeMap<u64, Event>,
     last_resend: Instant,
+    /// Rules of the embedded packs: they have their own alert in the generated
+    /// Prometheus rules; other rules fall under `NetsightAnomaly` there, and here.
+    default_rules: BTreeSet<String>,
 }
 
 impl Alertmanager {
-    pub fn new(cfg: &AlertmanagerConfig) -> anyhow::Result<Alertmanager> {
+    pub fn new(cfg: &AlertmanagerConfig, instance: &str) -> anyhow::Result<Alertmanager> {
         let url = cfg.url.as_deref().unwrap_or_default();
+        let default_rules = crate::rules::load(&crate::rules::sources::embedded())
+            .map(|set| set.rules.iter().map(|r| r.spec.name.clone()).collect())
+            .unwrap_or_default();
         Ok(Alertmanager {
             client: JsonClient::new(url, &cfg.tls, &cfg.headers, None, cfg.timeout).context("notify.alertmanager")?,
             cfg: cfg.clone(),
-            instance: cfg.instance.clone().unwrap_or_else(super::instance_name),
+            instance: cfg.instance.clone().unwrap_or_else(|| instance.to_string()),
             open: BTreeMap::new(),
             last_resend: Instant::now(),
+            default_rules,
         })
     }
 
@@ -88,7 +96,12 @@ impl Alertmanager {
     pub fn alert(&self, e: &Event, now: SystemTime) -> serde_json::Value {
         let mut labels: BTreeMap<String, String> = self.cfg.labels.clone();
         labels.extend(e.labels.iter().map(|(k, v)| (k.clone(), v.clone())));
-        labels.insert("alertname".into(), alert_name(&e.rule));
+        let name = if self.default_rules.contains(&e.rule) {
+            alert_name(&e.rule)
+        } else {
+            "NetsightAnomaly".to_string()
+        };
+        labels.insert("alertname".into(), name);
         labels.insert("rule".into(), e.rule.clone());
         labels.insert("severity".into(), e.severity.clone());
         labels.insert("layer".into(), e.layer.clone());
@@ -136,6 +149,7 @@ impl Alertmanager {
     }
 }
 
+/// `Netsight` + the rule in CamelCase, as the generated Prometheus rules name them.
 pub fn alert_name(rule: &str) -> String {
     let mut name = String::from("Netsight");
     for part in rule.split(['_', '-', '.']).filter(|p| !p.is_empty()) {
@@ -193,22 +207,21 @@ impl Sink for Alertmanager {
             let alerts = pending
                 .iter()
                 .take(n)
-                .map(|c| match c {
-                    Change::Opened(e) | Change::Closed(e) => self.alert(e, now),
-                })
+                .map(|c| self.alert(&self.as_sent(c), now))
                 .collect();
             let outcome = self.post(alerts).await.unwrap_or_else(Outcome::Retry);
             stats.count(&outcome);
-            match outcome {
+            let delivered = match outcome {
                 Outcome::Retry(reason) => return Err(reason),
                 Outcome::Rejected(reason) => {
-                    tracing::warn!(error = %reason, alerts = n, "Alertmanager rejected alerts; dropped")
+                    tracing::warn!(error = %reason, alerts = n, "Alertmanager rejected alerts; dropped");
+                    false
                 }
-                Outcome::Delivered => {}
-            }
+                Outcome::Delivered => true,
+            };
             for change in pending.drain(..n) {
                 match change {
-                    Change::Opened(e) if e.end.is_none() => {
+                    Change::Opened(e) if e.end.is_none() && delivered => {
                         self.open.insert(e.id, e);
                     }
                     Change::Opened(e) | Change::Closed(e) => {
@@ -220,16 +233,42 @@ impl Sink for Alertmanager {
         Ok(())
     }
 
-    async fn maintain(&mut self, stats: &TargetStats) {
+    async fn maintain(&mut self, stats: &TargetStats) -> Result<(), String> {
         if self.open.is_empty() || self.last_resend.elapsed() < self.cfg.resend_interval {
-            return;
+            return Ok(());
         }
         let now = SystemTime::now();
-        let alerts = self.open.values().map(|e| self.alert(e, now)).collect();
-        let outcome = self.post(alerts).await.unwrap_or_else(Outcome::Retry);
-        stats.count(&outcome);
-        if !matches!(outcome, Outcome::Retry(_)) {
-            self.last_resend = Instant::now();
+        let firing: Vec<&Event> = self.open.values().collect();
+        for chunk in firing.chunks(BATCH) {
+            let alerts = chunk.iter().map(|e| self.alert(e, now)).collect();
+            let outcome = self.post(alerts).await.unwrap_or_else(Outcome::Retry);
+            stats.count(&outcome);
+            match outcome {
+                Outcome::Retry(reason) => return Err(reason),
+                Outcome::Rejected(reason) => {
+                    tracing::warn!(error = %reason, "Alertmanager rejected re-sent alerts")
+                }
+                Outcome::Delivered => {}
+            }
+        }
+        self.last_resend = Instant::now();
+        Ok(())
+    }
+}
+
+impl Alertmanager {
+    /// The event as Alertmanager knows it: a closing resolves the alert that was
+    /// sent (same labels), with the end the engine recorded.
+    fn as_sent(&self, c: &Change) -> Event {
+        match c {
+            Change::Opened(e) => e.clone(),
+            Change::Closed(e) => match self.open.get(&e.id) {
+                Some(sent) => Event {
+                    end: e.end,
+                    ..sent.clone()
+                },
+                None => e.clone(),
+            },
         }
     }
 }

@@ -41,6 +41,8 @@ pub fn validate_url(what: &str, url: Option<&str>) -> Result<(), String> {
     Ok(())
 }
 
+const MAX_REPLY: usize = 64 * 1024;
+
 pub struct JsonClient {
     client: Client<HttpsConnector<HttpConnector>, Full<Bytes>>,
     base: String,
@@ -107,10 +109,20 @@ impl JsonClient {
             .wrap_connector(http);
         let mut fixed = Vec::new();
         for (k, v) in headers {
-            fixed.push((
-                HeaderName::from_bytes(k.as_bytes()).with_context(|| format!("header name {k:?}"))?,
-                HeaderValue::from_str(v).with_context(|| format!("header {k}"))?,
-            ));
+            let name = HeaderName::from_bytes(k.as_bytes()).with_context(|| format!("header name {k:?}"))?;
+            if name == AUTHORIZATION && bearer.is_some() {
+                anyhow::bail!("headers.Authorization and a token both set; keep one");
+            }
+            let mut value = HeaderValue::from_str(v).with_context(|| format!("header {k}"))?;
+            // Configured headers usually carry credentials: keep them out of debug output.
+            value.set_sensitive(true);
+            fixed.push((name, value));
+        }
+        if bearer.is_some() && !base.starts_with("https://") {
+            tracing::warn!(
+                url = base,
+                "a token is configured for a plain-http URL: it travels unencrypted"
+            );
         }
         if let Some(token) = bearer {
             let mut v = HeaderValue::from_str(&format!("Bearer {}", token.trim())).context("token")?;
@@ -145,8 +157,9 @@ impl JsonClient {
         let work = async {
             let resp = self.client.request(req).await.map_err(|e| format!("{url}: {e}"))?;
             let status = resp.status().as_u16();
-            let body = resp
-                .into_body()
+            // Answers are small JSON documents; a misbehaving endpoint must not
+            // make us buffer without bound.
+            let body = http_body_util::Limited::new(resp.into_body(), MAX_REPLY)
                 .collect()
                 .await
                 .map_err(|e| format!("{url}: {e}"))?

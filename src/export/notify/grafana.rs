@@ -72,7 +72,7 @@ struct Added {
 }
 
 impl Grafana {
-    pub fn new(cfg: &GrafanaConfig) -> anyhow::Result<Grafana> {
+    pub fn new(cfg: &GrafanaConfig, instance: &str) -> anyhow::Result<Grafana> {
         let token = match (&cfg.token, &cfg.token_file) {
             (Some(_), Some(_)) => anyhow::bail!("notify.grafana: set token or token_file, not both"),
             (Some(t), None) => Some(t.clone()),
@@ -93,7 +93,7 @@ impl Grafana {
             client: JsonClient::new(url, &cfg.tls, &headers, token.as_deref(), cfg.timeout)
                 .context("notify.grafana")?,
             cfg: cfg.clone(),
-            instance: super::instance_name(),
+            instance: instance.to_string(),
             ids: BTreeMap::new(),
         })
     }
@@ -147,8 +147,8 @@ impl Grafana {
 
     async fn close(&mut self, e: &Event) -> Result<Outcome, String> {
         let Some(id) = self.ids.get(&e.id).copied() else {
-            // Created before a restart, or its creation was rejected: draw the region
-            // as a new annotation rather than lose it.
+            // Its creation was rejected or dropped from a full queue: draw the
+            // region as a new annotation rather than lose it.
             return self.create(e).await;
         };
         let Some(end) = e.end else {

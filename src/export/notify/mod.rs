@@ -73,15 +73,6 @@ pub struct Tracker {
 }
 
 impl Tracker {
-    /// Starts after everything already in the log: events from before the notifier
-    /// started (a restored state) are not replayed.
-    pub fn starting_at(log: &EventLog) -> Tracker {
-        Tracker {
-            last_id: log.opened_after(0).last().map_or(0, |e| e.id),
-            open: BTreeMap::new(),
-        }
-    }
-
     /// Changes since the last call, oldest first. `now` closes events that left the
     /// log while still open (evicted by newer ones), so no sink keeps them forever.
     pub fn poll(&mut self, log: &EventLog, now: f64) -> Vec<Change> {
@@ -122,15 +113,22 @@ pub enum Outcome {
     Rejected(String),
 }
 
-/// A destination for changes, driven by [`SinkQueue`].
-#[allow(async_fn_in_trait)]
+/// A destination for changes, driven by [`SinkQueue`]. (`impl Future + Send` rather
+/// than `async fn` so that each target's loop can be spawned on the runtime.)
 pub trait Sink {
     fn target(&self) -> &'static str;
     /// Delivers the changes at the head of `pending`, removing what was delivered or
     /// rejected; returns the first retryable failure.
-    async fn deliver(&mut self, pending: &mut VecDeque<Change>, stats: &TargetStats) -> Result<(), String>;
-    /// Called every poll, after delivery; for periodic re-sends.
-    async fn maintain(&mut self, _stats: &TargetStats) {}
+    fn deliver(
+        &mut self,
+        pending: &mut VecDeque<Change>,
+        stats: &TargetStats,
+    ) -> impl std::future::Future<Output = Result<(), String>> + Send;
+    /// Called every poll once the queue is empty; for periodic re-sends. An error is
+    /// retried with the same backoff as deliveries.
+    fn maintain(&mut self, _stats: &TargetStats) -> impl std::future::Future<Output = Result<(), String>> + Send {
+        async { Ok(()) }
+    }
 }
 
 /// Counters for one target, read by the self-metrics collector.
@@ -183,19 +181,34 @@ impl<S: Sink> SinkQueue<S> {
         }
     }
 
-    fn push(&mut self, changes: &[Change]) {
+    fn push(&mut self, changes: Vec<Change>) {
         for c in changes {
             if self.pending.len() >= self.cap {
-                self.pending.pop_front();
+                // Drop the oldest opening rather than a closing: a lost closing
+                // would leave an alert or annotation open forever, a lost opening
+                // only turns into a region drawn at its end.
+                let victim = self
+                    .pending
+                    .iter()
+                    .position(|c| matches!(c, Change::Opened(_)))
+                    .unwrap_or(0);
+                self.pending.remove(victim);
                 self.stats.dropped.fetch_add(1, Ordering::Relaxed);
             }
-            self.pending.push_back(c.clone());
+            self.pending.push_back(c);
         }
     }
 
+    async fn attempt(&mut self) -> Result<(), String> {
+        if !self.pending.is_empty() {
+            self.sink.deliver(&mut self.pending, &self.stats).await?;
+        }
+        self.sink.maintain(&self.stats).await
+    }
+
     async fn step(&mut self, interval: Duration) {
-        if self.retry_at.is_none_or(|t| Instant::now() >= t) && !self.pending.is_empty() {
-            match self.sink.deliver(&mut self.pending, &self.stats).await {
+        if self.retry_at.is_none_or(|t| Instant::now() >= t) {
+            match self.attempt().await {
                 Ok(()) => {
                     if self.logged.take().is_some() {
                         tracing::info!(
@@ -207,7 +220,7 @@ impl<S: Sink> SinkQueue<S> {
                     self.retry_at = None;
                 }
                 Err(reason) => {
-                    self.backoff = (self.backoff * 2).clamp(interval, MAX_BACKOFF);
+                    self.backoff = (self.backoff * 2).clamp(interval.min(MAX_BACKOFF), MAX_BACKOFF);
                     self.retry_at = Some(Instant::now() + self.backoff);
                     if self.logged.as_deref() != Some(reason.as_str()) {
                         tracing::warn!(
@@ -221,20 +234,22 @@ impl<S: Sink> SinkQueue<S> {
                 }
             }
         }
-        if self.retry_at.is_none() {
-            self.sink.maintain(&self.stats).await;
-        }
         self.stats.queued.store(self.pending.len() as u64, Ordering::Relaxed);
     }
 }
 
-/// This host's name, the `instance` both targets label notifications with.
-pub fn instance_name() -> String {
-    std::fs::read_to_string("/proc/sys/kernel/hostname")
+/// `<host name>:<port of listen>`: the `instance` Prometheus gives a target
+/// scraped by host name, so pushed and scraped alerts agree when it is scraped so.
+pub fn default_instance(listen: &str) -> String {
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
         .map(|s| s.trim().to_string())
         .ok()
         .filter(|s| !s.is_empty())
-        .unwrap_or_else(|| "localhost".to_string())
+        .unwrap_or_else(|| "localhost".to_string());
+    match listen.rsplit_once(':').map(|(_, port)| port).filter(|p| !p.is_empty()) {
+        Some(port) => format!("{host}:{port}"),
+        None => host,
+    }
 }
 
 fn unix_now() -> f64 {
@@ -252,30 +267,70 @@ pub struct Notifier {
 
 pub struct NotifierRunning {
     stop: tokio::sync::watch::Sender<bool>,
-    task: tokio::task::JoinHandle<()>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
 }
 
 impl NotifierRunning {
     /// Stops after one last look at the log, so a resolution at shutdown goes out.
     pub async fn shutdown(self) {
         let _ = self.stop.send(true);
-        let _ = tokio::time::timeout(Duration::from_secs(15), self.task).await;
+        for t in self.tasks {
+            match tokio::time::timeout(Duration::from_secs(15), t).await {
+                Ok(Err(e)) => tracing::error!(error = %e, "notification task failed"),
+                Err(_) => tracing::warn!("notification task still busy at shutdown; abandoned"),
+                Ok(Ok(())) => {}
+            }
+        }
     }
+}
+
+/// One target's loop: its own tracker and queue, so a slow target never delays
+/// another.
+fn spawn_target<S: Sink + Send + 'static>(
+    sink: S,
+    stats: Arc<TargetStats>,
+    shared: Arc<Shared>,
+    interval: Duration,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut queue = SinkQueue::new(sink, stats);
+        let mut tracker = Tracker::default();
+        let mut tick = tokio::time::interval(interval);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            let stopping = tokio::select! {
+                _ = tick.tick() => false,
+                _ = stop.changed() => true,
+            };
+            let changes = tracker.poll(&shared.engine().events, unix_now());
+            queue.push(changes);
+            queue.step(interval).await;
+            if stopping {
+                break;
+            }
+        }
+    })
 }
 
 impl Notifier {
     /// `None` when no target is enabled.
-    pub fn from_config(cfg: &NotifyConfig, interval: Duration) -> anyhow::Result<Option<Notifier>> {
+    /// `instance`: how this daemon is named in notifications unless configured (the
+    /// Prometheus convention: `host:port` of its /metrics endpoint).
+    pub fn from_config(cfg: &NotifyConfig, interval: Duration, instance: &str) -> anyhow::Result<Option<Notifier>> {
         if !cfg.any_enabled() {
             return Ok(None);
         }
         let grafana = if cfg.grafana.enabled {
-            Some((grafana::Grafana::new(&cfg.grafana)?, Arc::default()))
+            Some((grafana::Grafana::new(&cfg.grafana, instance)?, Arc::default()))
         } else {
             None
         };
         let alertmanager = if cfg.alertmanager.enabled {
-            Some((alertmanager::Alertmanager::new(&cfg.alertmanager)?, Arc::default()))
+            Some((
+                alertmanager::Alertmanager::new(&cfg.alertmanager, instance)?,
+                Arc::default(),
+            ))
         } else {
             None
         };
@@ -299,34 +354,21 @@ impl Notifier {
     }
 
     pub fn start(self, shared: Arc<Shared>) -> NotifierRunning {
-        let (stop, mut stop_rx) = tokio::sync::watch::channel(false);
-        let interval = self.interval;
-        let mut grafana = self.grafana.map(|(s, st)| SinkQueue::new(s, st));
-        let mut alertmanager = self.alertmanager.map(|(s, st)| SinkQueue::new(s, st));
-        let task = tokio::spawn(async move {
-            let mut tracker = Tracker::starting_at(&shared.engine().events);
-            let mut tick = tokio::time::interval(interval);
-            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-            loop {
-                let stopping = tokio::select! {
-                    _ = tick.tick() => false,
-                    _ = stop_rx.changed() => true,
-                };
-                let changes = tracker.poll(&shared.engine().events, unix_now());
-                if let Some(q) = grafana.as_mut() {
-                    q.push(&changes);
-                    q.step(interval).await;
-                }
-                if let Some(q) = alertmanager.as_mut() {
-                    q.push(&changes);
-                    q.step(interval).await;
-                }
-                if stopping {
-                    break;
-                }
-            }
-        });
-        NotifierRunning { stop, task }
+        let (stop, stop_rx) = tokio::sync::watch::channel(false);
+        let mut tasks = Vec::new();
+        if let Some((sink, stats)) = self.grafana {
+            tasks.push(spawn_target(
+                sink,
+                stats,
+                shared.clone(),
+                self.interval,
+                stop_rx.clone(),
+            ));
+        }
+        if let Some((sink, stats)) = self.alertmanager {
+            tasks.push(spawn_target(sink, stats, shared, self.interval, stop_rx));
+        }
+        NotifierRunning { stop, tasks }
     }
 }
 
@@ -416,7 +458,7 @@ mod tests {
     #[test]
     fn tracker_reports_opened_then_closed_once() {
         let mut log = EventLog::new(10);
-        let mut t = Tracker::starting_at(&log);
+        let mut t = Tracker::default();
         let id = log.open(event("a"));
         let c = t.poll(&log, 101.0);
         assert!(matches!(&c[..], [Change::Opened(e)] if e.id == id && e.end.is_none()));
@@ -430,20 +472,62 @@ mod tests {
     }
 
     #[test]
-    fn tracker_skips_events_from_before_it_started() {
-        let mut log = EventLog::new(10);
-        log.open(event("old"));
-        let mut t = Tracker::starting_at(&log);
-        assert!(t.poll(&log, 1.0).is_empty());
-        log.open(event("new"));
-        let c = t.poll(&log, 2.0);
-        assert!(matches!(&c[..], [Change::Opened(e)] if e.rule == "new"));
+    fn default_instance_is_host_and_listen_port() {
+        assert!(default_instance("0.0.0.0:9977").ends_with(":9977"));
+        assert!(default_instance("[::]:9100").ends_with(":9100"));
+    }
+
+    struct Refusing;
+
+    impl Sink for Refusing {
+        fn target(&self) -> &'static str {
+            "test"
+        }
+        async fn deliver(&mut self, _p: &mut VecDeque<Change>, _s: &TargetStats) -> Result<(), String> {
+            Err("down".into())
+        }
+    }
+
+    #[test]
+    fn a_full_queue_drops_openings_before_closings() {
+        let mut q = SinkQueue::new(Refusing, Arc::default());
+        q.cap = 3;
+        let ev = |id| {
+            let mut e = event("a");
+            e.id = id;
+            e
+        };
+        q.push(vec![
+            Change::Opened(ev(1)),
+            Change::Closed(ev(1)),
+            Change::Opened(ev(2)),
+        ]);
+        q.push(vec![Change::Closed(ev(2))]);
+        let kinds: Vec<(bool, u64)> = q
+            .pending
+            .iter()
+            .map(|c| match c {
+                Change::Opened(e) => (true, e.id),
+                Change::Closed(e) => (false, e.id),
+            })
+            .collect();
+        assert_eq!(kinds, vec![(false, 1), (true, 2), (false, 2)]);
+        assert_eq!(q.stats.dropped.load(Ordering::Relaxed), 1);
+    }
+
+    #[tokio::test]
+    async fn backoff_with_a_long_interval_does_not_panic_and_is_capped() {
+        let mut q = SinkQueue::new(Refusing, Arc::default());
+        q.push(vec![Change::Opened(event("a"))]);
+        q.step(Duration::from_secs(300)).await;
+        assert_eq!(q.backoff, MAX_BACKOFF);
+        assert_eq!(q.pending.len(), 1, "a failed delivery keeps the change");
     }
 
     #[test]
     fn tracker_closes_open_events_evicted_from_the_log() {
         let mut log = EventLog::new(1);
-        let mut t = Tracker::starting_at(&log);
+        let mut t = Tracker::default();
         log.open(event("a"));
         t.poll(&log, 1.0);
         log.open(event("b"));
@@ -455,7 +539,7 @@ mod tests {
     #[test]
     fn an_event_opened_and_closed_between_polls_is_one_opened_change_with_its_end() {
         let mut log = EventLog::new(10);
-        let mut t = Tracker::starting_at(&log);
+        let mut t = Tracker::default();
         let id = log.open(event("a"));
         if let Some(e) = log.get_mut(id) {
             e.end = Some(101.0);
