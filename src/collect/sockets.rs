@@ -2,9 +2,12 @@
 //! state, listener accept queues, per-listening-port connection states, RTT and
 //! volume, and per-process connection counts. Never reads `/proc/net/tcp`.
 //!
-//! Every tick runs six dumps on one netlink socket: TCP listeners (v4, v6) first, so
-//! the set of listening ports is known before the connection dumps (TCP v4, v6
-//! without listeners), then UDP (v4, v6). Each socket is folded into fixed-size
+//! Every tick runs three dumps on one netlink socket: TCP of both families in one
+//! legacy `TCPDIAG_GETSOCK` request (one walk of the TCP hash tables instead of one
+//! per family; the kernel dumps listeners first, so the set of listening ports is
+//! known before any connection), then UDP (v4, v6). A kernel without the legacy
+//! request gets the per-family requests instead: TCP listeners (v4, v6), TCP
+//! without listeners (v4, v6). Each socket is folded into fixed-size
 //! aggregates the moment its netlink message is parsed; nothing per socket is kept
 //! or allocated. Label strings are built only for the capped output.
 //!
@@ -26,7 +29,7 @@ use super::{CollectContext, CollectError, Collector};
 use crate::catalog::{CollectorDoc, MetricDesc, MetricKind};
 use crate::config::SocketsConfig;
 use crate::netlink::sock_diag::{
-    state, DiagError, DiagSocket, DumpRequest, InetSock, AF_INET, AF_INET6, ALL_BUT_LISTEN, ALL_STATES, IPPROTO_TCP,
+    state, DiagError, DiagSocket, DumpRequest, InetSock, AF_INET, AF_INET6, AF_UNSPEC, ALL_BUT_LISTEN, ALL_STATES, IPPROTO_TCP,
     IPPROTO_UDP, LISTEN_ONLY,
 };
 use crate::netlink::tcp_info;
@@ -525,7 +528,8 @@ pub struct VisitOutcome {
 /// Runs the collector's dumps on `diag`, calling `visit` for every socket as its
 /// netlink message is parsed (nothing is collected): TCP listeners of both families
 /// first, so a visitor knows every listening port before it sees connections, then
-/// the other TCP states (IPv4, IPv6), then UDP (IPv4, IPv6). The daemon's collector
+/// the other TCP states, then UDP (IPv4, IPv6). TCP is one single-walk request
+/// for both families where the kernel takes it, four per-family requests otherwise. The daemon's collector
 /// and `netsight analyze` both read sockets through here.
 ///
 /// After an `Err` the netlink socket may still hold the rest of the failed dump:
@@ -540,6 +544,30 @@ where
         states,
         tcp_info: what.tcp_info,
     };
+    if what.tcp_states != 0 && diag.tcp_single_walk() {
+        // One walk of the TCP hash tables for both families (the kernel dumps the
+        // listening hash before the others, so listeners still come first).
+        let req = tcp(AF_UNSPEC, what.tcp_states);
+        let mut seen = 0u64;
+        match diag.dump(&req, |s| {
+            seen += 1;
+            visit(Protocol::Tcp, s)
+        }) {
+            Ok(_) => return visit_udp(diag, what, &mut visit),
+            // Refused before any socket was visited (no compat handler in this
+            // kernel): the socket is clean, fall back to per-family requests.
+            Err(DiagError::Kernel { errno }) if seen == 0 => {
+                tracing::debug!(errno, "legacy TCPDIAG_GETSOCK refused; dumping TCP per family");
+                diag.disable_tcp_single_walk();
+            }
+            Err(error) => {
+                return Err(DumpFailed {
+                    dump: req.describe(),
+                    error,
+                })
+            }
+        }
+    }
     let listen = what.tcp_states & LISTEN_ONLY;
     let others = what.tcp_states & ALL_BUT_LISTEN;
     let mut reqs = Vec::with_capacity(4);
@@ -556,6 +584,15 @@ where
                 error,
             })?;
     }
+    visit_udp(diag, what, &mut visit)
+}
+
+/// The UDP half of [`visit_sockets`]: one dump per family (the kernel has no
+/// single-walk request for UDP).
+fn visit_udp<F>(diag: &mut DiagSocket, what: &SocketDumps, visit: &mut F) -> Result<VisitOutcome, DumpFailed>
+where
+    F: FnMut(Protocol, InetSock<'_>),
+{
     let mut outcome = VisitOutcome::default();
     if what.udp_states == 0 {
         return Ok(outcome);
