@@ -202,8 +202,13 @@ pub struct SocketsConfig {
     pub enabled: bool,
     pub max_ports: usize,
     pub max_processes: usize,
+    /// Shortest interval between process scans.
     #[serde(deserialize_with = "duration")]
     pub process_refresh: Duration,
+    /// The next scan waits at least this many times the last scan's CPU time, so
+    /// the scan's amortised cost stays below 1/factor of a core however many fds
+    /// the host holds; 0 keeps `process_refresh` fixed.
+    pub process_refresh_cpu_factor: f64,
     pub processes: bool,
     pub rtt_buckets_seconds: Vec<f64>,
 }

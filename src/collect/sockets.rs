@@ -170,6 +170,18 @@ pub static SCAN_DENIED: MetricDesc = MetricDesc::new(
     "netsight.sockets.process_scan.denied",
 );
 
+pub static REFRESH_INTERVAL: MetricDesc = MetricDesc::new(
+    "netsight_sockets_process_refresh_interval_seconds",
+    G,
+    "seconds",
+    "Current interval between process scans (socket inode → process map): \
+     collectors.sockets.process_refresh, or process_refresh_cpu_factor times the \
+     last scan's CPU time when that is longer (hosts with many fds; at most 10 min). \
+     Sockets created since the last scan are process=\"unknown\".",
+    &[],
+    "netsight.sockets.process_refresh.interval",
+);
+
 pub static DOC: CollectorDoc = CollectorDoc {
     collector: "sockets",
     source: "netlink sock_diag (inet_diag dumps of TCP and UDP, IPv4 and IPv6, with \
@@ -193,6 +205,7 @@ pub static DOC: CollectorDoc = CollectorDoc {
         &PORT_RECEIVED,
         &CONGESTION,
         &SCAN_DENIED,
+        &REFRESH_INTERVAL,
     ],
     dynamic: &[],
 };
@@ -651,7 +664,9 @@ impl Sockets {
             cfg: cfg.clone(),
             bounds: bounds.into(),
             diag: None,
-            procs: cfg.processes.then(|| ProcMap::new(cfg.process_refresh)),
+            procs: cfg
+                .processes
+                .then(|| ProcMap::new(cfg.process_refresh).with_cpu_factor(cfg.process_refresh_cpu_factor)),
             agg: Agg::new(),
             udp_unsupported_logged: false,
         }
@@ -750,6 +765,7 @@ impl Sockets {
         }
         if let Some(m) = &self.procs {
             out.push0(&SCAN_DENIED, m.stats().denied as f64);
+            out.push0(&REFRESH_INTERVAL, m.interval().as_secs_f64());
         }
     }
 
@@ -935,6 +951,7 @@ mod tests {
             max_ports,
             max_processes,
             process_refresh: std::time::Duration::from_secs(30),
+            process_refresh_cpu_factor: 150.0,
             processes: false,
             rtt_buckets_seconds: vec![0.001, 0.01, 0.1],
         }
