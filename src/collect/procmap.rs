@@ -577,7 +577,11 @@ mod tests {
         let mut m = m.with_cpu_factor(150.0);
         assert_eq!(m.interval(), Duration::from_secs(60), "150 × 0.4 s");
         m.stats.cpu = Duration::from_millis(10);
-        assert_eq!(m.interval(), Duration::from_secs(30), "cheap scan: the configured floor");
+        assert_eq!(
+            m.interval(),
+            Duration::from_secs(30),
+            "cheap scan: the configured floor"
+        );
         m.stats.cpu = Duration::from_secs(100);
         assert_eq!(m.interval(), MAX_ADAPTIVE_REFRESH, "capped");
         let m = ProcMap::new(Duration::from_secs(3600)).with_cpu_factor(f64::NAN);

@@ -29,8 +29,8 @@ use super::{CollectContext, CollectError, Collector};
 use crate::catalog::{CollectorDoc, MetricDesc, MetricKind};
 use crate::config::SocketsConfig;
 use crate::netlink::sock_diag::{
-    state, DiagError, DiagSocket, DumpRequest, InetSock, AF_INET, AF_INET6, AF_UNSPEC, ALL_BUT_LISTEN, ALL_STATES, IPPROTO_TCP,
-    IPPROTO_UDP, LISTEN_ONLY,
+    state, DiagError, DiagSocket, DumpRequest, InetSock, AF_INET, AF_INET6, AF_UNSPEC, ALL_BUT_LISTEN, ALL_STATES,
+    IPPROTO_TCP, IPPROTO_UDP, LISTEN_ONLY,
 };
 use crate::netlink::tcp_info;
 use crate::snapshot::{Emitter, HistogramValue};
