@@ -34,11 +34,14 @@ struct RunResult {
     cpu: Duration,
 }
 
+type SharedCollector = Arc<Mutex<Box<dyn Collector>>>;
+
 /// Collectors run one after another in one blocking task. Each is claimed
 /// (`claimed[k]`) by whoever runs it: the shared task, or the scheduler spilling
 /// it to a task of its own when the shared one stalls.
 struct Batch {
-    items: Vec<(usize, Arc<Mutex<Box<dyn Collector>>>, Arc<AtomicBool>)>,
+    /// `(slot index, collector, its running flag)`.
+    items: Vec<(usize, SharedCollector, Arc<AtomicBool>)>,
     claimed: Vec<AtomicBool>,
     results: Mutex<Vec<Option<RunResult>>>,
 }
@@ -309,11 +312,7 @@ impl Scheduler {
 }
 
 /// Runs one collector in a blocking task of its own.
-fn spawn(
-    ctx: &Arc<CollectContext>,
-    collector: Arc<Mutex<Box<dyn Collector>>>,
-    running: Arc<AtomicBool>,
-) -> JoinHandle<RunResult> {
+fn spawn(ctx: &Arc<CollectContext>, collector: SharedCollector, running: Arc<AtomicBool>) -> JoinHandle<RunResult> {
     let ctx = ctx.clone();
     tokio::task::spawn_blocking(move || {
         let r = run_one(&collector, &ctx);
