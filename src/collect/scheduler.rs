@@ -54,8 +54,10 @@ impl Batch {
             }
             let r = run_one(collector, ctx);
             running.store(false, Ordering::Release);
-            if let Ok(mut results) = self.results.lock() {
-                results[k] = Some(r);
+            // A run that ends after the tick gave up on it finds its slot taken
+            // (None) and is dropped, like the result of a late task of its own.
+            if let Some(slot) = self.results.lock().ok().as_mut().and_then(|r| r.get_mut(k)) {
+                *slot = Some(r);
             }
         }
     }
@@ -222,8 +224,9 @@ impl Scheduler {
                 // Whatever the shared task has not finished by the deadline is late.
                 let _ = tokio::time::timeout_at(deadline, &mut handle).await;
             }
-            let mut results = match batch.results.lock() {
-                Ok(mut r) => std::mem::take(&mut *r),
+            // Taken slot by slot: a run still going keeps a place to write to.
+            let mut results: Vec<Option<RunResult>> = match batch.results.lock() {
+                Ok(mut r) => r.iter_mut().map(Option::take).collect(),
                 Err(_) => Vec::new(),
             };
             results.resize_with(batch.items.len(), || None);
