@@ -906,6 +906,25 @@ mod breakdown_tests {
         }
     }
 
+    /// The empty-table shortcut emits what a dump of an empty table would: the
+    /// families, without samples.
+    #[test]
+    fn empty_breakdown_declares_the_families_without_samples() {
+        let mut out = Emitter::new();
+        BreakdownView::new(&Breakdown::default(), 10, false).emit(&mut out);
+        let fams = out.into_families();
+        let names: Vec<&str> = fams.iter().map(|f| f.desc.name.as_ref()).collect();
+        assert_eq!(
+            names,
+            [
+                "netsight_conntrack_flows",
+                "netsight_conntrack_top_source_flows",
+                "netsight_conntrack_top_destination_flows"
+            ]
+        );
+        assert!(fams.iter().all(|f| f.samples.is_empty()));
+    }
+
     #[test]
     fn top_addresses_with_other_and_tracking_cap() {
         let mut b = Breakdown {
