@@ -141,6 +141,12 @@ pub struct ConntrackConfig {
     /// The per-flow breakdown (protocol/state/zone, top addresses) dumps the table
     /// only while `nf_conntrack_count` is at most this; 0 disables it.
     pub breakdown_max_entries: u64,
+    /// How often the breakdown's table dump is taken; the counters are read every
+    /// tick. The dump walks the whole global conntrack hash (every namespace's
+    /// buckets), so it is the collector's cost; between dumps the last breakdown
+    /// is repeated.
+    #[serde(deserialize_with = "duration")]
+    pub breakdown_interval: Duration,
     /// Top-N cap on the per-address series; the rest is summed into `other`.
     pub top_addresses: usize,
 }
@@ -150,6 +156,7 @@ impl Default for ConntrackConfig {
         ConntrackConfig {
             enabled: true,
             breakdown_max_entries: 65_536,
+            breakdown_interval: Duration::from_secs(30),
             top_addresses: 10,
         }
     }
@@ -197,8 +204,13 @@ pub struct SocketsConfig {
     pub enabled: bool,
     pub max_ports: usize,
     pub max_processes: usize,
+    /// Shortest interval between process scans.
     #[serde(deserialize_with = "duration")]
     pub process_refresh: Duration,
+    /// The next scan waits at least this many times the last scan's CPU time, so
+    /// the scan's amortised cost stays below 1/factor of a core however many fds
+    /// the host holds; 0 keeps `process_refresh` fixed.
+    pub process_refresh_cpu_factor: f64,
     pub processes: bool,
     pub rtt_buckets_seconds: Vec<f64>,
 }

@@ -100,7 +100,19 @@ impl Family {
 #[derive(Default, Debug)]
 pub struct Emitter {
     families: Vec<Family>,
-    index: HashMap<String, usize>,
+    /// Family by name. Names are ours (catalog and kernel field names), not
+    /// adversarial input, so the cheap Fx hash is fine: a tick pushes ~600
+    /// samples, and SipHash over every name was a visible share of an idle tick.
+    index: HashMap<String, usize, crate::collect::procmap::FxBuild>,
+}
+
+/// The label values of a sample without labels: one shared allocation per
+/// thread instead of one per sample.
+fn no_labels() -> Arc<[String]> {
+    thread_local! {
+        static EMPTY: Arc<[String]> = Arc::from(Vec::new());
+    }
+    EMPTY.with(Arc::clone)
 }
 
 impl Emitter {
@@ -109,6 +121,11 @@ impl Emitter {
     }
 
     fn family(&mut self, desc: DescRef) -> &mut Family {
+        // Rows of one family are usually pushed one after another.
+        let last = self.families.len().wrapping_sub(1);
+        if self.families.last().is_some_and(|f| f.desc.name == desc.name) {
+            return &mut self.families[last];
+        }
         let idx = match self.index.get(desc.name.as_ref()) {
             Some(&i) => i,
             None => {
@@ -138,7 +155,7 @@ impl Emitter {
 
     /// Records a sample without labels.
     pub fn push0(&mut self, desc: impl Into<DescRef>, value: f64) {
-        self.push(desc, Arc::<[String]>::from(Vec::new()), value);
+        self.push(desc, no_labels(), value);
     }
 
     pub fn push_histogram(

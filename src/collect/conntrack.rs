@@ -11,7 +11,7 @@ use std::io;
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use netlink_sys::{protocols::NETLINK_NETFILTER, Socket, SocketAddr};
 
@@ -49,7 +49,7 @@ pub static BUCKETS: MetricDesc = MetricDesc::new(
 );
 pub static STATS_AVAILABLE: MetricDesc = MetricDesc::new("netsight_conntrack_stats_available", G, "", "1 when the per-CPU statistics were read this run (ctnetlink or /proc/net/stat/nf_conntrack), 0 when neither source worked (see the log for why, usually missing CAP_NET_ADMIN on a kernel without CONFIG_NF_CONNTRACK_PROCFS).", &[], "netsight.conntrack.stats.available");
 
-pub static BREAKDOWN_AVAILABLE: MetricDesc = MetricDesc::new("netsight_conntrack_breakdown_available", G, "", "1 when the table was dumped for the per-flow breakdown this run; 0 when it was skipped because nf_conntrack_count exceeded collectors.conntrack.breakdown_max_entries, or the dump failed (the reason is logged once).", &[], "netsight.conntrack.breakdown.available");
+pub static BREAKDOWN_AVAILABLE: MetricDesc = MetricDesc::new("netsight_conntrack_breakdown_available", G, "", "1 when the per-flow breakdown is current: the table was dumped within collectors.conntrack.breakdown_interval (default 30 s; the last dump is repeated in between), or nf_conntrack_count is 0 (an empty table is not dumped); 0 when it was skipped because nf_conntrack_count exceeded collectors.conntrack.breakdown_max_entries, or the dump failed (the reason is logged once).", &[], "netsight.conntrack.breakdown.available");
 pub static FLOWS: MetricDesc = MetricDesc::new("netsight_conntrack_flows", G, "", "Conntrack entries by L4 protocol (tcp, udp, icmp, icmpv6, sctp…, as conntrack -L names them), protocol state (TCP, SCTP and DCCP states in conntrack -L's spelling, e.g. ESTABLISHED, TIME_WAIT; empty for stateless protocols) and zone, from a streamed ctnetlink table dump.", &["protocol", "state", "zone"], "netsight.conntrack.flows");
 pub static TOP_SOURCE_FLOWS: MetricDesc = MetricDesc::new("netsight_conntrack_top_source_flows", G, "", "Conntrack entries per original-direction source address, for the collectors.conntrack.top_addresses addresses with the most; address=\"other\" sums the rest.", &["address"], "netsight.conntrack.top_source.flows");
 pub static TOP_SOURCE_BYTES: MetricDesc = MetricDesc::new("netsight_conntrack_top_source_bytes", G, "bytes", "Bytes (both directions) of the current entries per original-direction source address, top addresses by bytes plus address=\"other\". Only with nf_conntrack_acct enabled; entries created before it was enabled count 0.", &["address"], "netsight.conntrack.top_source.bytes");
@@ -129,7 +129,7 @@ static STATS: &[(&str, &MetricDesc)] = &[
 
 pub static DOC: CollectorDoc = CollectorDoc {
     collector: "conntrack",
-    source: "/proc/sys/net/netfilter/nf_conntrack_{count,max,buckets}; per-CPU statistics from ctnetlink (IPCTNL_MSG_CT_GET_STATS_CPU and IPCTNL_MSG_EXP_GET_STATS_CPU dumps, what `conntrack -S` shows), falling back to /proc/net/stat/nf_conntrack; the per-flow breakdown from a ctnetlink table dump (IPCTNL_MSG_CT_GET, what `conntrack -L` shows) aggregated message by message, never holding the table. All values are for the network namespace netsight runs in; the kernel's per-CPU counters are 32-bit and wrap",
+    source: "/proc/sys/net/netfilter/nf_conntrack_{count,max,buckets}; per-CPU statistics from ctnetlink (IPCTNL_MSG_CT_GET_STATS_CPU and IPCTNL_MSG_EXP_GET_STATS_CPU dumps, what `conntrack -S` shows), falling back to /proc/net/stat/nf_conntrack; the per-flow breakdown from a ctnetlink table dump (IPCTNL_MSG_CT_GET, what `conntrack -L` shows) aggregated message by message, never holding the table, taken every collectors.conntrack.breakdown_interval (30 s; the last one is repeated in between) and never for an empty table. All values are for the network namespace netsight runs in; the kernel's per-CPU counters are 32-bit and wrap",
     capabilities: "none for entries, limit and buckets. The per-CPU statistics need CAP_NET_ADMIN for ctnetlink; without it they are read from /proc/net/stat/nf_conntrack (world-readable, exists only with CONFIG_NF_CONNTRACK_PROCFS). When neither works the `netsight_conntrack_stat_*` metrics are absent, `netsight_conntrack_stats_available` is 0 and the reason is logged once; the collector itself stays up. The per-flow breakdown (`netsight_conntrack_flows`, `netsight_conntrack_top_*`) needs CAP_NET_ADMIN for the ctnetlink table dump (IPCTNL_MSG_CT_GET); without it, or while nf_conntrack_count is above collectors.conntrack.breakdown_max_entries (default 65536), those metrics are absent and `netsight_conntrack_breakdown_available` is 0, logged once. The collector is down (`netsight_collector_up` 0, reason logged) only when nf_conntrack is not loaded",
     metrics: &[
         &ENTRIES, &LIMIT, &BUCKETS, &STATS_AVAILABLE, &FOUND, &INVALID, &INSERT, &INSERT_FAILED,
@@ -159,6 +159,9 @@ pub struct Conntrack {
     cfg: ConntrackConfig,
     /// Last logged note about the breakdown (skipped, failed), to log each one once.
     logged_breakdown: Option<String>,
+    /// The last dumped breakdown and when it was taken: repeated until it is
+    /// `breakdown_interval` old, so the table is not dumped every tick.
+    cached: Option<(Instant, BreakdownView)>,
 }
 
 /// One CPU's statistics with exported field names, from either source.
@@ -214,6 +217,7 @@ impl Conntrack {
     fn breakdown(&mut self, ctx: &CollectContext, entries: u64, out: &mut Emitter) {
         let max = self.cfg.breakdown_max_entries;
         if entries > max {
+            self.cached = None;
             out.push0(&BREAKDOWN_AVAILABLE, 0.0);
             self.log_breakdown(Some(format!(
                 "conntrack breakdown skipped: nf_conntrack_count {entries} is above \
@@ -221,12 +225,33 @@ impl Conntrack {
             )));
             return;
         }
+        if entries == 0 {
+            // An empty table is known without asking: the dump would make the kernel
+            // walk every bucket of the global conntrack hash (262,144 on a 24 GiB
+            // host, ~5 ms) to find nothing. Dropping the cache makes the first
+            // entries dumped at once rather than after a stale empty breakdown.
+            self.cached = None;
+            out.push0(&BREAKDOWN_AVAILABLE, 1.0);
+            self.log_breakdown(None);
+            BreakdownView::new(&Breakdown::default(), self.cfg.top_addresses, false).emit(out);
+            return;
+        }
+        if let Some((taken, view)) = &self.cached {
+            if taken.elapsed() < self.cfg.breakdown_interval {
+                out.push0(&BREAKDOWN_AVAILABLE, 1.0);
+                view.emit(out);
+                return;
+            }
+        }
+        self.cached = None;
         match dump_breakdown(MAX_TRACKED_ADDRESSES) {
             Ok(b) => {
                 out.push0(&BREAKDOWN_AVAILABLE, 1.0);
                 self.log_breakdown(None);
                 let acct = read_sysctl(ctx, "nf_conntrack_acct").unwrap_or(0.0) > 0.0;
-                emit_breakdown(&b, self.cfg.top_addresses, acct || b.accounted, out);
+                let view = BreakdownView::new(&b, self.cfg.top_addresses, acct || b.accounted);
+                view.emit(out);
+                self.cached = Some((Instant::now(), view));
             }
             Err(e) => {
                 out.push0(&BREAKDOWN_AVAILABLE, 0.0);
@@ -377,22 +402,48 @@ pub fn bench_breakdown(top: usize) -> Result<u64, DumpError> {
 }
 
 fn emit_breakdown(b: &Breakdown, top: usize, bytes: bool, out: &mut Emitter) {
-    out.declare(&FLOWS);
-    for (proto, state, zone, n) in b.by_protocol_state() {
-        out.push(&FLOWS, vec![proto, state, zone.to_string()], n as f64);
+    BreakdownView::new(b, top, bytes).emit(out);
+}
+
+/// What one breakdown emits (a few dozen rows), kept between table dumps.
+#[derive(Debug, Clone, Default)]
+struct BreakdownView {
+    /// `(protocol, state, zone, entries)`.
+    flows: Vec<(String, String, u16, u64)>,
+    /// Per top-address family: `(address, value)` rows.
+    tops: Vec<(&'static MetricDesc, Vec<(String, u64)>)>,
+}
+
+impl BreakdownView {
+    fn new(b: &Breakdown, top: usize, bytes: bool) -> BreakdownView {
+        let mut series = vec![
+            (&TOP_SOURCE_FLOWS, &b.sources, false),
+            (&TOP_DESTINATION_FLOWS, &b.destinations, false),
+        ];
+        if bytes {
+            series.push((&TOP_SOURCE_BYTES, &b.sources, true));
+            series.push((&TOP_DESTINATION_BYTES, &b.destinations, true));
+        }
+        BreakdownView {
+            flows: b.by_protocol_state(),
+            tops: series
+                .into_iter()
+                .map(|(desc, tally, by_bytes)| (desc, tally.top(top, by_bytes)))
+                .collect(),
+        }
     }
-    let mut series = vec![
-        (&TOP_SOURCE_FLOWS, &b.sources, false),
-        (&TOP_DESTINATION_FLOWS, &b.destinations, false),
-    ];
-    if bytes {
-        series.push((&TOP_SOURCE_BYTES, &b.sources, true));
-        series.push((&TOP_DESTINATION_BYTES, &b.destinations, true));
-    }
-    for (desc, tally, by_bytes) in series {
-        out.declare(desc);
-        for (addr, v) in tally.top(top, by_bytes) {
-            out.push(desc, vec![addr], v as f64);
+
+    /// The families appear even when empty (an empty table).
+    fn emit(&self, out: &mut Emitter) {
+        out.declare(&FLOWS);
+        for (proto, state, zone, n) in &self.flows {
+            out.push(&FLOWS, vec![proto.clone(), state.clone(), zone.to_string()], *n as f64);
+        }
+        for (desc, rows) in &self.tops {
+            out.declare(*desc);
+            for (addr, v) in rows {
+                out.push(*desc, vec![addr.clone()], *v as f64);
+            }
         }
     }
 }
@@ -853,6 +904,25 @@ mod breakdown_tests {
             packets: bytes.map(|_| 1),
             bytes,
         }
+    }
+
+    /// The empty-table shortcut emits what a dump of an empty table would: the
+    /// families, without samples.
+    #[test]
+    fn empty_breakdown_declares_the_families_without_samples() {
+        let mut out = Emitter::new();
+        BreakdownView::new(&Breakdown::default(), 10, false).emit(&mut out);
+        let fams = out.into_families();
+        let names: Vec<&str> = fams.iter().map(|f| f.desc.name.as_ref()).collect();
+        assert_eq!(
+            names,
+            [
+                "netsight_conntrack_flows",
+                "netsight_conntrack_top_source_flows",
+                "netsight_conntrack_top_destination_flows"
+            ]
+        );
+        assert!(fams.iter().all(|f| f.samples.is_empty()));
     }
 
     #[test]

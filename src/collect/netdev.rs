@@ -2,6 +2,8 @@
 
 use regex::Regex;
 
+use std::sync::Arc;
+
 use super::{CollectContext, CollectError, Collector};
 use crate::catalog::{CollectorDoc, MetricDesc, MetricKind};
 use crate::config::NetdevConfig;
@@ -249,7 +251,9 @@ impl Collector for Netdev {
         let bytes = super::read_file(&path)?;
         let devs = parse_proc_net_dev(&bytes).map_err(|e| CollectError::parse(path, e))?;
         for d in devs.iter().filter(|d| self.wanted(&d.name)) {
-            let l = || vec![d.name.clone()];
+            // One shared label set per device rather than a Vec and an Arc per sample.
+            let labels: Arc<[String]> = Arc::from(vec![d.name.clone()]);
+            let l = || labels.clone();
             for (desc, v) in [
                 (&RX_BYTES, d.recv_bytes),
                 (&RX_PACKETS, d.recv_packets),
@@ -280,7 +284,8 @@ impl Netdev {
     /// sysfs attributes are best effort: a device can vanish between the two reads,
     /// and `carrier`/`speed` return EINVAL while the link is down.
     fn sysfs_attributes(&self, ctx: &CollectContext, dev: &str, out: &mut Emitter) {
-        let l = || vec![dev.to_string()];
+        let labels: Arc<[String]> = Arc::from(vec![dev.to_string()]);
+        let l = || labels.clone();
         let attr_u64 = |a: &str| read_attr(ctx, dev, a).and_then(|b| parse_u64_attr(&b));
         let operstate = read_attr(ctx, dev, "operstate")
             .and_then(|b| String::from_utf8(b).ok())

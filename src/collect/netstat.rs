@@ -5,6 +5,7 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
+use super::procmap::FxHashMap;
 use super::{CollectContext, CollectError, Collector};
 use crate::catalog::{CollectorDoc, DynamicFamily, MetricDesc, MetricKind};
 use crate::parse::netstat::{parse_mib_table, parse_snmp6, MibGroup};
@@ -55,15 +56,23 @@ fn field_name(group: &str, field: &str) -> String {
 
 #[derive(Default)]
 pub struct Netstat {
-    descs: HashMap<(String, String), (Arc<MetricDesc>, f64)>,
+    /// group → field → (descriptor, scale), built once per field. Nested so a
+    /// lookup borrows the parsed names instead of cloning the group per field.
+    descs: HashMap<String, FxHashMap<String, (Arc<MetricDesc>, f64)>>,
 }
 
 impl Netstat {
     fn emit(&mut self, source: &str, groups: Vec<MibGroup>, out: &mut Emitter) {
         for g in groups {
+            let group = g.name.as_str();
+            if !self.descs.contains_key(group) {
+                self.descs.insert(group.to_string(), FxHashMap::default());
+            }
+            let Some(fields) = self.descs.get_mut(group) else {
+                continue;
+            };
             for (field, v) in g.fields {
-                let key = (g.name.clone(), field);
-                let (desc, scale) = self.descs.entry(key).or_insert_with_key(|(group, field)| {
+                let (desc, scale) = fields.entry(field).or_insert_with_key(|field| {
                     let (kind, suffix, scale) = field_kind(group, field);
                     let name = format!("{}{suffix}", field_name(group, field));
                     let unit = if suffix == "_seconds" {

@@ -2,9 +2,12 @@
 //! state, listener accept queues, per-listening-port connection states, RTT and
 //! volume, and per-process connection counts. Never reads `/proc/net/tcp`.
 //!
-//! Every tick runs six dumps on one netlink socket: TCP listeners (v4, v6) first, so
-//! the set of listening ports is known before the connection dumps (TCP v4, v6
-//! without listeners), then UDP (v4, v6). Each socket is folded into fixed-size
+//! Every tick runs three dumps on one netlink socket: TCP of both families in one
+//! legacy `TCPDIAG_GETSOCK` request (one walk of the TCP hash tables instead of one
+//! per family; the kernel dumps listeners first, so the set of listening ports is
+//! known before any connection), then UDP (v4, v6). A kernel without the legacy
+//! request gets the per-family requests instead: TCP listeners (v4, v6), TCP
+//! without listeners (v4, v6). Each socket is folded into fixed-size
 //! aggregates the moment its netlink message is parsed; nothing per socket is kept
 //! or allocated. Label strings are built only for the capped output.
 //!
@@ -26,8 +29,8 @@ use super::{CollectContext, CollectError, Collector};
 use crate::catalog::{CollectorDoc, MetricDesc, MetricKind};
 use crate::config::SocketsConfig;
 use crate::netlink::sock_diag::{
-    state, DiagError, DiagSocket, DumpRequest, InetSock, AF_INET, AF_INET6, ALL_BUT_LISTEN, ALL_STATES, IPPROTO_TCP,
-    IPPROTO_UDP, LISTEN_ONLY,
+    state, DiagError, DiagSocket, DumpRequest, InetSock, AF_INET, AF_INET6, AF_UNSPEC, ALL_BUT_LISTEN, ALL_STATES,
+    IPPROTO_TCP, IPPROTO_UDP, LISTEN_ONLY,
 };
 use crate::netlink::tcp_info;
 use crate::snapshot::{Emitter, HistogramValue};
@@ -167,6 +170,18 @@ pub static SCAN_DENIED: MetricDesc = MetricDesc::new(
     "netsight.sockets.process_scan.denied",
 );
 
+pub static REFRESH_INTERVAL: MetricDesc = MetricDesc::new(
+    "netsight_sockets_process_refresh_interval_seconds",
+    G,
+    "seconds",
+    "Current interval between process scans (socket inode → process map): \
+     collectors.sockets.process_refresh, or process_refresh_cpu_factor times the \
+     last scan's CPU time when that is longer (hosts with many fds; at most 10 min). \
+     Sockets created since the last scan are process=\"unknown\".",
+    &[],
+    "netsight.sockets.process_refresh.interval",
+);
+
 pub static DOC: CollectorDoc = CollectorDoc {
     collector: "sockets",
     source: "netlink sock_diag (inet_diag dumps of TCP and UDP, IPv4 and IPv6, with \
@@ -190,6 +205,7 @@ pub static DOC: CollectorDoc = CollectorDoc {
         &PORT_RECEIVED,
         &CONGESTION,
         &SCAN_DENIED,
+        &REFRESH_INTERVAL,
     ],
     dynamic: &[],
 };
@@ -525,7 +541,8 @@ pub struct VisitOutcome {
 /// Runs the collector's dumps on `diag`, calling `visit` for every socket as its
 /// netlink message is parsed (nothing is collected): TCP listeners of both families
 /// first, so a visitor knows every listening port before it sees connections, then
-/// the other TCP states (IPv4, IPv6), then UDP (IPv4, IPv6). The daemon's collector
+/// the other TCP states, then UDP (IPv4, IPv6). TCP is one single-walk request
+/// for both families where the kernel takes it, four per-family requests otherwise. The daemon's collector
 /// and `netsight analyze` both read sockets through here.
 ///
 /// After an `Err` the netlink socket may still hold the rest of the failed dump:
@@ -540,6 +557,30 @@ where
         states,
         tcp_info: what.tcp_info,
     };
+    if what.tcp_states != 0 && diag.tcp_single_walk() {
+        // One walk of the TCP hash tables for both families (the kernel dumps the
+        // listening hash before the others, so listeners still come first).
+        let req = tcp(AF_UNSPEC, what.tcp_states);
+        let mut seen = 0u64;
+        match diag.dump(&req, |s| {
+            seen += 1;
+            visit(Protocol::Tcp, s)
+        }) {
+            Ok(_) => return visit_udp(diag, what, &mut visit),
+            // Refused before any socket was visited (no compat handler in this
+            // kernel): the socket is clean, fall back to per-family requests.
+            Err(DiagError::Kernel { errno }) if seen == 0 => {
+                tracing::debug!(errno, "legacy TCPDIAG_GETSOCK refused; dumping TCP per family");
+                diag.disable_tcp_single_walk();
+            }
+            Err(error) => {
+                return Err(DumpFailed {
+                    dump: req.describe(),
+                    error,
+                })
+            }
+        }
+    }
     let listen = what.tcp_states & LISTEN_ONLY;
     let others = what.tcp_states & ALL_BUT_LISTEN;
     let mut reqs = Vec::with_capacity(4);
@@ -556,6 +597,15 @@ where
                 error,
             })?;
     }
+    visit_udp(diag, what, &mut visit)
+}
+
+/// The UDP half of [`visit_sockets`]: one dump per family (the kernel has no
+/// single-walk request for UDP).
+fn visit_udp<F>(diag: &mut DiagSocket, what: &SocketDumps, visit: &mut F) -> Result<VisitOutcome, DumpFailed>
+where
+    F: FnMut(Protocol, InetSock<'_>),
+{
     let mut outcome = VisitOutcome::default();
     if what.udp_states == 0 {
         return Ok(outcome);
@@ -614,7 +664,9 @@ impl Sockets {
             cfg: cfg.clone(),
             bounds: bounds.into(),
             diag: None,
-            procs: cfg.processes.then(|| ProcMap::new(cfg.process_refresh)),
+            procs: cfg
+                .processes
+                .then(|| ProcMap::new(cfg.process_refresh).with_cpu_factor(cfg.process_refresh_cpu_factor)),
             agg: Agg::new(),
             udp_unsupported_logged: false,
         }
@@ -713,6 +765,7 @@ impl Sockets {
         }
         if let Some(m) = &self.procs {
             out.push0(&SCAN_DENIED, m.stats().denied as f64);
+            out.push0(&REFRESH_INTERVAL, m.interval().as_secs_f64());
         }
     }
 
@@ -898,6 +951,7 @@ mod tests {
             max_ports,
             max_processes,
             process_refresh: std::time::Duration::from_secs(30),
+            process_refresh_cpu_factor: 150.0,
             processes: false,
             rtt_buckets_seconds: vec![0.001, 0.01, 0.1],
         }

@@ -222,8 +222,9 @@ impl Collector for Sysctl {
 
     fn collect(&mut self, ctx: &CollectContext, out: &mut Emitter) -> Result<(), CollectError> {
         let mut read_any = false;
+        let mut buf = [0u8; 512];
         for p in PARAMS {
-            let Ok(bytes) = std::fs::read(ctx.proc_path(&format!("sys/{}", p.path))) else {
+            let Some(bytes) = read_small(&ctx.proc_path(&format!("sys/{}", p.path)), &mut buf) else {
                 continue;
             };
             let Ok(vals) = parse_sysctl_values(&bytes) else {
@@ -246,6 +247,26 @@ impl Collector for Sysctl {
         }
         Ok(())
     }
+}
+
+/// A sysctl file in one `read`: they are a few numbers long, and
+/// `std::fs::read` also stats the file and reads again to see the end (five
+/// syscalls instead of three, times 29 files per tick). A file that fills the
+/// buffer is read whole the ordinary way.
+fn read_small<'a>(path: &std::path::Path, buf: &'a mut [u8; 512]) -> Option<std::borrow::Cow<'a, [u8]>> {
+    use std::io::Read;
+    let mut f = std::fs::File::open(path).ok()?;
+    let n = loop {
+        match f.read(buf) {
+            Ok(n) => break n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(_) => return None,
+        }
+    };
+    if n < buf.len() {
+        return buf.get(..n).map(std::borrow::Cow::Borrowed);
+    }
+    std::fs::read(path).ok().map(std::borrow::Cow::Owned)
 }
 
 #[cfg(test)]

@@ -32,6 +32,8 @@ use netlink_sys::{protocols::NETLINK_SOCK_DIAG, Socket, SocketAddr};
 
 use crate::collect::CollectError;
 
+/// In a [`DumpRequest`]: both families in one walk (legacy request, TCP only).
+pub const AF_UNSPEC: u8 = libc::AF_UNSPEC as u8;
 pub const AF_INET: u8 = libc::AF_INET as u8;
 pub const AF_INET6: u8 = libc::AF_INET6 as u8;
 pub const IPPROTO_TCP: u8 = libc::IPPROTO_TCP as u8;
@@ -43,6 +45,12 @@ const NLMSG_ERROR: u16 = 2;
 const NLMSG_DONE: u16 = 3;
 const NLMSG_OVERRUN: u16 = 4;
 const SOCK_DIAG_BY_FAMILY: u16 = 20;
+/// The pre-sock_diag TCP request (`struct inet_diag_req`); its replies carry the
+/// same `inet_diag_msg` under this message type.
+const TCPDIAG_GETSOCK: u16 = 18;
+/// `nlmsghdr` + `struct inet_diag_req` (family, src_len, dst_len, ext, sockid
+/// (48), states, dbs).
+const COMPAT_REQ_LEN: usize = NLMSG_HDRLEN + 4 + 48 + 4 + 4;
 /// `sizeof(struct inet_diag_msg)`.
 pub const INET_DIAG_MSG_LEN: usize = 72;
 const INET_DIAG_INFO: u16 = 2;
@@ -207,7 +215,7 @@ where
         }
         let payload = &rest[NLMSG_HDRLEN..len];
         match ty {
-            SOCK_DIAG_BY_FAMILY => visit(parse_inet_diag_msg(payload, off + NLMSG_HDRLEN)?),
+            SOCK_DIAG_BY_FAMILY | TCPDIAG_GETSOCK => visit(parse_inet_diag_msg(payload, off + NLMSG_HDRLEN)?),
             NLMSG_DONE => {
                 // Since Linux 4.x the DONE payload carries the dump's final status.
                 if payload.len() >= 4 {
@@ -332,6 +340,10 @@ pub fn parse_inet_diag_msg(p: &[u8], base: usize) -> Result<InetSock<'_>, DiagEr
 /// What one dump asks for.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct DumpRequest {
+    /// `AF_INET`, `AF_INET6`, or `AF_UNSPEC` (TCP only): both families in one
+    /// legacy `TCPDIAG_GETSOCK` request, which the kernel answers with a single
+    /// walk of the TCP hash tables instead of one walk per family — half the
+    /// kernel's cost at idle, where the walk of the empty buckets is all of it.
     pub family: u8,
     pub protocol: u8,
     /// Bit mask of `1 << state`.
@@ -346,14 +358,19 @@ impl DumpRequest {
         match (self.protocol, self.family) {
             (IPPROTO_TCP, AF_INET) => "TCP/IPv4",
             (IPPROTO_TCP, AF_INET6) => "TCP/IPv6",
+            (IPPROTO_TCP, AF_UNSPEC) => "TCP/IPv4+IPv6",
             (IPPROTO_UDP, AF_INET) => "UDP/IPv4",
             (IPPROTO_UDP, AF_INET6) => "UDP/IPv6",
             _ => "inet",
         }
     }
 
-    /// The serialized `nlmsghdr` + `inet_diag_req_v2` dump request.
+    /// The serialized `nlmsghdr` + `inet_diag_req_v2` dump request, or for
+    /// `AF_UNSPEC` the legacy `inet_diag_req` one.
     pub fn to_bytes(&self, seq: u32) -> Vec<u8> {
+        if self.family == AF_UNSPEC {
+            return self.compat_bytes(seq);
+        }
         let mut hdr = NetlinkHeader::default();
         hdr.flags = NLM_F_REQUEST | NLM_F_DUMP;
         hdr.sequence_number = seq;
@@ -385,6 +402,31 @@ impl DumpRequest {
     }
 }
 
+impl DumpRequest {
+    /// `TCPDIAG_GETSOCK`: the kernel turns it into an `AF_UNSPEC` request for TCP
+    /// (`inet_diag_dump_compat`), i.e. sockets of every family in one dump,
+    /// listeners first as in the per-family dumps. No crate models it.
+    fn compat_bytes(&self, seq: u32) -> Vec<u8> {
+        let ext: u8 = if self.tcp_info {
+            (ExtensionFlags::INFO | ExtensionFlags::CONG).bits()
+        } else {
+            0
+        };
+        let mut req = Vec::with_capacity(COMPAT_REQ_LEN);
+        req.extend_from_slice(&(COMPAT_REQ_LEN as u32).to_ne_bytes());
+        req.extend_from_slice(&TCPDIAG_GETSOCK.to_ne_bytes());
+        req.extend_from_slice(&(NLM_F_REQUEST | NLM_F_DUMP).to_ne_bytes());
+        req.extend_from_slice(&seq.to_ne_bytes());
+        req.extend_from_slice(&0u32.to_ne_bytes());
+        // idiag_family is ignored by the compat path (it dumps AF_UNSPEC).
+        req.extend_from_slice(&[AF_INET, 0, 0, ext]);
+        req.extend_from_slice(&[0u8; 48]);
+        req.extend_from_slice(&self.states.to_ne_bytes());
+        req.extend_from_slice(&0u32.to_ne_bytes());
+        req
+    }
+}
+
 /// Size of the one receive buffer. The kernel builds dump datagrams of at most
 /// 32 KiB (`SKB_WITH_OVERHEAD(32768)`), so this always holds a whole one.
 pub const RECV_BUF_LEN: usize = 64 * 1024;
@@ -407,6 +449,9 @@ pub struct DiagSocket {
     socket: Socket,
     buf: Box<[u8]>,
     seq: u32,
+    /// Whether the legacy single-walk TCP request is worth trying; cleared once
+    /// the kernel refuses it.
+    tcp_single_walk: bool,
 }
 
 impl DiagSocket {
@@ -449,7 +494,18 @@ impl DiagSocket {
             socket,
             buf: vec![0u8; RECV_BUF_LEN].into_boxed_slice(),
             seq: 0,
+            tcp_single_walk: true,
         })
+    }
+
+    /// Whether TCP should be dumped with one `AF_UNSPEC` request.
+    pub fn tcp_single_walk(&self) -> bool {
+        self.tcp_single_walk
+    }
+
+    /// The kernel refused the legacy request: use per-family requests from now on.
+    pub fn disable_tcp_single_walk(&mut self) {
+        self.tcp_single_walk = false;
     }
 
     /// Runs one dump, calling `visit` for every socket as its datagram arrives.
