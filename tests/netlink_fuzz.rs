@@ -117,8 +117,11 @@ fn bounded<T>(input: &[u8], f: impl FnOnce() -> T) -> Result<T, TestCaseError> {
 // ---------------------------------------------------------------------------
 // Runner: a property on its own thread, under a watchdog.
 
-/// Far above the debug-mode runtime of any property here (a few seconds at most).
-const WATCHDOG: Duration = Duration::from_secs(120);
+/// Far above the debug-mode runtime of any property (about 1 ms a case), so only a
+/// parser that never returns trips it; grows with `PROPTEST_CASES`.
+fn watchdog(cases: u32) -> Duration {
+    Duration::from_secs(60) + Duration::from_millis(20) * cases
+}
 
 fn cases(default: u32) -> u32 {
     std::env::var("PROPTEST_CASES")
@@ -133,12 +136,14 @@ where
     S::Value: std::fmt::Debug,
     F: Fn(S::Value) -> Result<(), TestCaseError> + Send + 'static,
 {
+    let cases = cases(default_cases);
+    let limit = watchdog(cases);
     let (tx, rx) = mpsc::channel();
     std::thread::Builder::new()
         .name(name.to_string())
         .spawn(move || {
             let config = Config {
-                cases: cases(default_cases),
+                cases,
                 failure_persistence: None,
                 ..Config::default()
             };
@@ -146,11 +151,11 @@ where
             let _ = tx.send(result.map_err(|e| e.to_string()));
         })
         .expect("spawn property thread");
-    match rx.recv_timeout(WATCHDOG) {
+    match rx.recv_timeout(limit) {
         Ok(Ok(())) => {}
         Ok(Err(e)) => panic!("{name}: {e}"),
         Err(mpsc::RecvTimeoutError::Timeout) => {
-            panic!("{name}: no verdict within {WATCHDOG:?}: a parser loops forever?")
+            panic!("{name}: no verdict within {limit:?}: a parser loops forever?")
         }
         Err(mpsc::RecvTimeoutError::Disconnected) => panic!("{name}: property thread died"),
     }
