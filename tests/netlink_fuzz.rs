@@ -145,6 +145,8 @@ where
             let config = Config {
                 cases,
                 failure_persistence: None,
+                // Bounded so shrinking a real failure ends well before the watchdog.
+                max_shrink_iters: 4096,
                 ..Config::default()
             };
             let result = TestRunner::new(config).run(&strategy(), test);
@@ -569,7 +571,8 @@ fn encode(msgs: &[Msg]) -> (Vec<u8>, Offsets) {
     (out, layout)
 }
 
-/// Paths of every attribute of message `m`: indices from the top level down.
+/// Paths (indices from the top level down) of every attribute in `nodes`, so one
+/// `Index` picks any attribute at any depth.
 fn paths(nodes: &[Node], prefix: &mut Vec<usize>, out: &mut Vec<Vec<usize>>) {
     for (i, n) in nodes.iter().enumerate() {
         prefix.push(i);
@@ -630,7 +633,7 @@ enum TreeOp {
     RetypeAttr(Index, u16),
     /// Replaces a leaf's value (wrong size for its type, or garbage).
     SetLeaf(Index, Vec<u8>),
-    /// Wraps a leaf's value in a nest of random children.
+    /// Replaces an attribute by a nest of random children (a leaf type sent nested).
     NestInto(Index, Vec<Node>),
     MsgType(Index, u16),
     DupMsg(Index),
