@@ -239,8 +239,10 @@ where
                 }
                 let err = ne_u32(payload, 0) as i32;
                 if err != 0 {
+                    // The kernel sends -errno; a positive value is malformed, but is
+                    // still reported as the errno it names, not a negative one.
                     return Err(DiagError::Kernel {
-                        errno: err.saturating_neg(),
+                        errno: err.saturating_abs(),
                     });
                 }
                 // err == 0 is an acknowledgement: nothing to do.

@@ -178,7 +178,8 @@ fn u32_of(v: &[u8]) -> Option<u32> {
 
 fn nl_error(payload: &[u8]) -> Option<std::io::Error> {
     let code = i32::from_ne_bytes(payload.get(..4)?.try_into().ok()?);
-    (code != 0).then(|| std::io::Error::from_raw_os_error(-code))
+    // saturating: `-i32::MIN` overflows (a panic in debug builds).
+    (code != 0).then(|| std::io::Error::from_raw_os_error(code.saturating_abs()))
 }
 
 /// The kernel's route for `dst` (like `ip route get`).
@@ -194,9 +195,15 @@ pub fn route_get(dst: IpAddr) -> std::io::Result<Route> {
     p.extend_from_slice(&RTA_DST.to_ne_bytes());
     p.extend_from_slice(&bytes);
     let seq = 1;
-    for (ty, payload) in nl.request(&header(RTM_GETROUTE, seq, &p), seq)? {
+    parse_route_reply(&nl.request(&header(RTM_GETROUTE, seq, &p), seq)?)
+}
+
+/// The route in the `(type, payload)` messages answering RTM_GETROUTE.
+fn parse_route_reply(msgs: &[(u16, Vec<u8>)]) -> std::io::Result<Route> {
+    for (ty, payload) in msgs {
+        let ty = *ty;
         if ty == NLMSG_ERROR {
-            if let Some(e) = nl_error(&payload) {
+            if let Some(e) = nl_error(payload) {
                 return Err(e);
             }
             continue;
@@ -209,7 +216,7 @@ pub fn route_get(dst: IpAddr) -> std::io::Result<Route> {
             table: Some(payload[4] as u32),
             ..Route::default()
         };
-        for (t, v) in attrs(&payload, 12) {
+        for (t, v) in attrs(payload, 12) {
             match t {
                 RTA_OIF => r.oif = u32_of(v),
                 RTA_GATEWAY => r.gateway = ip_from(v),
@@ -231,9 +238,15 @@ pub fn link_get(index: u32) -> std::io::Result<Link> {
     p.extend_from_slice(&0u32.to_ne_bytes());
     p.extend_from_slice(&0u32.to_ne_bytes());
     let seq = 2;
-    for (ty, payload) in nl.request(&header(RTM_GETLINK, seq, &p), seq)? {
+    parse_link_reply(&nl.request(&header(RTM_GETLINK, seq, &p), seq)?)
+}
+
+/// Name, MTU and state in the `(type, payload)` messages answering RTM_GETLINK.
+fn parse_link_reply(msgs: &[(u16, Vec<u8>)]) -> std::io::Result<Link> {
+    for (ty, payload) in msgs {
+        let ty = *ty;
         if ty == NLMSG_ERROR {
-            if let Some(e) = nl_error(&payload) {
+            if let Some(e) = nl_error(payload) {
                 return Err(e);
             }
             continue;
@@ -247,7 +260,7 @@ pub fn link_get(index: u32) -> std::io::Result<Link> {
             carrier: flags & IFF_LOWER_UP != 0,
             ..Link::default()
         };
-        for (t, v) in attrs(&payload, 16) {
+        for (t, v) in attrs(payload, 16) {
             match t {
                 IFLA_IFNAME => l.name = String::from_utf8_lossy(v).trim_end_matches('\0').to_string(),
                 IFLA_MTU => l.mtu = u32_of(v),
@@ -373,5 +386,92 @@ pub fn check(dst: IpAddr) -> Layer {
             format!("{dst} {via} dev #{oif} (link state unknown: {e}){src}"),
         )
         .details(details),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn rta(ty: u16, v: &[u8]) -> Vec<u8> {
+        let mut a = ((4 + v.len()) as u16).to_ne_bytes().to_vec();
+        a.extend_from_slice(&ty.to_ne_bytes());
+        a.extend_from_slice(v);
+        a.resize((a.len() + 3) & !3, 0);
+        a
+    }
+
+    /// An RTM_NEWROUTE reply for 10.0.0.1 via 192.168.1.1 on interface 2, table main.
+    fn route_reply(seq: u32) -> Vec<u8> {
+        let mut p = vec![libc::AF_INET as u8, 32, 0, 0, 254, 0, 0, 1];
+        p.extend_from_slice(&0u32.to_ne_bytes());
+        p.extend(rta(RTA_DST, &[10, 0, 0, 1]));
+        p.extend(rta(RTA_OIF, &2u32.to_ne_bytes()));
+        p.extend(rta(RTA_GATEWAY, &[192, 168, 1, 1]));
+        p.extend(rta(RTA_TABLE, &254u32.to_ne_bytes()));
+        header(RTM_NEWROUTE, seq, &p)
+    }
+
+    fn link_reply(seq: u32) -> Vec<u8> {
+        let mut p = vec![0u8, 0, 1, 0];
+        p.extend_from_slice(&2i32.to_ne_bytes());
+        p.extend_from_slice(&(IFF_UP | IFF_LOWER_UP).to_ne_bytes());
+        p.extend_from_slice(&0u32.to_ne_bytes());
+        p.extend(rta(IFLA_IFNAME, b"eth0\0"));
+        p.extend(rta(IFLA_MTU, &1500u32.to_ne_bytes()));
+        p.extend(rta(IFLA_OPERSTATE, &[6]));
+        header(RTM_NEWLINK, seq, &p)
+    }
+
+    fn parse_both(bytes: &[u8]) -> (std::io::Result<Route>, std::io::Result<Link>) {
+        let msgs: Vec<(u16, Vec<u8>)> = split_messages(bytes).into_iter().map(|(t, _, p)| (t, p)).collect();
+        (parse_route_reply(&msgs), parse_link_reply(&msgs))
+    }
+
+    #[test]
+    fn replies_parse() {
+        let r = parse_both(&route_reply(1)).0.expect("route");
+        assert_eq!(r.oif, Some(2));
+        assert_eq!(r.gateway, Some(IpAddr::from([192, 168, 1, 1])));
+        assert_eq!((r.table, r.rtype), (Some(254), 1));
+        let l = parse_both(&link_reply(2)).1.expect("link");
+        assert_eq!(
+            (l.name.as_str(), l.mtu, l.operstate.as_str()),
+            ("eth0", Some(1500), "up")
+        );
+        assert!(l.up && l.carrier);
+        let mut err = i32::MIN.to_ne_bytes().to_vec();
+        err.extend_from_slice(&[0; 16]);
+        assert!(parse_both(&header(NLMSG_ERROR, 1, &err)).0.is_err());
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 2000, failure_persistence: None, ..ProptestConfig::default() })]
+
+        /// Arbitrary datagrams, and valid replies with corrupted bytes or lengths:
+        /// an error or a route, never a panic.
+        #[test]
+        fn malformed_replies_never_panic(
+            junk in prop::collection::vec(any::<u8>(), 0..300),
+            flips in prop::collection::vec((any::<prop::sample::Index>(), 1u8..=255), 0..4),
+            cut in any::<prop::sample::Index>(),
+            errno in prop_oneof![Just(0), Just(i32::MIN), any::<i32>()],
+        ) {
+            let _ = parse_both(&junk);
+            for mut bytes in [route_reply(1), link_reply(2)] {
+                let n = bytes.len();
+                for (i, x) in &flips {
+                    bytes[i.index(n)] ^= x;
+                }
+                bytes.truncate(cut.index(n + 1));
+                let _ = parse_both(&bytes);
+            }
+            let mut err = errno.to_ne_bytes().to_vec();
+            err.extend_from_slice(&[0; 16]);
+            let (r, l) = parse_both(&[header(NLMSG_ERROR, 1, &err), route_reply(1), link_reply(1)].concat());
+            prop_assert_eq!(r.is_err(), errno != 0);
+            prop_assert_eq!(l.is_err(), errno != 0);
+        }
     }
 }
