@@ -61,4 +61,4 @@ cargo fmt --check
 cargo clippy --all-targets --locked -- -D warnings
 
 echo "== tests"
-cargo test --locked --all-targets -- --test-threads 2
+cargo test --locked --all-targets --no-fail-fast -- --test-threads 2

@@ -49,7 +49,7 @@ pub static BUCKETS: MetricDesc = MetricDesc::new(
 );
 pub static STATS_AVAILABLE: MetricDesc = MetricDesc::new("netsight_conntrack_stats_available", G, "", "1 when the per-CPU statistics were read this run (ctnetlink or /proc/net/stat/nf_conntrack), 0 when neither source worked (see the log for why, usually missing CAP_NET_ADMIN on a kernel without CONFIG_NF_CONNTRACK_PROCFS).", &[], "netsight.conntrack.stats.available");
 
-pub static BREAKDOWN_AVAILABLE: MetricDesc = MetricDesc::new("netsight_conntrack_breakdown_available", G, "", "1 when the per-flow breakdown is current: the table was dumped within collectors.conntrack.breakdown_interval (default 30 s; the last dump is repeated in between), or nf_conntrack_count is 0 (an empty table is not dumped); 0 when it was skipped because nf_conntrack_count exceeded collectors.conntrack.breakdown_max_entries, or the dump failed (the reason is logged once).", &[], "netsight.conntrack.breakdown.available");
+pub static BREAKDOWN_AVAILABLE: MetricDesc = MetricDesc::new("netsight_conntrack_breakdown_available", G, "", "1 when the per-flow breakdown is current: the table was dumped within collectors.conntrack.breakdown_interval (default 30 s; the last dump is repeated in between), or nf_conntrack_count is 0 (an empty table is not dumped once a dump has succeeded); 0 when it was skipped because nf_conntrack_count exceeded collectors.conntrack.breakdown_max_entries, or the dump failed (the reason is logged once).", &[], "netsight.conntrack.breakdown.available");
 pub static FLOWS: MetricDesc = MetricDesc::new("netsight_conntrack_flows", G, "", "Conntrack entries by L4 protocol (tcp, udp, icmp, icmpv6, sctp…, as conntrack -L names them), protocol state (TCP, SCTP and DCCP states in conntrack -L's spelling, e.g. ESTABLISHED, TIME_WAIT; empty for stateless protocols) and zone, from a streamed ctnetlink table dump.", &["protocol", "state", "zone"], "netsight.conntrack.flows");
 pub static TOP_SOURCE_FLOWS: MetricDesc = MetricDesc::new("netsight_conntrack_top_source_flows", G, "", "Conntrack entries per original-direction source address, for the collectors.conntrack.top_addresses addresses with the most; address=\"other\" sums the rest.", &["address"], "netsight.conntrack.top_source.flows");
 pub static TOP_SOURCE_BYTES: MetricDesc = MetricDesc::new("netsight_conntrack_top_source_bytes", G, "bytes", "Bytes (both directions) of the current entries per original-direction source address, top addresses by bytes plus address=\"other\". Only with nf_conntrack_acct enabled; entries created before it was enabled count 0.", &["address"], "netsight.conntrack.top_source.bytes");
@@ -162,6 +162,10 @@ pub struct Conntrack {
     /// The last dumped breakdown and when it was taken: repeated until it is
     /// `breakdown_interval` old, so the table is not dumped every tick.
     cached: Option<(Instant, BreakdownView)>,
+    /// Whether a table dump has succeeded: until one has, an empty table is dumped
+    /// anyway, so a missing capability shows as `breakdown_available 0` at once
+    /// rather than only when the first entry appears.
+    dump_ok: bool,
 }
 
 /// One CPU's statistics with exported field names, from either source.
@@ -225,7 +229,7 @@ impl Conntrack {
             )));
             return;
         }
-        if entries == 0 {
+        if entries == 0 && self.dump_ok {
             // An empty table is known without asking: the dump would make the kernel
             // walk every bucket of the global conntrack hash (262,144 on a 24 GiB
             // host, ~5 ms) to find nothing. Dropping the cache makes the first
@@ -246,6 +250,7 @@ impl Conntrack {
         self.cached = None;
         match dump_breakdown(MAX_TRACKED_ADDRESSES) {
             Ok(b) => {
+                self.dump_ok = true;
                 out.push0(&BREAKDOWN_AVAILABLE, 1.0);
                 self.log_breakdown(None);
                 let acct = read_sysctl(ctx, "nf_conntrack_acct").unwrap_or(0.0) > 0.0;
@@ -254,6 +259,7 @@ impl Conntrack {
                 self.cached = Some((Instant::now(), view));
             }
             Err(e) => {
+                self.dump_ok = false;
                 out.push0(&BREAKDOWN_AVAILABLE, 0.0);
                 let hint = if e.is_permission() {
                     " (CAP_NET_ADMIN needed)"
