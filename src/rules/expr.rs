@@ -174,6 +174,14 @@ pub struct Bindings<'a> {
 }
 
 impl<'a> Bindings<'a> {
+    /// Room for `n` variables: the engine sizes it from the compiled expression so
+    /// binding never regrows the vector.
+    pub fn with_capacity(n: usize) -> Self {
+        Bindings {
+            vars: Vec::with_capacity(n),
+        }
+    }
+
     pub fn set(&mut self, name: &'a str, v: f64) {
         match self.vars.iter_mut().find(|(n, _)| *n == name) {
             Some(slot) => slot.1 = Value::Float(v),
