@@ -125,7 +125,9 @@ enum Phase {
 
 #[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct GroupState {
-    names: Vec<String>,
+    /// Shared by the groups a rule discovers in the same tick.
+    #[serde(with = "arc_strings")]
+    names: Arc<[String]>,
     values: Vec<String>,
     phase: Phase,
     evaluations: u32,
@@ -133,7 +135,8 @@ pub struct GroupState {
     baseline: Option<BaselineState>,
     #[serde(skip)]
     event: Option<u64>,
-    cause: Option<CauseReport>,
+    /// Boxed: rarely set, and inline it would add 120 bytes to every group.
+    cause: Option<Box<CauseReport>>,
     #[serde(skip, default = "nan")]
     value: f64,
     #[serde(skip)]
@@ -195,8 +198,22 @@ fn nan() -> f64 {
     f64::NAN
 }
 
+/// Serde for the shared label-name list (serialised as a plain list).
+mod arc_strings {
+    use serde::{Deserialize, Deserializer, Serialize, Serializer};
+    use std::sync::Arc;
+
+    pub fn serialize<S: Serializer>(v: &Arc<[String]>, s: S) -> Result<S::Ok, S::Error> {
+        v.as_ref().serialize(s)
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Arc<[String]>, D::Error> {
+        Vec::<String>::deserialize(d).map(Into::into)
+    }
+}
+
 impl GroupState {
-    fn new(names: Vec<String>, values: Vec<String>, rule: &CompiledRule) -> Self {
+    fn new(names: Arc<[String]>, values: Vec<String>, rule: &CompiledRule) -> Self {
         GroupState {
             names,
             values,
@@ -422,10 +439,11 @@ impl Engine {
                 st.recent_base = now;
             }
             let offset = ((now - st.recent_base) * 10.0).clamp(0.0, u32::MAX as f64) as u32;
-            st.recent.push_back((offset, o.value as f32));
-            if st.recent.len() > RECENT {
+            // Pop first: pushing onto a full deque would double its capacity.
+            if st.recent.len() >= RECENT {
                 st.recent.pop_front();
             }
+            st.recent.push_back((offset, o.value as f32));
         }
         let rebaselined = rebaseline(st, spec, now);
         let after = st.firing();
@@ -435,7 +453,7 @@ impl Engine {
             }
         }
         if after && st.cause.is_none() {
-            st.cause = o.cause;
+            st.cause = o.cause.map(Box::new);
         }
         match (before, after) {
             (false, true) => {
@@ -450,7 +468,7 @@ impl Engine {
                     end: None,
                     value: o.value,
                     baseline: o.estimate.map(|e| e.expected),
-                    cause: st.cause.clone(),
+                    cause: st.cause.as_deref().cloned(),
                     text,
                 };
                 tracing::info!(rule = %spec.name, labels = ?ev.labels, value = o.value, cause = ?ev.cause.as_ref().map(|c| &c.name), "anomaly firing");
@@ -462,7 +480,7 @@ impl Engine {
                     let text = annotation(rule, group, st);
                     if let Some(e) = self.events.get_mut(id) {
                         if e.cause.is_none() {
-                            e.cause = Some(c);
+                            e.cause = Some(*c);
                             e.text = text;
                         }
                     }
@@ -713,7 +731,7 @@ struct GroupSpan {
 struct Discovered<'a> {
     fam: Option<&'a Family>,
     /// Group label names (shared by every group of the rule).
-    names: Vec<String>,
+    names: Arc<[String]>,
     groups: Vec<GroupSpan>,
     /// `names.len()` label values per group, in group order.
     values: Vec<&'a str>,
@@ -727,16 +745,16 @@ fn discover_groups<'a>(rule: &CompiledRule, snap: &'a Snapshot) -> Discovered<'a
     let Some(fam) = snap.family(&rule.spec.series.metric) else {
         return Discovered {
             fam: None,
-            names: Vec::new(),
+            names: Arc::from(Vec::new()),
             groups: Vec::new(),
             values: Vec::new(),
             samples: Vec::new(),
         };
     };
-    let names = rule
-        .by
-        .clone()
-        .unwrap_or_else(|| fam.label_names().iter().map(|s| s.to_string()).collect());
+    let names: Arc<[String]> = match &rule.by {
+        Some(by) => by.as_slice().into(),
+        None => fam.label_names().iter().map(|s| s.to_string()).collect(),
+    };
     let idx: Vec<Option<usize>> = names.iter().map(|n| fam.label_index(n)).collect();
     let matchers: Vec<(Option<usize>, &regex::Regex)> =
         rule.matchers.iter().map(|(l, r)| (fam.label_index(l), r)).collect();
