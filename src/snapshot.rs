@@ -96,6 +96,105 @@ impl Family {
     }
 }
 
+/// A fast, non-cryptographic 64-bit hasher for the per-tick lookups of the rule
+/// engine and the history (tens of thousands a tick; SipHash dominated them). Keys
+/// are label values read from the kernel, not attacker-chosen at scale, and every
+/// History hit still compares the stored name and labels.
+#[derive(Clone, Copy, Debug)]
+pub struct FastHasher(u64);
+
+impl Default for FastHasher {
+    fn default() -> Self {
+        FastHasher(0x243F_6A88_85A3_08D3)
+    }
+}
+
+const MUL: u64 = 0x9E37_79B9_7F4A_7C15;
+
+/// Folded 64×64→128 multiply: every input bit affects the result.
+#[inline]
+fn fold_mul(a: u64, b: u64) -> u64 {
+    let m = (a as u128).wrapping_mul(b as u128);
+    (m as u64) ^ ((m >> 64) as u64)
+}
+
+impl std::hash::Hasher for FastHasher {
+    #[inline]
+    fn write(&mut self, bytes: &[u8]) {
+        let mut h = self.0;
+        let mut chunks = bytes.chunks_exact(8);
+        for c in &mut chunks {
+            let mut w = [0u8; 8];
+            w.copy_from_slice(c);
+            h = fold_mul(h ^ u64::from_le_bytes(w), MUL).rotate_left(23);
+        }
+        let rem = chunks.remainder();
+        if !rem.is_empty() {
+            let mut w = [0u8; 8];
+            w[..rem.len()].copy_from_slice(rem);
+            h = fold_mul(h ^ u64::from_le_bytes(w) ^ ((rem.len() as u64) << 56), MUL).rotate_left(23);
+        }
+        self.0 = h;
+    }
+
+    #[inline]
+    fn write_u8(&mut self, i: u8) {
+        self.write_u64(i as u64);
+    }
+
+    #[inline]
+    fn write_usize(&mut self, i: usize) {
+        self.write_u64(i as u64);
+    }
+
+    #[inline]
+    fn write_u64(&mut self, i: u64) {
+        self.0 = fold_mul(self.0 ^ i, MUL).rotate_left(23);
+    }
+
+    #[inline]
+    fn finish(&self) -> u64 {
+        // murmur3's finaliser: the table uses both the low and the top bits.
+        let mut x = self.0;
+        x ^= x >> 33;
+        x = x.wrapping_mul(0xff51_afd7_ed55_8ccd);
+        x ^= x >> 33;
+        x = x.wrapping_mul(0xc4ce_b9fe_1a85_ec53);
+        x ^ (x >> 33)
+    }
+}
+
+pub type FastBuild = std::hash::BuildHasherDefault<FastHasher>;
+
+/// For maps keyed by a u64 that is already a [`FastHasher`] hash: hashing it again
+/// would only cost time.
+#[derive(Default, Clone, Copy, Debug)]
+pub struct IdHasher(u64);
+
+impl std::hash::Hasher for IdHasher {
+    fn write(&mut self, bytes: &[u8]) {
+        // Only u64 keys are expected; anything else still hashes deterministically.
+        for &b in bytes {
+            self.0 = fold_mul(self.0 ^ b as u64, MUL);
+        }
+    }
+
+    #[inline]
+    fn write_u64(&mut self, i: u64) {
+        self.0 = i;
+    }
+
+    #[inline]
+    fn finish(&self) -> u64 {
+        self.0
+    }
+}
+
+pub type IdBuild = std::hash::BuildHasherDefault<IdHasher>;
+
+/// Slots of the emitter's static-descriptor cache (direct-mapped by address).
+const STATIC_SLOTS: usize = 32;
+
 /// What a collector writes into during one collection.
 #[derive(Default, Debug)]
 pub struct Emitter {
@@ -104,6 +203,14 @@ pub struct Emitter {
     /// adversarial input, so the cheap Fx hash is fine: a tick pushes ~600
     /// samples, and SipHash over every name was a visible share of an idle tick.
     index: HashMap<String, usize, crate::collect::procmap::FxBuild>,
+    /// Family index by the address of a `'static` descriptor (0 = empty slot): the
+    /// rule engine pushes ~50k samples a tick over a handful of static descriptors,
+    /// and hashing the name for each push showed in profiles. Static addresses are
+    /// never reused, so an address hit is always the right family.
+    statics: [(usize, usize); STATIC_SLOTS],
+    /// Initial sample capacity for families not created yet, by static descriptor
+    /// address (avoids regrowing 10k-sample vectors every tick).
+    hints: Vec<(usize, usize)>,
 }
 
 /// The label values of a sample without labels: one shared allocation per
@@ -120,10 +227,25 @@ impl Emitter {
         Self::default()
     }
 
+    /// Reserves room for `n` samples of `desc` when its family is created (the
+    /// family still only appears once something is pushed to it).
+    pub fn size_hint(&mut self, desc: &'static MetricDesc, n: usize) {
+        self.hints.push((desc as *const MetricDesc as usize, n));
+    }
+
     fn family(&mut self, desc: DescRef) -> &mut Family {
-        // Rows of one family are usually pushed one after another.
+        let addr = match &desc {
+            DescRef::Static(d) => *d as *const MetricDesc as usize,
+            DescRef::Owned(_) => 0,
+        };
+        let slot = (addr >> 3) % STATIC_SLOTS;
+        if addr != 0 && self.statics[slot].0 == addr {
+            let i = self.statics[slot].1;
+            return &mut self.families[i];
+        }
+        // Rows of one dynamic family are usually pushed one after another.
         let last = self.families.len().wrapping_sub(1);
-        if self.families.last().is_some_and(|f| f.desc.name == desc.name) {
+        if addr == 0 && self.families.last().is_some_and(|f| f.desc.name == desc.name) {
             return &mut self.families[last];
         }
         let idx = match self.index.get(desc.name.as_ref()) {
@@ -131,14 +253,18 @@ impl Emitter {
             None => {
                 let i = self.families.len();
                 self.index.insert(desc.name.to_string(), i);
+                let cap = self.hints.iter().find(|h| addr != 0 && h.0 == addr).map_or(0, |h| h.1);
                 self.families.push(Family {
                     desc,
-                    samples: Vec::new(),
+                    samples: Vec::with_capacity(cap),
                     dynamic_labels: None,
                 });
                 i
             }
         };
+        if addr != 0 {
+            self.statics[slot] = (addr, idx);
+        }
         &mut self.families[idx]
     }
 
@@ -361,7 +487,7 @@ pub struct History {
     cap: usize,
     stale_after: u64,
     generation: u64,
-    series: HashMap<u64, HistEntry>,
+    series: HashMap<u64, HistEntry, IdBuild>,
 }
 
 #[derive(Debug)]
@@ -374,7 +500,7 @@ struct HistEntry {
 
 pub fn series_hash(name: &str, labels: &[String]) -> u64 {
     use std::hash::{Hash, Hasher};
-    let mut h = std::collections::hash_map::DefaultHasher::new();
+    let mut h = FastHasher::default();
     name.hash(&mut h);
     labels.hash(&mut h);
     h.finish()
@@ -386,7 +512,7 @@ impl History {
             cap,
             stale_after: 3,
             generation: 0,
-            series: HashMap::new(),
+            series: HashMap::default(),
         }
     }
 

@@ -144,7 +144,9 @@ fn median(v: &mut [f32]) -> f32 {
 pub enum BaselineState {
     Ewma(Ewma),
     Mad(RobustWindow),
-    Detector(super::detector::Detector),
+    /// Boxed: most rule groups use the smaller models, and the enum is as large as
+    /// its largest variant.
+    Detector(Box<super::detector::Detector>),
     Seasonal(Box<super::seasonal::Seasonal>),
 }
 
@@ -153,7 +155,7 @@ impl BaselineState {
         match spec.model {
             BaselineModel::Ewma => BaselineState::Ewma(Ewma::new(spec.alpha)),
             BaselineModel::Mad => BaselineState::Mad(RobustWindow::default()),
-            BaselineModel::Detector => BaselineState::Detector(super::detector::Detector::default()),
+            BaselineModel::Detector => BaselineState::Detector(Box::default()),
             BaselineModel::Seasonal => BaselineState::Seasonal(Box::new(super::seasonal::Seasonal::new(
                 spec.step.as_secs_f64(),
                 &spec.periods.iter().map(|p| p.as_secs_f64()).collect::<Vec<_>>(),
@@ -196,7 +198,7 @@ impl BaselineState {
         std::mem::size_of::<Self>()
             + match self {
                 BaselineState::Mad(b) => b.ring.capacity() * std::mem::size_of::<f32>(),
-                BaselineState::Detector(d) => d.heap_bytes(),
+                BaselineState::Detector(d) => std::mem::size_of::<super::detector::Detector>() + d.heap_bytes(),
                 BaselineState::Seasonal(b) => std::mem::size_of::<super::seasonal::Seasonal>() + b.heap_bytes(),
                 BaselineState::Ewma(_) => 0,
             }

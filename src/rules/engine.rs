@@ -10,7 +10,10 @@ use super::expr::{Bindings, CompiledExpr, WindowFn};
 use super::load::{CompiledRule, RuleSet};
 use super::template::{format_value, render};
 use crate::catalog::{CollectorDoc, MetricDesc, MetricKind};
-use crate::snapshot::{Emitter, Family, History, Ring, Sample, Snapshot};
+use crate::snapshot::{Emitter, Family, FastHasher, History, IdBuild, Ring, Sample, Snapshot};
+
+/// A rule's group states keyed by [`group_hash`] (already a hash: not hashed again).
+type StateMap = HashMap<u64, GroupState, IdBuild>;
 
 const G: MetricKind = MetricKind::Gauge;
 const DYN: &[&str] = &["rule", "severity", "layer", "<group labels>"];
@@ -122,7 +125,9 @@ enum Phase {
 
 #[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct GroupState {
-    names: Vec<String>,
+    /// Shared by the groups a rule discovers in the same tick.
+    #[serde(with = "arc_strings")]
+    names: Arc<[String]>,
     values: Vec<String>,
     phase: Phase,
     evaluations: u32,
@@ -130,7 +135,8 @@ pub struct GroupState {
     baseline: Option<BaselineState>,
     #[serde(skip)]
     event: Option<u64>,
-    cause: Option<CauseReport>,
+    /// Boxed: rarely set, and inline it would add 120 bytes to every group.
+    cause: Option<Box<CauseReport>>,
     #[serde(skip, default = "nan")]
     value: f64,
     #[serde(skip)]
@@ -146,6 +152,9 @@ pub struct GroupState {
     /// no strings).
     #[serde(skip)]
     out: Option<OutLabels>,
+    /// The engine tick that last saw this group (replaces a per-tick "seen" set).
+    #[serde(skip)]
+    seen: u64,
 }
 
 #[derive(Debug, Clone)]
@@ -189,8 +198,22 @@ fn nan() -> f64 {
     f64::NAN
 }
 
+/// Serde for the shared label-name list (serialised as a plain list).
+mod arc_strings {
+    use serde::{Deserialize, Deserializer, Serialize, Serializer};
+    use std::sync::Arc;
+
+    pub fn serialize<S: Serializer>(v: &Arc<[String]>, s: S) -> Result<S::Ok, S::Error> {
+        v.as_ref().serialize(s)
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Arc<[String]>, D::Error> {
+        Vec::<String>::deserialize(d).map(Into::into)
+    }
+}
+
 impl GroupState {
-    fn new(names: Vec<String>, values: Vec<String>, rule: &CompiledRule) -> Self {
+    fn new(names: Arc<[String]>, values: Vec<String>, rule: &CompiledRule) -> Self {
         GroupState {
             names,
             values,
@@ -206,6 +229,7 @@ impl GroupState {
             recent: std::collections::VecDeque::new(),
             recent_base: f64::NAN,
             out: None,
+            seen: 0,
         }
     }
 
@@ -219,7 +243,9 @@ const STALE_AFTER: u32 = 5;
 
 pub struct Engine {
     set: RuleSet,
-    states: Vec<HashMap<u64, GroupState>>,
+    states: Vec<StateMap>,
+    /// Evaluations so far; stamps the groups seen in the current one.
+    tick: u64,
     errors_total: HashMap<String, u64>,
     logged: HashSet<String>,
     pub events: EventLog,
@@ -236,10 +262,11 @@ fn unix(t: SystemTime) -> f64 {
 
 impl Engine {
     pub fn new(set: RuleSet) -> Self {
-        let states = set.rules.iter().map(|_| HashMap::new()).collect();
+        let states = set.rules.iter().map(|_| StateMap::default()).collect();
         Engine {
             set,
             states,
+            tick: 0,
             errors_total: HashMap::new(),
             logged: HashSet::new(),
             events: EventLog::new(1000),
@@ -256,7 +283,7 @@ impl Engine {
     /// Installs a new rule set, keeping the state (baselines, firing alerts) of rules
     /// whose name is unchanged.
     pub fn replace(&mut self, set: RuleSet) {
-        let mut old: HashMap<String, HashMap<u64, GroupState>> = self
+        let mut old: HashMap<String, StateMap> = self
             .set
             .rules
             .iter()
@@ -294,6 +321,7 @@ impl Engine {
     pub fn evaluate(&mut self, snap: &Snapshot, hist: &History) -> Vec<Family> {
         let started = Instant::now();
         let now = unix(snap.taken_at);
+        self.tick += 1;
         for i in 0..self.set.rules.len() {
             self.evaluate_rule(i, snap, hist, now);
         }
@@ -309,22 +337,31 @@ impl Engine {
     }
 
     fn evaluate_rule(&mut self, ri: usize, snap: &Snapshot, hist: &History, now: f64) {
-        let (names, groups) = discover_groups(&self.set.rules[ri], snap);
-        let mut seen: HashSet<u64> = HashSet::with_capacity(groups.len());
-        for (key, values, samples) in groups {
-            seen.insert(key);
+        let tick = self.tick;
+        let found = discover_groups(&self.set.rules[ri], snap);
+        let width = found.names.len();
+        for (gi, g) in found.groups.iter().enumerate() {
+            let key = g.key;
+            let values = &found.values[gi * width..(gi + 1) * width];
+            let samples = &found.samples[g.start..g.start + g.len];
             let rule = &self.set.rules[ri];
             let state = self.states[ri].entry(key).or_insert_with(|| {
-                GroupState::new(names.clone(), values.iter().map(|v| v.to_string()).collect(), rule)
+                GroupState::new(
+                    found.names.clone(),
+                    values.iter().map(|v| v.to_string()).collect(),
+                    rule,
+                )
             });
             state.missing = 0;
+            state.seen = tick;
             if state.out.is_none() {
                 state.out = Some(out_labels(rule, &self.set.output_labels, &state.names, &state.values));
             }
             let group = Group {
-                names: &names,
-                values: &values,
-                own: &samples,
+                names: &found.names,
+                values,
+                own: samples,
+                fam: found.fam,
             };
             let outcome = step(rule, &self.set, &self.states, ri, key, &group, snap, hist, now);
             match outcome {
@@ -337,8 +374,8 @@ impl Engine {
             }
         }
         let mut closed = Vec::new();
-        self.states[ri].retain(|key, st| {
-            if seen.contains(key) {
+        self.states[ri].retain(|_, st| {
+            if st.seen == tick {
                 return true;
             }
             st.missing += 1;
@@ -409,10 +446,11 @@ impl Engine {
                 st.recent_base = now;
             }
             let offset = ((now - st.recent_base) * 10.0).clamp(0.0, u32::MAX as f64) as u32;
-            st.recent.push_back((offset, o.value as f32));
-            if st.recent.len() > RECENT {
+            // Pop first: pushing onto a full deque would double its capacity.
+            if st.recent.len() >= RECENT {
                 st.recent.pop_front();
             }
+            st.recent.push_back((offset, o.value as f32));
         }
         let rebaselined = rebaseline(st, spec, now);
         let after = st.firing();
@@ -422,7 +460,7 @@ impl Engine {
             }
         }
         if after && st.cause.is_none() {
-            st.cause = o.cause;
+            st.cause = o.cause.map(Box::new);
         }
         match (before, after) {
             // A group restored as firing from saved state has no event yet (events
@@ -439,7 +477,7 @@ impl Engine {
                     end: None,
                     value: o.value,
                     baseline: o.estimate.map(|e| e.expected),
-                    cause: st.cause.clone(),
+                    cause: st.cause.as_deref().cloned(),
                     text,
                 };
                 tracing::info!(rule = %spec.name, labels = ?ev.labels, value = o.value, cause = ?ev.cause.as_ref().map(|c| &c.name), "anomaly firing");
@@ -451,7 +489,7 @@ impl Engine {
                     let text = annotation(rule, group, st);
                     if let Some(e) = self.events.get_mut(id) {
                         if e.cause.is_none() {
-                            e.cause = Some(c);
+                            e.cause = Some(*c);
                             e.text = text;
                         }
                     }
@@ -507,25 +545,19 @@ impl Engine {
         restored
     }
 
-    /// Memory by baseline model: model → (series, baseline bytes, whole group state
-    /// bytes including labels and the changepoint window).
-    pub fn state_memory(&self) -> BTreeMap<&'static str, (usize, usize, usize)> {
-        let mut out: BTreeMap<&'static str, (usize, usize, usize)> = BTreeMap::new();
-        for st in self.states.iter().flat_map(|m| m.values()) {
-            let Some(b) = &st.baseline else { continue };
-            let model = match b {
-                BaselineState::Ewma(_) => "ewma",
-                BaselineState::Mad(_) => "mad",
-                BaselineState::Detector(_) => "detector",
-                BaselineState::Seasonal(_) => "seasonal",
-            };
-            let e = out.entry(model).or_default();
-            e.0 += 1;
-            e.1 += b.memory_bytes();
-            let strings: usize = st.names.iter().chain(&st.values).map(|x| x.capacity() + 24).sum();
-            e.2 += b.memory_bytes() + std::mem::size_of::<GroupState>() + strings + st.recent.capacity() * 8;
-        }
-        out
+    /// Label groups tracked over all rules.
+    pub fn group_count(&self) -> usize {
+        self.states.iter().map(HashMap::len).sum()
+    }
+
+    /// Seasonal refits running (or queued) in the background right now; the bench
+    /// uses it to time ticks while refits run.
+    pub fn refits_pending(&self) -> usize {
+        self.states
+            .iter()
+            .flat_map(|m| m.values())
+            .filter(|st| matches!(&st.baseline, Some(BaselineState::Seasonal(s)) if s.refit_pending()))
+            .count()
     }
 
     /// Whether `rule` fires now for the given group (test and `rules test` helper).
@@ -562,6 +594,21 @@ impl Engine {
         let bound_names = with("bound");
         let cause_names = with("cause");
         let mut out = Emitter::new();
+        let (mut groups, mut finite, mut estimates) = (0, 0, 0);
+        for st in self
+            .states
+            .iter()
+            .flat_map(|m| m.values())
+            .filter(|st| st.out.is_some())
+        {
+            groups += 1;
+            finite += usize::from(st.value.is_finite());
+            estimates += usize::from(st.estimate.is_some());
+        }
+        out.size_hint(&ANOMALY, groups);
+        out.size_hint(&VALUE, finite);
+        out.size_hint(&SCORE, estimates);
+        out.size_hint(&BASELINE, 3 * estimates);
         for (ri, rule) in self.set.rules.iter().enumerate() {
             let spec = &rule.spec;
             for st in self.states[ri].values() {
@@ -648,6 +695,8 @@ struct Group<'a> {
     names: &'a [String],
     values: &'a [&'a str],
     own: &'a [&'a Sample],
+    /// The family of the rule's own series (looked up once per rule, not per group).
+    fam: Option<&'a Family>,
 }
 
 impl Group<'_> {
@@ -660,9 +709,11 @@ impl Group<'_> {
     }
 }
 
+/// Key of a group's state. Only kept in memory (persisted state is re-keyed on
+/// import), so the hash function can change between versions.
 fn group_hash<'a>(values: impl Iterator<Item = &'a str>) -> u64 {
     use std::hash::{Hash, Hasher};
-    let mut h = std::collections::hash_map::DefaultHasher::new();
+    let mut h = FastHasher::default();
     for v in values {
         v.hash(&mut h);
     }
@@ -677,44 +728,84 @@ struct Outcome {
     cause: Option<CauseReport>,
 }
 
-type Groups<'a> = Vec<(u64, Vec<&'a str>, Vec<&'a Sample>)>;
+struct GroupSpan {
+    key: u64,
+    /// Range of the group's samples in [`Discovered::samples`].
+    start: usize,
+    len: usize,
+}
+
+/// A rule's series split into label groups, in flat vectors (a handful of
+/// allocations per rule and tick instead of several per group).
+struct Discovered<'a> {
+    fam: Option<&'a Family>,
+    /// Group label names (shared by every group of the rule).
+    names: Arc<[String]>,
+    groups: Vec<GroupSpan>,
+    /// `names.len()` label values per group, in group order.
+    values: Vec<&'a str>,
+    /// Samples of every group, grouped, in snapshot order within a group.
+    samples: Vec<&'a Sample>,
+}
 
 /// Splits the rule's series into label groups (after matchers), without copying
 /// label strings: groups are keyed by a hash of their label values.
-fn discover_groups<'a>(rule: &CompiledRule, snap: &'a Snapshot) -> (Vec<String>, Groups<'a>) {
+fn discover_groups<'a>(rule: &CompiledRule, snap: &'a Snapshot) -> Discovered<'a> {
     let Some(fam) = snap.family(&rule.spec.series.metric) else {
-        return (Vec::new(), Vec::new());
+        return Discovered {
+            fam: None,
+            names: Arc::from(Vec::new()),
+            groups: Vec::new(),
+            values: Vec::new(),
+            samples: Vec::new(),
+        };
     };
-    let names = rule
-        .by
-        .clone()
-        .unwrap_or_else(|| fam.label_names().iter().map(|s| s.to_string()).collect());
+    let names: Arc<[String]> = match &rule.by {
+        Some(by) => by.as_slice().into(),
+        None => fam.label_names().iter().map(|s| s.to_string()).collect(),
+    };
     let idx: Vec<Option<usize>> = names.iter().map(|n| fam.label_index(n)).collect();
     let matchers: Vec<(Option<usize>, &regex::Regex)> =
         rule.matchers.iter().map(|(l, r)| (fam.label_index(l), r)).collect();
-    let mut index: HashMap<u64, usize> = HashMap::new();
-    let mut groups: Groups<'a> = Vec::new();
+    let label = |s: &'a Sample, i: Option<usize>| -> &'a str { i.and_then(|i| s.labels.get(i)).map_or("", |v| v) };
+    let n = fam.samples.len();
+    let mut index: HashMap<u64, usize, IdBuild> = HashMap::with_capacity_and_hasher(n, IdBuild::default());
+    let mut groups: Vec<GroupSpan> = Vec::with_capacity(n);
+    let mut values: Vec<&'a str> = Vec::with_capacity(n * names.len());
+    // (group, sample) in snapshot order; bucketed by group below.
+    let mut member: Vec<(usize, &'a Sample)> = Vec::with_capacity(n);
     for s in &fam.samples {
-        let ok = matchers
-            .iter()
-            .all(|(i, re)| re.is_match(i.and_then(|i| s.labels.get(i)).map_or("", |v| v)));
-        if !ok {
+        if !matchers.iter().all(|&(i, re)| re.is_match(label(s, i))) {
             continue;
         }
-        let values: Vec<&str> = idx
-            .iter()
-            .map(|i| i.and_then(|i| s.labels.get(i)).map_or("", |v| v.as_str()))
-            .collect();
-        let h = group_hash(values.iter().copied());
-        match index.get(&h) {
-            Some(&gi) => groups[gi].2.push(s),
-            None => {
-                index.insert(h, groups.len());
-                groups.push((h, values, vec![s]));
-            }
-        }
+        let h = group_hash(idx.iter().map(|&i| label(s, i)));
+        let gi = *index.entry(h).or_insert_with(|| {
+            values.extend(idx.iter().map(|&i| label(s, i)));
+            groups.push(GroupSpan {
+                key: h,
+                start: 0,
+                len: 0,
+            });
+            groups.len() - 1
+        });
+        groups[gi].len += 1;
+        member.push((gi, s));
     }
-    (names, groups)
+    let mut at = 0;
+    for g in &mut groups {
+        g.start = at;
+        at += g.len;
+    }
+    // Stable: a group's samples keep their snapshot order.
+    member.sort_by_key(|m| m.0);
+    let samples: Vec<&'a Sample> = member.into_iter().map(|m| m.1).collect();
+    Discovered {
+        fam: Some(fam),
+        names,
+        groups,
+        values,
+        samples,
+    }
 }
 
 /// The series a variable stands for in a group: samples of `metric` that agree with
@@ -788,7 +879,7 @@ fn sum(samples: &[&Sample]) -> f64 {
 /// data is missing (a new series without history, an absent metric): not an error.
 fn bind<'a>(
     e: &'a CompiledExpr,
-    rule: &CompiledRule,
+    rule: &'a CompiledRule,
     group: &Group,
     snap: &Snapshot,
     hist: &History,
@@ -796,18 +887,18 @@ fn bind<'a>(
     evidence: Option<&mut BTreeMap<String, f64>>,
 ) -> bool {
     let mut ev = evidence;
-    let metric_of = |var: &str| -> String {
+    let metric_of = |var: &'a str| -> &'a str {
         if var == "value" {
-            rule.spec.series.metric.clone()
+            &rule.spec.series.metric
         } else {
-            rule.spec.vars.get(var).cloned().unwrap_or_else(|| var.to_string())
+            rule.spec.vars.get(var).map_or(var, String::as_str)
         }
     };
     for v in &e.variables {
         if b.get(v).is_some() {
             continue;
         }
-        let Some((_, samples)) = select(snap, &metric_of(v), group) else {
+        let Some((_, samples)) = select(snap, metric_of(v), group) else {
             return false;
         };
         let x = sum(&samples);
@@ -818,10 +909,9 @@ fn bind<'a>(
     }
     for c in &e.calls {
         let found = if c.var == "value" {
-            snap.family(&rule.spec.series.metric)
-                .and_then(|f| series_window(hist, f, group.own, c.func))
+            group.fam.and_then(|f| series_window(hist, f, group.own, c.func))
         } else {
-            select(snap, &metric_of(&c.var), group).and_then(|(f, s)| series_window(hist, f, &s, c.func))
+            select(snap, metric_of(&c.var), group).and_then(|(f, s)| series_window(hist, f, &s, c.func))
         };
         let Some(x) = found else { return false };
         b.set(&c.synthetic, x);
@@ -848,7 +938,7 @@ fn describe(f: WindowFn, var: &str) -> String {
 fn step(
     rule: &CompiledRule,
     set: &RuleSet,
-    states: &[HashMap<u64, GroupState>],
+    states: &[StateMap],
     ri: usize,
     key: u64,
     group: &Group,
@@ -856,7 +946,7 @@ fn step(
     hist: &History,
     now: f64,
 ) -> Result<Option<Outcome>, String> {
-    let mut b = Bindings::default();
+    let mut b = Bindings::with_capacity(1 + rule.expr.calls.len() + rule.expr.variables.len());
     b.set("value", sum(group.own));
     if !bind(&rule.expr, rule, group, snap, hist, &mut b, None) {
         return Ok(None);
@@ -866,7 +956,10 @@ fn step(
         return Ok(None);
     }
     let st = states[ri].get(&key);
-    let mut cb = Bindings::default();
+    // value, the five baseline variables, and whatever `when`/`until` read.
+    let mut cb = Bindings::with_capacity(
+        8 + rule.when.calls.len() + rule.when.variables.len() + rule.until.as_ref().map_or(0, |u| u.calls.len()),
+    );
     cb.set("value", value);
     let mut estimate = None;
     if let Some(spec_b) = &rule.spec.baseline {
@@ -926,7 +1019,7 @@ fn step(
 fn find_cause<'a>(
     rule: &'a CompiledRule,
     set: &RuleSet,
-    states: &[HashMap<u64, GroupState>],
+    states: &[StateMap],
     group: &Group,
     snap: &Snapshot,
     hist: &History,

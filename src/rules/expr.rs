@@ -30,10 +30,63 @@ pub struct WindowCall {
     pub synthetic: String,
 }
 
+/// The shapes most rules take (`rate(value)`, `value > baseline_upper`,
+/// `zscore > 6`), evaluated without walking the evalexpr tree, which allocates an
+/// argument vector per node. Anything else, and any missing variable (to keep
+/// evalexpr's error text), goes through evalexpr.
+#[derive(Debug, Clone, PartialEq)]
+enum Fast {
+    Var(String),
+    Cmp(Cmp, Operand, Operand),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Cmp {
+    Gt,
+    Lt,
+    Geq,
+    Leq,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+enum Operand {
+    Var(String),
+    Num(f64),
+}
+
+fn operand(n: &Node) -> Option<Operand> {
+    match unwrap_root(n).operator() {
+        Operator::VariableIdentifierRead { identifier } => Some(Operand::Var(identifier.clone())),
+        Operator::Const { value: Value::Int(i) } => Some(Operand::Num(*i as f64)),
+        Operator::Const { value: Value::Float(f) } => Some(Operand::Num(*f)),
+        _ => None,
+    }
+}
+
+fn fast_form(node: &Node) -> Option<Fast> {
+    let n = unwrap_root(node);
+    let cmp = match n.operator() {
+        Operator::VariableIdentifierRead { identifier } => return Some(Fast::Var(identifier.clone())),
+        Operator::Gt => Cmp::Gt,
+        Operator::Lt => Cmp::Lt,
+        Operator::Geq => Cmp::Geq,
+        Operator::Leq => Cmp::Leq,
+        _ => return None,
+    };
+    let [a, b] = n.children() else { return None };
+    let (a, b) = (operand(a)?, operand(b)?);
+    // Two constants: evalexpr compares integers as integers; leave it to evalexpr.
+    if matches!((&a, &b), (Operand::Num(_), Operand::Num(_))) {
+        return None;
+    }
+    Some(Fast::Cmp(cmp, a, b))
+}
+
 #[derive(Debug, Clone)]
 pub struct CompiledExpr {
     pub source: String,
     node: Node,
+    fast: Option<Fast>,
     pub calls: Vec<WindowCall>,
     /// Plain variables read (window calls' synthetic names excluded).
     pub variables: Vec<String>,
@@ -158,8 +211,10 @@ pub fn compile(source: &str) -> Result<CompiledExpr, ExprError> {
         .collect();
     variables.sort();
     variables.dedup();
+    let fast = fast_form(&node);
     Ok(CompiledExpr {
         source: source.to_string(),
+        fast,
         node,
         calls,
         variables,
@@ -173,9 +228,24 @@ pub struct Bindings<'a> {
     vars: Vec<(&'a str, Value)>,
 }
 
+/// Name equality; names usually come from the same compiled string, so comparing
+/// addresses first skips most byte comparisons.
+#[inline]
+fn same(a: &str, b: &str) -> bool {
+    std::ptr::eq(a, b) || a == b
+}
+
 impl<'a> Bindings<'a> {
+    /// Room for `n` variables: the engine sizes it from the compiled expression so
+    /// binding never regrows the vector.
+    pub fn with_capacity(n: usize) -> Self {
+        Bindings {
+            vars: Vec::with_capacity(n),
+        }
+    }
+
     pub fn set(&mut self, name: &'a str, v: f64) {
-        match self.vars.iter_mut().find(|(n, _)| *n == name) {
+        match self.vars.iter_mut().find(|(n, _)| same(n, name)) {
             Some(slot) => slot.1 = Value::Float(v),
             None => self.vars.push((name, Value::Float(v))),
         }
@@ -184,7 +254,7 @@ impl<'a> Bindings<'a> {
     pub fn get(&self, name: &str) -> Option<f64> {
         self.vars
             .iter()
-            .find(|(n, _)| *n == name)
+            .find(|(n, _)| same(n, name))
             .and_then(|(_, v)| v.as_number().ok())
     }
 
@@ -195,7 +265,7 @@ impl<'a> Bindings<'a> {
 
 impl Context for Bindings<'_> {
     fn get_value(&self, identifier: &str) -> Option<&Value> {
-        self.vars.iter().find(|(n, _)| *n == identifier).map(|(_, v)| v)
+        self.vars.iter().find(|(n, _)| same(n, identifier)).map(|(_, v)| v)
     }
 
     fn call_function(&self, identifier: &str, _argument: &Value) -> EvalexprResult<Value> {
@@ -213,9 +283,50 @@ impl Context for Bindings<'_> {
     }
 }
 
+impl Bindings<'_> {
+    /// A bound variable as evalexpr would read it for a comparison (`as_number`);
+    /// `None` sends the caller to evalexpr.
+    fn number(&self, o: &Operand) -> Option<f64> {
+        match o {
+            Operand::Num(x) => Some(*x),
+            Operand::Var(v) => match self.get_value(v)? {
+                Value::Float(f) => Some(*f),
+                Value::Int(i) => Some(*i as f64),
+                _ => None,
+            },
+        }
+    }
+
+    /// The fast form's value: a number for `Var`, a boolean for `Cmp`.
+    fn fast(&self, f: &Fast) -> Option<Value> {
+        match f {
+            Fast::Var(v) => match self.get_value(v)? {
+                Value::Float(x) => Some(Value::Float(*x)),
+                _ => None,
+            },
+            Fast::Cmp(op, a, b) => {
+                let (a, b) = (self.number(a)?, self.number(b)?);
+                Some(Value::Boolean(match op {
+                    Cmp::Gt => a > b,
+                    Cmp::Lt => a < b,
+                    Cmp::Geq => a >= b,
+                    Cmp::Leq => a <= b,
+                }))
+            }
+        }
+    }
+}
+
 impl CompiledExpr {
+    fn eval(&self, b: &Bindings) -> Result<Value, ExprError> {
+        if let Some(v) = self.fast.as_ref().and_then(|f| b.fast(f)) {
+            return Ok(v);
+        }
+        self.node.eval_with_context(b).map_err(|e| err(e.to_string()))
+    }
+
     pub fn eval_number(&self, b: &Bindings) -> Result<f64, ExprError> {
-        match self.node.eval_with_context(b).map_err(|e| err(e.to_string()))? {
+        match self.eval(b)? {
             Value::Float(f) => Ok(f),
             Value::Int(i) => Ok(i as f64),
             Value::Boolean(x) => Ok(if x { 1.0 } else { 0.0 }),
@@ -224,7 +335,7 @@ impl CompiledExpr {
     }
 
     pub fn eval_bool(&self, b: &Bindings) -> Result<bool, ExprError> {
-        match self.node.eval_with_context(b).map_err(|e| err(e.to_string()))? {
+        match self.eval(b)? {
             Value::Boolean(x) => Ok(x),
             other => Err(err(format!("condition gave {other:?}, not true/false"))),
         }
@@ -269,6 +380,35 @@ mod tests {
         assert!(compile("increase(x, -1)").is_err());
         assert!(compile("a = 1").is_err());
         assert!(compile("(1 + ").is_err());
+    }
+
+    #[test]
+    fn fast_forms_agree_with_evalexpr() {
+        let mut b = Bindings::default();
+        b.set("value", 7.5);
+        b.set("baseline_upper", 7.5);
+        b.set("zscore", f64::NAN);
+        for src in [
+            "value",
+            "value > baseline_upper",
+            "value >= baseline_upper",
+            "value < 8",
+            "value <= 7",
+            "8 > value",
+            "zscore > 6",
+            "zscore <= 6",
+            "(value) > (6.5)",
+            "missing > 1",
+            "value > missing",
+        ] {
+            let c = compile(src).expect("compile");
+            let slow = c.node.eval_with_context(&b).map_err(|e| err(e.to_string()));
+            assert_eq!(c.eval(&b), slow, "{src}");
+        }
+        assert!(compile("value > 1").expect("compile").fast.is_some());
+        assert!(compile("rate(value)").expect("compile").fast.is_some());
+        assert!(compile("1 > 2").expect("compile").fast.is_none());
+        assert!(compile("value > 1 && value < 9").expect("compile").fast.is_none());
     }
 
     #[test]
