@@ -5,6 +5,8 @@ use std::ops::Deref;
 use std::sync::Arc;
 use std::time::SystemTime;
 
+use rustc_hash::{FxBuildHasher, FxHasher};
+
 use crate::catalog::{MetricDesc, MetricKind};
 
 /// A descriptor that is either from the static catalog or built at run time
@@ -96,102 +98,6 @@ impl Family {
     }
 }
 
-/// A fast, non-cryptographic 64-bit hasher for the per-tick lookups of the rule
-/// engine and the history (tens of thousands a tick; SipHash dominated them). Keys
-/// are label values read from the kernel, not attacker-chosen at scale, and every
-/// History hit still compares the stored name and labels.
-#[derive(Clone, Copy, Debug)]
-pub struct FastHasher(u64);
-
-impl Default for FastHasher {
-    fn default() -> Self {
-        FastHasher(0x243F_6A88_85A3_08D3)
-    }
-}
-
-const MUL: u64 = 0x9E37_79B9_7F4A_7C15;
-
-/// Folded 64×64→128 multiply: every input bit affects the result.
-#[inline]
-fn fold_mul(a: u64, b: u64) -> u64 {
-    let m = (a as u128).wrapping_mul(b as u128);
-    (m as u64) ^ ((m >> 64) as u64)
-}
-
-impl std::hash::Hasher for FastHasher {
-    #[inline]
-    fn write(&mut self, bytes: &[u8]) {
-        let mut h = self.0;
-        let mut chunks = bytes.chunks_exact(8);
-        for c in &mut chunks {
-            let mut w = [0u8; 8];
-            w.copy_from_slice(c);
-            h = fold_mul(h ^ u64::from_le_bytes(w), MUL).rotate_left(23);
-        }
-        let rem = chunks.remainder();
-        if !rem.is_empty() {
-            let mut w = [0u8; 8];
-            w[..rem.len()].copy_from_slice(rem);
-            h = fold_mul(h ^ u64::from_le_bytes(w) ^ ((rem.len() as u64) << 56), MUL).rotate_left(23);
-        }
-        self.0 = h;
-    }
-
-    #[inline]
-    fn write_u8(&mut self, i: u8) {
-        self.write_u64(i as u64);
-    }
-
-    #[inline]
-    fn write_usize(&mut self, i: usize) {
-        self.write_u64(i as u64);
-    }
-
-    #[inline]
-    fn write_u64(&mut self, i: u64) {
-        self.0 = fold_mul(self.0 ^ i, MUL).rotate_left(23);
-    }
-
-    #[inline]
-    fn finish(&self) -> u64 {
-        // murmur3's finaliser: the table uses both the low and the top bits.
-        let mut x = self.0;
-        x ^= x >> 33;
-        x = x.wrapping_mul(0xff51_afd7_ed55_8ccd);
-        x ^= x >> 33;
-        x = x.wrapping_mul(0xc4ce_b9fe_1a85_ec53);
-        x ^ (x >> 33)
-    }
-}
-
-pub type FastBuild = std::hash::BuildHasherDefault<FastHasher>;
-
-/// For maps keyed by a u64 that is already a [`FastHasher`] hash: hashing it again
-/// would only cost time.
-#[derive(Default, Clone, Copy, Debug)]
-pub struct IdHasher(u64);
-
-impl std::hash::Hasher for IdHasher {
-    fn write(&mut self, bytes: &[u8]) {
-        // Only u64 keys are expected; anything else still hashes deterministically.
-        for &b in bytes {
-            self.0 = fold_mul(self.0 ^ b as u64, MUL);
-        }
-    }
-
-    #[inline]
-    fn write_u64(&mut self, i: u64) {
-        self.0 = i;
-    }
-
-    #[inline]
-    fn finish(&self) -> u64 {
-        self.0
-    }
-}
-
-pub type IdBuild = std::hash::BuildHasherDefault<IdHasher>;
-
 /// Slots of the emitter's static-descriptor cache (direct-mapped by address).
 const STATIC_SLOTS: usize = 32;
 
@@ -202,7 +108,7 @@ pub struct Emitter {
     /// Family by name. Names are ours (catalog and kernel field names), not
     /// adversarial input, so the cheap Fx hash is fine: a tick pushes ~600
     /// samples, and SipHash over every name was a visible share of an idle tick.
-    index: HashMap<String, usize, crate::collect::procmap::FxBuild>,
+    index: HashMap<String, usize, FxBuildHasher>,
     /// Family index by the address of a `'static` descriptor (0 = empty slot): the
     /// rule engine pushes ~50k samples a tick over a handful of static descriptors,
     /// and hashing the name for each push showed in profiles. Static addresses are
@@ -487,7 +393,7 @@ pub struct History {
     cap: usize,
     stale_after: u64,
     generation: u64,
-    series: HashMap<u64, HistEntry, IdBuild>,
+    series: HashMap<u64, HistEntry, FxBuildHasher>,
 }
 
 #[derive(Debug)]
@@ -500,7 +406,7 @@ struct HistEntry {
 
 pub fn series_hash(name: &str, labels: &[String]) -> u64 {
     use std::hash::{Hash, Hasher};
-    let mut h = FastHasher::default();
+    let mut h = FxHasher::default();
     name.hash(&mut h);
     labels.hash(&mut h);
     h.finish()

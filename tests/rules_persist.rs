@@ -5,8 +5,33 @@ use std::time::{Duration, SystemTime};
 
 use netsight::rules::persist;
 use netsight::rules::testing::{expand, parse_series, snapshot_at, InputSeries};
-use netsight::rules::{load, Engine, RuleSource};
+use netsight::rules::{load, Engine, RuleSet, RuleSource};
 use netsight::snapshot::History;
+
+fn rules(text: &str) -> RuleSet {
+    load(&[RuleSource {
+        name: "t.yaml".into(),
+        text: text.into(),
+    }])
+    .expect("rules")
+}
+
+/// Feeds ticks `ticks` of `s` (1 s apart) to the engine, calling `after` after each.
+fn feed(
+    engine: &mut Engine,
+    hist: &mut History,
+    s: &InputSeries,
+    ticks: std::ops::Range<usize>,
+    mut after: impl FnMut(usize, &Engine),
+) {
+    let t0 = SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000);
+    for i in ticks {
+        let snap = snapshot_at(s, i, t0 + Duration::from_secs(i as u64));
+        hist.record(&snap);
+        engine.evaluate(&snap, hist);
+        after(i, engine);
+    }
+}
 
 const RULES: &str = r#"
 rules:
@@ -50,25 +75,13 @@ fn decisions(engine: &Engine) -> (bool, bool) {
 
 #[test]
 fn a_restart_mid_series_makes_the_same_decisions() {
-    let set = load(&[RuleSource {
-        name: "t.yaml".into(),
-        text: RULES.into(),
-    }])
-    .expect("rules");
+    let set = rules(RULES);
     let s = series();
     let steps = s.iter().map(|x| x.2.len()).max().unwrap_or(0);
-    let t0 = SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000);
-    let at = |i: usize| t0 + Duration::from_secs(i as u64);
 
-    let mut a = Engine::new(set.clone());
-    let mut ha = History::new(120);
     let mut expected = Vec::new();
-    for i in 0..steps {
-        let snap = snapshot_at(&s, i, at(i));
-        ha.record(&snap);
-        a.evaluate(&snap, &ha);
-        expected.push(decisions(&a));
-    }
+    let (mut a, mut ha) = (Engine::new(set.clone()), History::new(120));
+    feed(&mut a, &mut ha, &s, 0..steps, |_, e| expected.push(decisions(e)));
     assert!(
         expected.iter().any(|d| d.0) && expected.iter().any(|d| d.1),
         "the scenario must fire both rules: {expected:?}"
@@ -76,49 +89,27 @@ fn a_restart_mid_series_makes_the_same_decisions() {
 
     let dir = tempfile::tempdir().expect("tempdir");
     let file = dir.path().join("state");
-    let mut b = Engine::new(set.clone());
-    let mut hb = History::new(120);
     let mut got = Vec::new();
-    for i in 0..30 {
-        let snap = snapshot_at(&s, i, at(i));
-        hb.record(&snap);
-        b.evaluate(&snap, &hb);
-        got.push(decisions(&b));
-    }
+    let (mut b, mut hb) = (Engine::new(set.clone()), History::new(120));
+    feed(&mut b, &mut hb, &s, 0..30, |_, e| got.push(decisions(e)));
     persist::save(&file, &b, &hb).expect("save");
     drop((b, hb));
-    let mut c = Engine::new(set.clone());
-    let mut hc = History::new(120);
+    let (mut c, mut hc) = (Engine::new(set.clone()), History::new(120));
     let restored = persist::restore(&file, &mut c, &mut hc).expect("restore");
     assert_eq!(restored, 2);
-    for i in 30..steps {
-        let snap = snapshot_at(&s, i, at(i));
-        hc.record(&snap);
-        c.evaluate(&snap, &hc);
-        got.push(decisions(&c));
-    }
+    feed(&mut c, &mut hc, &s, 30..steps, |_, e| got.push(decisions(e)));
     assert_eq!(got, expected);
 
     // Without the state, the restarted engine misses the spikes (still warming up).
-    let mut d = Engine::new(set);
-    let mut hd = History::new(120);
     let mut fresh = Vec::new();
-    for i in 30..steps {
-        let snap = snapshot_at(&s, i, at(i));
-        hd.record(&snap);
-        d.evaluate(&snap, &hd);
-        fresh.push(decisions(&d));
-    }
+    let (mut d, mut hd) = (Engine::new(set), History::new(120));
+    feed(&mut d, &mut hd, &s, 30..steps, |_, e| fresh.push(decisions(e)));
     assert_ne!(fresh, expected[30..].to_vec());
 }
 
 #[test]
 fn damaged_or_foreign_state_files_are_refused() {
-    let set = load(&[RuleSource {
-        name: "t.yaml".into(),
-        text: RULES.into(),
-    }])
-    .expect("rules");
+    let set = rules(RULES);
     let dir = tempfile::tempdir().expect("tempdir");
     let file = dir.path().join("state");
     let e = Engine::new(set.clone());
@@ -148,11 +139,7 @@ rules:
   - {name: m_sea, layer: link, severity: info, series: {metric: netsight_sockstat_tcp_orphans}, baseline: {model: seasonal, periods: [10s], step: 1s, refit_every: 5s}, when: zscore > 9}
 "#;
     netsight::rules::seasonal::set_synchronous(true);
-    let set = load(&[RuleSource {
-        name: "m.yaml".into(),
-        text: text.into(),
-    }])
-    .expect("rules");
+    let set = rules(text);
     let values: String = (0..60).map(|i| format!("{} ", 10 + (i % 10))).collect();
     let s: InputSeries = vec![(
         "netsight_sockstat_tcp_orphans".into(),
@@ -182,40 +169,28 @@ rules:
 /// resolves; a reload that removes a firing rule ends its event.
 #[test]
 fn a_group_firing_across_a_restart_gets_an_event_that_ends() {
-    let set = load(&[RuleSource {
-        name: "t.yaml".into(),
-        text: RULES.into(),
-    }])
-    .expect("rules");
+    let set = rules(RULES);
     let s = series();
     let steps = s.iter().map(|x| x.2.len()).max().unwrap_or(0);
-    let t0 = SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000);
-    let at = |i: usize| t0 + Duration::from_secs(i as u64);
 
-    let mut b = Engine::new(set.clone());
-    let mut hb = History::new(120);
-    let mut fired_at = None;
-    for i in 0..steps {
-        let snap = snapshot_at(&s, i, at(i));
-        hb.record(&snap);
-        b.evaluate(&snap, &hb);
-        if b.is_firing("tw_spike", &[]) {
-            fired_at = Some(i);
-            break;
+    let mut fired = Vec::new();
+    let (mut a, mut ha) = (Engine::new(set.clone()), History::new(120));
+    feed(&mut a, &mut ha, &s, 0..steps, |i, e| {
+        if e.is_firing("tw_spike", &[]) {
+            fired.push(i)
         }
-    }
-    let fired_at = fired_at.expect("tw_spike fires in the scenario");
+    });
+    let fired_at = *fired.first().expect("tw_spike fires in the scenario");
+
     let dir = tempfile::tempdir().expect("tempdir");
     let file = dir.path().join("state");
+    let (mut b, mut hb) = (Engine::new(set.clone()), History::new(120));
+    feed(&mut b, &mut hb, &s, 0..fired_at + 1, |_, _| {});
     persist::save(&file, &b, &hb).expect("save");
 
-    let mut c = Engine::new(set.clone());
-    let mut hc = History::new(120);
+    let (mut c, mut hc) = (Engine::new(set.clone()), History::new(120));
     persist::restore(&file, &mut c, &mut hc).expect("restore");
-    let i = fired_at + 1;
-    let snap = snapshot_at(&s, i, at(i));
-    hc.record(&snap);
-    c.evaluate(&snap, &hc);
+    feed(&mut c, &mut hc, &s, fired_at + 1..fired_at + 2, |_, _| {});
     assert!(c.is_firing("tw_spike", &[]), "still firing after the restart");
     let open: Vec<_> = c
         .events
@@ -226,42 +201,28 @@ fn a_group_firing_across_a_restart_gets_an_event_that_ends() {
     assert_eq!(open.len(), 1, "one event for the restored firing group: {open:?}");
     assert_eq!(open[0].end, None);
     let id = open[0].id;
-    for i in fired_at + 2..steps {
-        let snap = snapshot_at(&s, i, at(i));
-        hc.record(&snap);
-        c.evaluate(&snap, &hc);
-    }
+    feed(&mut c, &mut hc, &s, fired_at + 2..steps, |_, _| {});
     assert!(!c.is_firing("tw_spike", &[]), "resolved by the end of the series");
     assert!(
         c.events.get(id).and_then(|e| e.end).is_some(),
         "the restored event ended"
     );
 
-    // A reload without the rule ends the event of a firing group.
-    let mut d = Engine::new(set);
-    let mut hd = History::new(120);
-    for i in 0..=fired_at {
-        let snap = snapshot_at(&s, i, at(i));
-        hd.record(&snap);
-        d.evaluate(&snap, &hd);
-    }
-    let open = d.events.range(0.0, f64::MAX);
-    let ev = open
-        .iter()
+    // A reload without the rule ends the event of a firing group (b is firing).
+    let ev = b
+        .events
+        .range(0.0, f64::MAX)
+        .into_iter()
         .find(|e| e.rule == "tw_spike" && e.end.is_none())
         .expect("open event");
-    let without = load(&[RuleSource {
-        name: "t.yaml".into(),
-        text: RULES
-            .split("  - name: rst_rate")
-            .next()
-            .expect("split")
-            .replace("tw_spike", "tw_other"),
-    }])
-    .expect("reduced rules");
-    d.replace(without);
+    let reduced = RULES
+        .split("  - name: rst_rate")
+        .next()
+        .expect("split")
+        .replace("tw_spike", "tw_other");
+    b.replace(rules(&reduced));
     assert!(
-        d.events.get(ev.id).and_then(|e| e.end).is_some(),
+        b.events.get(ev.id).and_then(|e| e.end).is_some(),
         "the removed rule's event ended"
     );
 }

@@ -5,12 +5,12 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use super::procmap::FxHashMap;
 use super::{CollectContext, CollectError, Collector};
 use crate::catalog::{CollectorDoc, DynamicFamily, MetricDesc, MetricKind};
 use crate::parse::netstat::{parse_mib_table, parse_snmp6, MibGroup};
 use crate::parse::{snake_case, ParseError};
 use crate::snapshot::Emitter;
+use rustc_hash::FxHashMap;
 
 pub static DOC: CollectorDoc = CollectorDoc {
     collector: "netstat",

@@ -24,7 +24,9 @@ use std::collections::BTreeMap;
 use std::net::IpAddr;
 use std::sync::Arc;
 
-use super::procmap::{FxHashMap, ProcMap};
+use rustc_hash::FxHashMap;
+
+use super::procmap::ProcMap;
 use super::{CollectContext, CollectError, Collector};
 use crate::catalog::{CollectorDoc, MetricDesc, MetricKind};
 use crate::config::SocketsConfig;

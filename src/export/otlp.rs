@@ -23,7 +23,6 @@ use std::borrow::Cow;
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::future::Future;
 use std::hash::{Hash, Hasher};
-use std::path::PathBuf;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -43,21 +42,17 @@ use opentelemetry_sdk::metrics::exporter::PushMetricExporter;
 use opentelemetry_sdk::metrics::periodic_reader_with_async_runtime::PeriodicReader;
 use opentelemetry_sdk::metrics::{SdkMeterProvider, Temporality};
 use opentelemetry_sdk::Resource;
-use serde::{Deserialize, Deserializer};
+use serde::Deserialize;
 
 use crate::catalog::{CollectorDoc, MetricDesc, MetricKind};
 use crate::collect::{CollectContext, CollectError, Collector};
 use crate::config::Config;
 use crate::daemon::{Published, Shared};
+use crate::export::tls::ClientTlsConfig;
 use crate::snapshot::{Emitter, Family, Sample, Value};
 
 // ---------------------------------------------------------------------------------
 // Configuration
-
-fn duration<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
-    let s = String::deserialize(d)?;
-    humantime::parse_duration(&s).map_err(serde::de::Error::custom)
-}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -78,26 +73,15 @@ pub struct OtlpConfig {
     pub protocol: Protocol,
     /// Sent with every export (gRPC metadata or HTTP headers), e.g. an API key.
     pub headers: BTreeMap<String, String>,
-    #[serde(deserialize_with = "duration")]
+    #[serde(deserialize_with = "crate::config::duration")]
     pub interval: Duration,
     /// Per export attempt.
-    #[serde(deserialize_with = "duration")]
+    #[serde(deserialize_with = "crate::config::duration")]
     pub timeout: Duration,
     pub gzip: bool,
-    pub tls: OtlpTls,
+    pub tls: ClientTlsConfig,
     /// Extra resource attributes (override the detected ones).
     pub resource: BTreeMap<String, String>,
-}
-
-#[derive(Debug, Clone, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct OtlpTls {
-    /// CA bundle that signed the collector's certificate (default: the system store).
-    pub ca_file: Option<PathBuf>,
-    /// Client certificate and key for mutual TLS.
-    pub cert_file: Option<PathBuf>,
-    pub key_file: Option<PathBuf>,
-    pub insecure_skip_verify: bool,
 }
 
 impl OtlpConfig {
@@ -727,15 +711,7 @@ fn client_tls(cfg: &OtlpConfig) -> anyhow::Result<Option<rustls::ClientConfig>> 
     if !cfg.is_https() {
         return Ok(None);
     }
-    let t = &cfg.tls;
-    super::tls::client_config(&super::tls::ClientTls {
-        ca_file: t.ca_file.as_deref(),
-        cert_file: t.cert_file.as_deref(),
-        key_file: t.key_file.as_deref(),
-        insecure_skip_verify: t.insecure_skip_verify,
-    })
-    .map(Some)
-    .context("otlp.tls")
+    cfg.tls.rustls().map(Some).context("otlp.tls")
 }
 
 fn build_exporter(cfg: &OtlpConfig) -> anyhow::Result<opentelemetry_otlp::MetricExporter> {
@@ -815,7 +791,7 @@ fn read_trimmed(path: &str) -> Option<String> {
 
 fn resource(cfg: &OtlpConfig) -> Resource {
     let mut attrs = vec![KeyValue::new("service.version", env!("CARGO_PKG_VERSION"))];
-    if let Some(h) = read_trimmed("/proc/sys/kernel/hostname") {
+    if let Some(h) = super::host_name() {
         attrs.push(KeyValue::new("host.name", h));
     }
     if let Some(id) = read_trimmed("/etc/machine-id").or_else(|| read_trimmed("/var/lib/dbus/machine-id")) {

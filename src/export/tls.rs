@@ -154,6 +154,30 @@ pub fn server_config(s: &ServerTls<'_>) -> anyhow::Result<rustls::ServerConfig> 
     Ok(cfg)
 }
 
+/// Client TLS settings of an outgoing connection, as configured (`otlp.tls`,
+/// `notify.*.tls`).
+#[derive(Debug, Clone, Default, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClientTlsConfig {
+    /// CA bundle that signed the endpoint's certificate (default: the system store).
+    pub ca_file: Option<std::path::PathBuf>,
+    /// Client certificate and key for mutual TLS.
+    pub cert_file: Option<std::path::PathBuf>,
+    pub key_file: Option<std::path::PathBuf>,
+    pub insecure_skip_verify: bool,
+}
+
+impl ClientTlsConfig {
+    pub fn rustls(&self) -> anyhow::Result<rustls::ClientConfig> {
+        client_config(&ClientTls {
+            ca_file: self.ca_file.as_deref(),
+            cert_file: self.cert_file.as_deref(),
+            key_file: self.key_file.as_deref(),
+            insecure_skip_verify: self.insecure_skip_verify,
+        })
+    }
+}
+
 /// Client TLS for outgoing connections (OTLP). Without `ca_file` the system trust store
 /// is used.
 pub struct ClientTls<'a> {

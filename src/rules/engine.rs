@@ -10,10 +10,12 @@ use super::expr::{Bindings, CompiledExpr, WindowFn};
 use super::load::{CompiledRule, RuleSet};
 use super::template::{format_value, render};
 use crate::catalog::{CollectorDoc, MetricDesc, MetricKind};
-use crate::snapshot::{Emitter, Family, FastHasher, History, IdBuild, Ring, Sample, Snapshot};
+use rustc_hash::{FxBuildHasher, FxHasher};
+
+use crate::snapshot::{Emitter, Family, History, Ring, Sample, Snapshot};
 
 /// A rule's group states keyed by [`group_hash`] (already a hash: not hashed again).
-type StateMap = HashMap<u64, GroupState, IdBuild>;
+type StateMap = HashMap<u64, GroupState, FxBuildHasher>;
 
 const G: MetricKind = MetricKind::Gauge;
 const DYN: &[&str] = &["rule", "severity", "layer", "<group labels>"];
@@ -713,7 +715,7 @@ impl Group<'_> {
 /// import), so the hash function can change between versions.
 fn group_hash<'a>(values: impl Iterator<Item = &'a str>) -> u64 {
     use std::hash::{Hash, Hasher};
-    let mut h = FastHasher::default();
+    let mut h = FxHasher::default();
     for v in values {
         v.hash(&mut h);
     }
@@ -769,7 +771,7 @@ fn discover_groups<'a>(rule: &CompiledRule, snap: &'a Snapshot) -> Discovered<'a
         rule.matchers.iter().map(|(l, r)| (fam.label_index(l), r)).collect();
     let label = |s: &'a Sample, i: Option<usize>| -> &'a str { i.and_then(|i| s.labels.get(i)).map_or("", |v| v) };
     let n = fam.samples.len();
-    let mut index: HashMap<u64, usize, IdBuild> = HashMap::with_capacity_and_hasher(n, IdBuild::default());
+    let mut index: HashMap<u64, usize, FxBuildHasher> = HashMap::with_capacity_and_hasher(n, FxBuildHasher);
     let mut groups: Vec<GroupSpan> = Vec::with_capacity(n);
     let mut values: Vec<&'a str> = Vec::with_capacity(n * names.len());
     // (group, sample) in snapshot order; bucketed by group below.

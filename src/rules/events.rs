@@ -91,6 +91,22 @@ impl EventLog {
     }
 }
 
+impl CauseReport {
+    /// "Root cause NAME (LAYER layer): EXPLANATION", then the evidence and the
+    /// recommendation on lines of their own: what people read in notifications.
+    pub fn describe(&self) -> String {
+        let mut t = format!("Root cause {} ({} layer): {}", self.name, self.layer, self.explanation);
+        if !self.evidence.is_empty() {
+            let ev: Vec<String> = self.evidence.iter().map(|(k, v)| format!("{k} = {v}")).collect();
+            t.push_str(&format!("\nEvidence: {}", ev.join(", ")));
+        }
+        if !self.recommendation.is_empty() {
+            t.push_str(&format!("\nRecommendation: {}", self.recommendation));
+        }
+        t
+    }
+}
+
 /// Grafana tags of an event: `rule:…`, `layer:…`, `severity:…` and `cause:…`.
 pub fn annotation_tags(e: &Event) -> Vec<String> {
     let mut tags = vec![

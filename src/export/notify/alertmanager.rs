@@ -26,10 +26,10 @@ pub struct AlertmanagerConfig {
     pub url: Option<String>,
     /// Extra HTTP headers (e.g. `Authorization` for a proxy in front).
     pub headers: BTreeMap<String, String>,
-    #[serde(deserialize_with = "super::duration")]
+    #[serde(deserialize_with = "crate::config::duration")]
     pub timeout: Duration,
     /// Firing alerts are re-sent this often (Prometheus' default is 1m).
-    #[serde(deserialize_with = "super::duration")]
+    #[serde(deserialize_with = "crate::config::duration")]
     pub resend_interval: Duration,
     /// The `instance` label (default: the host name).
     pub instance: Option<String>,
@@ -170,17 +170,8 @@ fn description(e: &Event) -> String {
     d.push('.');
     match &e.cause {
         Some(c) => {
-            d.push_str(&format!(
-                "\nRoot cause {} ({} layer): {}",
-                c.name, c.layer, c.explanation
-            ));
-            if !c.evidence.is_empty() {
-                let ev: Vec<String> = c.evidence.iter().map(|(k, v)| format!("{k} = {v}")).collect();
-                d.push_str(&format!("\nEvidence: {}", ev.join(", ")));
-            }
-            if !c.recommendation.is_empty() {
-                d.push_str(&format!("\nRecommendation: {}", c.recommendation));
-            }
+            d.push('\n');
+            d.push_str(&c.describe());
         }
         None => d.push_str("\nRoot cause: none of the rule's candidate causes held."),
     }

@@ -1,7 +1,6 @@
 //! The small JSON-over-HTTP(S) client both targets share: hyper with rustls, a
 //! timeout per request, fixed headers from the configuration.
 
-use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::Context;
@@ -13,20 +12,9 @@ use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
-use serde::Deserialize;
 
 use super::Outcome;
-
-#[derive(Debug, Clone, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct ClientTlsConfig {
-    /// CA bundle that signed the endpoint's certificate (default: the system store).
-    pub ca_file: Option<PathBuf>,
-    /// Client certificate and key for mutual TLS.
-    pub cert_file: Option<PathBuf>,
-    pub key_file: Option<PathBuf>,
-    pub insecure_skip_verify: bool,
-}
+pub use crate::export::tls::ClientTlsConfig;
 
 pub fn validate_url(what: &str, url: Option<&str>) -> Result<(), String> {
     let url = url
@@ -85,12 +73,7 @@ impl JsonClient {
         timeout: Duration,
     ) -> anyhow::Result<JsonClient> {
         let rustls_cfg = if base.starts_with("https://") {
-            crate::export::tls::client_config(&crate::export::tls::ClientTls {
-                ca_file: tls.ca_file.as_deref(),
-                cert_file: tls.cert_file.as_deref(),
-                key_file: tls.key_file.as_deref(),
-                insecure_skip_verify: tls.insecure_skip_verify,
-            })?
+            tls.rustls()?
         } else {
             // Plain http: the connector wants a TLS config it will never use.
             rustls::ClientConfig::builder_with_provider(crate::export::tls::provider())

@@ -35,7 +35,7 @@ pub struct GrafanaConfig {
     pub tags: Vec<String>,
     /// Extra HTTP headers.
     pub headers: BTreeMap<String, String>,
-    #[serde(deserialize_with = "super::duration")]
+    #[serde(deserialize_with = "crate::config::duration")]
     pub timeout: Duration,
     pub tls: ClientTlsConfig,
 }
@@ -181,17 +181,8 @@ fn ms(unix_seconds: f64) -> i64 {
 pub fn text(e: &Event) -> String {
     let mut t = e.text.clone();
     if let Some(c) = &e.cause {
-        t.push_str(&format!(
-            "\nRoot cause {} ({} layer): {}",
-            c.name, c.layer, c.explanation
-        ));
-        if !c.evidence.is_empty() {
-            let ev: Vec<String> = c.evidence.iter().map(|(k, v)| format!("{k} = {v}")).collect();
-            t.push_str(&format!("\nEvidence: {}", ev.join(", ")));
-        }
-        if !c.recommendation.is_empty() {
-            t.push_str(&format!("\nRecommendation: {}", c.recommendation));
-        }
+        t.push('\n');
+        t.push_str(&c.describe());
     }
     if e.end.is_some() {
         t.push_str("\n(resolved)");

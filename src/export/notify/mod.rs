@@ -16,7 +16,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
-use serde::{Deserialize, Deserializer};
+use serde::Deserialize;
 
 use crate::catalog::{CollectorDoc, MetricDesc, MetricKind};
 use crate::collect::{CollectContext, CollectError, Collector};
@@ -25,11 +25,6 @@ use crate::rules::events::{Event, EventLog};
 use crate::snapshot::Emitter;
 
 pub use client::ClientTlsConfig;
-
-pub(crate) fn duration<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
-    let s = String::deserialize(d)?;
-    humantime::parse_duration(&s).map_err(serde::de::Error::custom)
-}
 
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -241,11 +236,7 @@ impl<S: Sink> SinkQueue<S> {
 /// `<host name>:<port of listen>`: the `instance` Prometheus gives a target
 /// scraped by host name, so pushed and scraped alerts agree when it is scraped so.
 pub fn default_instance(listen: &str) -> String {
-    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
-        .map(|s| s.trim().to_string())
-        .ok()
-        .filter(|s| !s.is_empty())
-        .unwrap_or_else(|| "localhost".to_string());
+    let host = super::host_name().unwrap_or_else(|| "localhost".to_string());
     match listen.rsplit_once(':').map(|(_, port)| port).filter(|p| !p.is_empty()) {
         Some(port) => format!("{host}:{port}"),
         None => host,
