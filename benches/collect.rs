@@ -586,7 +586,7 @@ fn labelled(snap: &netsight::snapshot::Snapshot, metric: &str) -> BTreeMap<Strin
     if let Some(f) = snap.family(metric) {
         for s in &f.samples {
             if let (Some(l), Some(v)) = (s.labels.first(), s.value.as_f64()) {
-                out.insert(l.clone(), v);
+                out.insert(l.to_string(), v);
             }
         }
     }

@@ -64,11 +64,72 @@ impl Value {
     }
 }
 
+/// A label value. `Arc<str>` rather than `String` so that series carrying the same
+/// value share one allocation: the rule engine's outputs for ten thousand groups all
+/// repeat their rule's name, severity and layer, and a clone is a reference count.
+pub type LabelValue = Arc<str>;
+
+/// The label values of one sample, in the order of its family's label names.
+pub type LabelValues = Arc<[LabelValue]>;
+
+/// What a collector may hand to [`Emitter::push`] as label values.
+pub trait IntoLabels {
+    fn into_labels(self) -> LabelValues;
+}
+
+impl IntoLabels for LabelValues {
+    fn into_labels(self) -> LabelValues {
+        self
+    }
+}
+
+impl IntoLabels for &LabelValues {
+    fn into_labels(self) -> LabelValues {
+        self.clone()
+    }
+}
+
+impl IntoLabels for Vec<LabelValue> {
+    fn into_labels(self) -> LabelValues {
+        self.into()
+    }
+}
+
+impl IntoLabels for Vec<String> {
+    fn into_labels(self) -> LabelValues {
+        self.into_iter().map(LabelValue::from).collect()
+    }
+}
+
+impl IntoLabels for Vec<&str> {
+    fn into_labels(self) -> LabelValues {
+        self.into_iter().map(LabelValue::from).collect()
+    }
+}
+
+impl<const N: usize> IntoLabels for [String; N] {
+    fn into_labels(self) -> LabelValues {
+        self.into_iter().map(LabelValue::from).collect()
+    }
+}
+
+impl<const N: usize> IntoLabels for [&str; N] {
+    fn into_labels(self) -> LabelValues {
+        self.into_iter().map(LabelValue::from).collect()
+    }
+}
+
+impl<const N: usize> IntoLabels for [LabelValue; N] {
+    fn into_labels(self) -> LabelValues {
+        self.into_iter().collect()
+    }
+}
+
 #[derive(Clone, Debug, PartialEq)]
 pub struct Sample {
     /// Label values in the order of the descriptor's `labels`. Shared so that
     /// history entries and derived series reuse them without copying strings.
-    pub labels: Arc<[String]>,
+    pub labels: LabelValues,
     pub value: Value,
 }
 
@@ -121,9 +182,9 @@ pub struct Emitter {
 
 /// The label values of a sample without labels: one shared allocation per
 /// thread instead of one per sample.
-fn no_labels() -> Arc<[String]> {
+fn no_labels() -> LabelValues {
     thread_local! {
-        static EMPTY: Arc<[String]> = Arc::from(Vec::new());
+        static EMPTY: LabelValues = Arc::from(Vec::new());
     }
     EMPTY.with(Arc::clone)
 }
@@ -175,9 +236,9 @@ impl Emitter {
     }
 
     /// Records one scalar sample. `labels` must match the descriptor's label names.
-    pub fn push(&mut self, desc: impl Into<DescRef>, labels: impl Into<Arc<[String]>>, value: f64) {
+    pub fn push(&mut self, desc: impl Into<DescRef>, labels: impl IntoLabels, value: f64) {
         let desc = desc.into();
-        let labels = labels.into();
+        let labels = labels.into_labels();
         debug_assert_eq!(desc.labels.len(), labels.len(), "labels of {}", desc.name);
         self.family(desc).samples.push(Sample {
             labels,
@@ -190,14 +251,9 @@ impl Emitter {
         self.push(desc, no_labels(), value);
     }
 
-    pub fn push_histogram(
-        &mut self,
-        desc: impl Into<DescRef>,
-        labels: impl Into<Arc<[String]>>,
-        value: HistogramValue,
-    ) {
+    pub fn push_histogram(&mut self, desc: impl Into<DescRef>, labels: impl IntoLabels, value: HistogramValue) {
         let desc = desc.into();
-        let labels = labels.into();
+        let labels = labels.into_labels();
         debug_assert_eq!(desc.kind, MetricKind::Histogram);
         self.family(desc).samples.push(Sample {
             labels,
@@ -210,10 +266,10 @@ impl Emitter {
         &mut self,
         desc: impl Into<DescRef>,
         names: &Arc<[String]>,
-        labels: impl Into<Arc<[String]>>,
+        labels: impl IntoLabels,
         value: f64,
     ) {
-        let labels = labels.into();
+        let labels = labels.into_labels();
         debug_assert_eq!(names.len(), labels.len());
         let fam = self.family(desc.into());
         fam.dynamic_labels = Some(names.clone());
@@ -287,9 +343,11 @@ impl Snapshot {
         fam.samples
             .iter()
             .find(|s| {
-                matchers
-                    .iter()
-                    .all(|(l, v)| fam.label_index(l).and_then(|i| s.labels.get(i)).is_some_and(|x| x == v))
+                matchers.iter().all(|(l, v)| {
+                    fam.label_index(l)
+                        .and_then(|i| s.labels.get(i))
+                        .is_some_and(|x| &**x == *v)
+                })
             })
             .and_then(|s| s.value.as_f64())
     }
@@ -399,17 +457,26 @@ pub struct History {
 #[derive(Debug)]
 struct HistEntry {
     name: Arc<str>,
-    labels: Arc<[String]>,
+    labels: LabelValues,
     ring: Ring,
     generation: u64,
 }
 
-pub fn series_hash(name: &str, labels: &[String]) -> u64 {
+/// Hash of a series identity; the same for any string type of the label values
+/// (`str`, `String` and `Arc<str>` hash alike), so lookups need not convert.
+pub fn series_hash<L: AsRef<str>>(name: &str, labels: &[L]) -> u64 {
     use std::hash::{Hash, Hasher};
     let mut h = FxHasher::default();
     name.hash(&mut h);
-    labels.hash(&mut h);
+    h.write_usize(labels.len());
+    for l in labels {
+        l.as_ref().hash(&mut h);
+    }
     h.finish()
+}
+
+fn same_labels<A: AsRef<str>, B: AsRef<str>>(a: &[A], b: &[B]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).all(|(x, y)| x.as_ref() == y.as_ref())
 }
 
 impl History {
@@ -462,10 +529,10 @@ impl History {
         self.series.retain(|_, e| e.generation > min_gen);
     }
 
-    pub fn get(&self, name: &str, labels: &[String]) -> Option<&Ring> {
+    pub fn get<L: AsRef<str>>(&self, name: &str, labels: &[L]) -> Option<&Ring> {
         self.series
             .get(&series_hash(name, labels))
-            .filter(|e| &*e.name == name && *e.labels == *labels)
+            .filter(|e| &*e.name == name && same_labels(&e.labels, labels))
             .map(|e| &e.ring)
     }
 
@@ -484,7 +551,7 @@ impl History {
             .filter(|e| keep(&e.name))
             .map(|e| SavedSeries {
                 name: e.name.to_string(),
-                labels: e.labels.to_vec(),
+                labels: e.labels.iter().map(|l| l.to_string()).collect(),
                 points: e.ring.iter().collect(),
             })
             .collect()
@@ -500,7 +567,7 @@ impl History {
             let h = series_hash(&s.name, &s.labels);
             let entry = HistEntry {
                 name: Arc::from(s.name.as_str()),
-                labels: s.labels.into(),
+                labels: s.labels.into_labels(),
                 ring,
                 generation: self.generation,
             };

@@ -198,7 +198,7 @@ fn by_label(snap: &Snapshot, metric: &str, label: &str) -> Vec<(String, f64)> {
     };
     f.samples
         .iter()
-        .filter_map(|s| Some((s.labels.get(i)?.clone(), s.value.as_f64()?)))
+        .filter_map(|s| Some((s.labels.get(i)?.to_string(), s.value.as_f64()?)))
         .collect()
 }
 
@@ -227,7 +227,7 @@ impl Tracker {
             if let (Some(d), Some(o)) = (f.label_index("device"), f.label_index("operstate")) {
                 for s in &f.samples {
                     if let (Some(dev), Some(st)) = (s.labels.get(d), s.labels.get(o)) {
-                        oper.insert(dev.clone(), st.clone());
+                        oper.insert(dev.to_string(), st.to_string());
                     }
                 }
             }

@@ -8,7 +8,7 @@ use super::{CollectContext, CollectError, Collector};
 use crate::catalog::{CollectorDoc, MetricDesc, MetricKind};
 use crate::config::NetdevConfig;
 use crate::parse::netdev::{parse_proc_net_dev, parse_speed_bits, parse_u64_attr, OPERSTATES};
-use crate::snapshot::Emitter;
+use crate::snapshot::{Emitter, LabelValue, LabelValues};
 
 const C: MetricKind = MetricKind::Counter;
 const G: MetricKind = MetricKind::Gauge;
@@ -252,7 +252,7 @@ impl Collector for Netdev {
         let devs = parse_proc_net_dev(&bytes).map_err(|e| CollectError::parse(path, e))?;
         for d in devs.iter().filter(|d| self.wanted(&d.name)) {
             // One shared label set per device rather than a Vec and an Arc per sample.
-            let labels: Arc<[String]> = Arc::from(vec![d.name.clone()]);
+            let labels: LabelValues = Arc::from([LabelValue::from(d.name.as_str())]);
             let l = || labels.clone();
             for (desc, v) in [
                 (&RX_BYTES, d.recv_bytes),
@@ -284,7 +284,7 @@ impl Netdev {
     /// sysfs attributes are best effort: a device can vanish between the two reads,
     /// and `carrier`/`speed` return EINVAL while the link is down.
     fn sysfs_attributes(&self, ctx: &CollectContext, dev: &str, out: &mut Emitter) {
-        let labels: Arc<[String]> = Arc::from(vec![dev.to_string()]);
+        let labels: LabelValues = Arc::from([LabelValue::from(dev)]);
         let l = || labels.clone();
         let attr_u64 = |a: &str| read_attr(ctx, dev, a).and_then(|b| parse_u64_attr(&b));
         let operstate = read_attr(ctx, dev, "operstate")

@@ -574,7 +574,7 @@ mod tests {
 
     fn handles(s: &Snapshot) -> Vec<String> {
         let f = s.family("netsight_nftables_rule_packets_total").expect("family");
-        f.samples.iter().map(|x| x.labels[3].clone()).collect()
+        f.samples.iter().map(|x| x.labels[3].to_string()).collect()
     }
 
     fn collector(max_rules: usize, exclude: Option<&str>) -> Nftables {

@@ -996,7 +996,7 @@ mod tests {
         find(fams, name)
             .samples
             .iter()
-            .find(|s| s.labels.iter().map(String::as_str).eq(labels.iter().copied()))
+            .find(|s| s.labels.iter().map(|l| &**l).eq(labels.iter().copied()))
             .and_then(|s| s.value.as_f64())
     }
 
@@ -1063,7 +1063,7 @@ mod tests {
         assert!(find(&f, "netsight_tcp_port_connections")
             .samples
             .iter()
-            .all(|s| s.labels[0] == "80"));
+            .all(|s| &*s.labels[0] == "80"));
         assert_eq!(
             value(&f, "netsight_tcp_port_retransmitted_segments", &["80"]),
             Some(3.0)
@@ -1128,7 +1128,7 @@ mod tests {
         let ports: Vec<&str> = find(&f, "netsight_tcp_rtt_seconds")
             .samples
             .iter()
-            .map(|s| s.labels[0].as_str())
+            .map(|s| &*s.labels[0])
             .collect();
         assert_eq!(ports, ["8002", "8003", "other"], "sorted by port, other last");
         assert_eq!(
@@ -1202,7 +1202,7 @@ mod tests {
         let names: Vec<&str> = find(&f, "netsight_tcp_process_connections")
             .samples
             .iter()
-            .map(|s| s.labels[0].as_str())
+            .map(|s| &*s.labels[0])
             .collect();
         assert_eq!(
             names,

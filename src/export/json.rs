@@ -23,7 +23,7 @@ pub fn render(snap: &Snapshot) -> Json {
                         .label_names()
                         .into_iter()
                         .zip(s.labels.iter())
-                        .map(|(k, v)| (k.to_string(), Json::String(v.clone())))
+                        .map(|(k, v)| (k.to_string(), Json::String(v.to_string())))
                         .collect();
                     let value = match &s.value {
                         Value::Scalar(v) => json!(v),

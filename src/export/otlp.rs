@@ -1002,7 +1002,7 @@ impl OtlpRunning {
 mod tests {
     use super::*;
     use crate::catalog;
-    use crate::snapshot::Snapshot;
+    use crate::snapshot::{IntoLabels, Snapshot};
 
     fn cfg(yaml: &str) -> OtlpConfig {
         let c = Config::from_yaml_over_defaults("t.yaml", yaml).expect("config");
@@ -1092,7 +1092,7 @@ mod tests {
     fn connection_attributes() {
         let mut f = family("netsight_tcp_connections");
         f.samples.push(Sample {
-            labels: Arc::from(vec!["ipv6".to_string(), "fin_wait2".to_string()]),
+            labels: ["ipv6", "fin_wait2"].into_labels(),
             value: Value::Scalar(3.0),
         });
         let r = route(&f).unwrap();

@@ -36,7 +36,7 @@ fn to_proto(f: &Family) -> Option<MetricFamily> {
                     .map(|(n, v)| {
                         let mut lp = LabelPair::default();
                         lp.set_name(n.to_string());
-                        lp.set_value(v.clone());
+                        lp.set_value(v.to_string());
                         lp
                     })
                     .collect(),
@@ -96,8 +96,8 @@ mod tests {
     #[test]
     fn counters_are_typed_and_label_values_escaped() {
         let mut e = Emitter::new();
-        e.push(&COLLECTOR_ERRORS, vec!["a\"b\\c\nd".into()], 3.0);
-        e.push(&COLLECTOR_UP, vec!["x".into()], 1.0);
+        e.push(&COLLECTOR_ERRORS, vec!["a\"b\\c\nd"], 3.0);
+        e.push(&COLLECTOR_UP, vec!["x"], 1.0);
         let snap = Snapshot::new(std::time::SystemTime::now(), e.into_families());
         let text = encode(&snap).expect("encode");
         assert!(

@@ -12,7 +12,7 @@ use super::template::{format_value, render};
 use crate::catalog::{CollectorDoc, MetricDesc, MetricKind};
 use rustc_hash::{FxBuildHasher, FxHasher};
 
-use crate::snapshot::{Emitter, Family, History, Ring, Sample, Snapshot};
+use crate::snapshot::{Emitter, Family, History, LabelValue, LabelValues, Ring, Sample, Snapshot};
 
 /// A rule's group states keyed by [`group_hash`] (already a hash: not hashed again).
 type StateMap = HashMap<u64, GroupState, FxBuildHasher>;
@@ -130,7 +130,7 @@ pub struct GroupState {
     /// Shared by the groups a rule discovers in the same tick.
     #[serde(with = "arc_strings")]
     names: Arc<[String]>,
-    values: Vec<String>,
+    values: Box<[LabelValue]>,
     phase: Phase,
     evaluations: u32,
     last_resolved: Option<f64>,
@@ -159,34 +159,42 @@ pub struct GroupState {
     seen: u64,
 }
 
+/// Label values of a group's output series. Every string in them is shared (the
+/// rule's name, severity and layer with the rule, group values with the group state,
+/// bound names and the empty value process-wide): per group they cost four slices of
+/// pointers, not four copies of every label.
 #[derive(Debug, Clone)]
 struct OutLabels {
-    base: Arc<[String]>,
-    bounds: [Arc<[String]>; 3],
+    base: LabelValues,
+    bounds: [LabelValues; 3],
 }
 
-fn out_labels(rule: &CompiledRule, output: &[String], names: &[String], values: &[String]) -> OutLabels {
-    let spec = &rule.spec;
-    let mut base: Vec<String> = vec![
-        spec.name.clone(),
-        spec.severity.as_str().to_string(),
-        spec.layer.as_str().to_string(),
-    ];
+/// Values shared by every group's output labels.
+static SHARED: std::sync::LazyLock<([LabelValue; 3], LabelValue)> = std::sync::LazyLock::new(|| {
+    (
+        ["lower".into(), "expected".into(), "upper".into()],
+        LabelValue::from(""),
+    )
+});
+
+fn out_labels(rule: &CompiledRule, output: &[String], names: &[String], values: &[LabelValue]) -> OutLabels {
+    let (bound_values, empty) = &*SHARED;
+    let mut base: Vec<LabelValue> = rule.out_prefix.to_vec();
     base.extend(output[3..].iter().map(|n| {
         names
             .iter()
             .position(|x| x == n)
             .and_then(|i| values.get(i))
-            .cloned()
-            .unwrap_or_default()
+            .unwrap_or(empty)
+            .clone()
     }));
-    let bound = |b: &str| -> Arc<[String]> {
-        let mut l = base.clone();
-        l.push(b.to_string());
-        l.into()
-    };
+    let bound = |b: &LabelValue| -> LabelValues { base.iter().chain(std::iter::once(b)).cloned().collect() };
     OutLabels {
-        bounds: [bound("lower"), bound("expected"), bound("upper")],
+        bounds: [
+            bound(&bound_values[0]),
+            bound(&bound_values[1]),
+            bound(&bound_values[2]),
+        ],
         base: base.into(),
     }
 }
@@ -215,7 +223,7 @@ mod arc_strings {
 }
 
 impl GroupState {
-    fn new(names: Arc<[String]>, values: Vec<String>, rule: &CompiledRule) -> Self {
+    fn new(names: Arc<[String]>, values: Box<[LabelValue]>, rule: &CompiledRule) -> Self {
         GroupState {
             names,
             values,
@@ -350,7 +358,7 @@ impl Engine {
             let state = self.states[ri].entry(key).or_insert_with(|| {
                 GroupState::new(
                     found.names.clone(),
-                    values.iter().map(|v| v.to_string()).collect(),
+                    values.iter().map(|&v| LabelValue::from(v)).collect(),
                     rule,
                 )
             });
@@ -540,7 +548,7 @@ impl Engine {
             for g in groups {
                 let mut g = g.clone();
                 g.missing = 0;
-                self.states[ri].insert(group_hash(g.values.iter().map(String::as_str)), g);
+                self.states[ri].insert(group_hash(g.values.iter().map(|v| &**v)), g);
                 restored += 1;
             }
         }
@@ -577,7 +585,7 @@ impl Engine {
                     .iter()
                     .position(|n| n == k)
                     .and_then(|i| vals.get(i))
-                    .is_some_and(|x| x == v)
+                    .is_some_and(|x| &**x == *v)
             });
             (matches && st.firing()).then(|| st.cause.as_ref().map(|c| c.name.clone()).unwrap_or_default())
         })
@@ -634,8 +642,8 @@ impl Engine {
                 }
                 if let (true, Some(c)) = (st.firing(), st.cause.as_ref()) {
                     let mut l = ol.base.to_vec();
-                    l[2] = c.layer.clone();
-                    l.push(c.name.clone());
+                    l[2] = c.layer.as_str().into();
+                    l.push(c.name.as_str().into());
                     out.push_dynamic(&ROOT_CAUSE, &cause_names, l, 1.0);
                 }
             }
@@ -769,7 +777,7 @@ fn discover_groups<'a>(rule: &CompiledRule, snap: &'a Snapshot) -> Discovered<'a
     let idx: Vec<Option<usize>> = names.iter().map(|n| fam.label_index(n)).collect();
     let matchers: Vec<(Option<usize>, &regex::Regex)> =
         rule.matchers.iter().map(|(l, r)| (fam.label_index(l), r)).collect();
-    let label = |s: &'a Sample, i: Option<usize>| -> &'a str { i.and_then(|i| s.labels.get(i)).map_or("", |v| v) };
+    let label = |s: &'a Sample, i: Option<usize>| -> &'a str { i.and_then(|i| s.labels.get(i)).map_or("", |v| &**v) };
     let n = fam.samples.len();
     let mut index: HashMap<u64, usize, FxBuildHasher> = HashMap::with_capacity_and_hasher(n, FxBuildHasher);
     let mut groups: Vec<GroupSpan> = Vec::with_capacity(n);
@@ -826,7 +834,7 @@ fn select<'a>(snap: &'a Snapshot, metric: &str, group: &Group) -> Option<(&'a Fa
         .filter(|s| {
             shared
                 .iter()
-                .all(|&(fi, gi)| s.labels.get(fi).map(String::as_str) == group.values.get(gi).copied())
+                .all(|&(fi, gi)| s.labels.get(fi).map(|l| &**l) == group.values.get(gi).copied())
         })
         .collect();
     (!samples.is_empty()).then_some((fam, samples))
@@ -1037,7 +1045,7 @@ fn find_cause<'a>(
                         .iter()
                         .enumerate()
                         .all(|(i, n)| match group.names.iter().position(|g| g == n) {
-                            Some(gi) => group.values.get(gi).copied() == st.values.get(i).map(String::as_str),
+                            Some(gi) => group.values.get(gi).copied() == st.values.get(i).map(|v| &**v),
                             None => true,
                         })
             });

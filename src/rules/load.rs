@@ -8,6 +8,7 @@ use regex::Regex;
 
 use super::expr::{compile, CompiledExpr};
 use super::schema::{CauseSpec, RuleFile, RuleSpec};
+use crate::snapshot::LabelValue;
 
 /// One rule file's text and the name to report errors under.
 #[derive(Debug, Clone)]
@@ -46,6 +47,9 @@ pub struct CompiledRule {
     pub matchers: Vec<(String, Regex)>,
     /// Group labels; `None` = every label of the series.
     pub by: Option<Vec<String>>,
+    /// The first output label values of every group (rule, severity, layer),
+    /// allocated once per rule and shared by all its groups' output series.
+    pub out_prefix: [LabelValue; 3],
 }
 
 #[derive(Debug, Clone, Default)]
@@ -272,7 +276,6 @@ fn compile_rule(spec: RuleSpec, cx: &mut Ctx) -> Option<CompiledRule> {
     causes.sort_by_key(|c| (c.spec.when.is_none() && c.spec.rule.is_none(), c.spec.layer));
     let by = spec.series.by.clone();
     Some(CompiledRule {
-        spec,
         file: cx.src.name.clone(),
         expr,
         when,
@@ -280,6 +283,12 @@ fn compile_rule(spec: RuleSpec, cx: &mut Ctx) -> Option<CompiledRule> {
         causes,
         matchers,
         by,
+        out_prefix: [
+            LabelValue::from(spec.name.as_str()),
+            LabelValue::from(spec.severity.as_str()),
+            LabelValue::from(spec.layer.as_str()),
+        ],
+        spec,
     })
 }
 
