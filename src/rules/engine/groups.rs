@@ -1,0 +1,141 @@
+//! Splits a rule's series into label groups and selects the series a variable
+//! stands for in a group.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+
+use rustc_hash::{FxBuildHasher, FxHasher};
+
+use crate::rules::load::CompiledRule;
+use crate::snapshot::{Family, Sample, Snapshot};
+
+pub(super) struct Group<'a> {
+    pub(super) names: &'a [String],
+    pub(super) values: &'a [&'a str],
+    pub(super) own: &'a [&'a Sample],
+    /// The family of the rule's own series (looked up once per rule, not per group).
+    pub(super) fam: Option<&'a Family>,
+}
+
+impl Group<'_> {
+    pub(super) fn label_map(&self) -> BTreeMap<String, String> {
+        self.names
+            .iter()
+            .cloned()
+            .zip(self.values.iter().map(|v| v.to_string()))
+            .collect()
+    }
+}
+
+/// Key of a group's state. Only kept in memory (persisted state is re-keyed on
+/// import), so the hash function can change between versions.
+pub(super) fn group_hash<'a>(values: impl Iterator<Item = &'a str>) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut h = FxHasher::default();
+    for v in values {
+        v.hash(&mut h);
+    }
+    h.finish()
+}
+
+pub(super) struct GroupSpan {
+    pub(super) key: u64,
+    /// Range of the group's samples in [`Discovered::samples`].
+    pub(super) start: usize,
+    pub(super) len: usize,
+}
+
+/// A rule's series split into label groups, in flat vectors (a handful of
+/// allocations per rule and tick instead of several per group).
+pub(super) struct Discovered<'a> {
+    pub(super) fam: Option<&'a Family>,
+    /// Group label names (shared by every group of the rule).
+    pub(super) names: Arc<[String]>,
+    pub(super) groups: Vec<GroupSpan>,
+    /// `names.len()` label values per group, in group order.
+    pub(super) values: Vec<&'a str>,
+    /// Samples of every group, grouped, in snapshot order within a group.
+    pub(super) samples: Vec<&'a Sample>,
+}
+
+/// Splits the rule's series into label groups (after matchers), without copying
+/// label strings: groups are keyed by a hash of their label values.
+pub(super) fn discover_groups<'a>(rule: &CompiledRule, snap: &'a Snapshot) -> Discovered<'a> {
+    let Some(fam) = snap.family(&rule.spec.series.metric) else {
+        return Discovered {
+            fam: None,
+            names: Arc::from(Vec::new()),
+            groups: Vec::new(),
+            values: Vec::new(),
+            samples: Vec::new(),
+        };
+    };
+    let names: Arc<[String]> = match &rule.by {
+        Some(by) => by.as_slice().into(),
+        None => fam.label_names().iter().map(|s| s.to_string()).collect(),
+    };
+    let idx: Vec<Option<usize>> = names.iter().map(|n| fam.label_index(n)).collect();
+    let matchers: Vec<(Option<usize>, &regex::Regex)> =
+        rule.matchers.iter().map(|(l, r)| (fam.label_index(l), r)).collect();
+    let label = |s: &'a Sample, i: Option<usize>| -> &'a str { i.and_then(|i| s.labels.get(i)).map_or("", |v| &**v) };
+    let n = fam.samples.len();
+    let mut index: HashMap<u64, usize, FxBuildHasher> = HashMap::with_capacity_and_hasher(n, FxBuildHasher);
+    let mut groups: Vec<GroupSpan> = Vec::with_capacity(n);
+    let mut values: Vec<&'a str> = Vec::with_capacity(n * names.len());
+    // (group, sample) in snapshot order; bucketed by group below.
+    let mut member: Vec<(usize, &'a Sample)> = Vec::with_capacity(n);
+    for s in &fam.samples {
+        if !matchers.iter().all(|&(i, re)| re.is_match(label(s, i))) {
+            continue;
+        }
+        let h = group_hash(idx.iter().map(|&i| label(s, i)));
+        let gi = *index.entry(h).or_insert_with(|| {
+            values.extend(idx.iter().map(|&i| label(s, i)));
+            groups.push(GroupSpan {
+                key: h,
+                start: 0,
+                len: 0,
+            });
+            groups.len() - 1
+        });
+        groups[gi].len += 1;
+        member.push((gi, s));
+    }
+    let mut at = 0;
+    for g in &mut groups {
+        g.start = at;
+        at += g.len;
+    }
+    // Stable: a group's samples keep their snapshot order.
+    member.sort_by_key(|m| m.0);
+    let samples: Vec<&'a Sample> = member.into_iter().map(|m| m.1).collect();
+    Discovered {
+        fam: Some(fam),
+        names,
+        groups,
+        values,
+        samples,
+    }
+}
+
+/// The series a variable stands for in a group: samples of `metric` that agree with
+/// the group on every label both have.
+pub(super) fn select<'a>(snap: &'a Snapshot, metric: &str, group: &Group) -> Option<(&'a Family, Vec<&'a Sample>)> {
+    let fam = snap.family(metric)?;
+    let shared: Vec<(usize, usize)> = group
+        .names
+        .iter()
+        .enumerate()
+        .filter_map(|(gi, n)| fam.label_index(n).map(|fi| (fi, gi)))
+        .collect();
+    let samples: Vec<&Sample> = fam
+        .samples
+        .iter()
+        .filter(|s| {
+            shared
+                .iter()
+                .all(|&(fi, gi)| s.labels.get(fi).map(|l| &**l) == group.values.get(gi).copied())
+        })
+        .collect();
+    (!samples.is_empty()).then_some((fam, samples))
+}
