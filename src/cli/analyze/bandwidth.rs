@@ -23,7 +23,8 @@ use serde::Serialize;
 
 use super::common::{
     canonical_ip, dump_sockets, finish, human_bits_per_second, human_bytes, open_diag, percent, render_limitations,
-    render_warnings, section, table, Failure, Limitation, Owner, Owners, Report, Sock, Warning, NO_PROCESSES_HINT,
+    render_warnings, require_live, section, table, Failure, Limitation, Owner, Owners, Report, Sock, Warning,
+    NO_PROCESSES_HINT,
 };
 use crate::cli::{load_config, CommonArgs};
 use crate::collect::sockets::SocketDumps;
@@ -157,12 +158,7 @@ fn read_netdev(ctx: &CollectContext) -> Result<Vec<DeviceStatus>, Failure> {
 }
 
 fn collect(ctx: &CollectContext, args: &BandwidthArgs) -> Result<BandwidthReport, Failure> {
-    if !ctx.is_live() {
-        return Err(Failure::Other(format!(
-            "connection bytes come from netlink sock_diag, which only the live kernel answers (procfs is {})",
-            ctx.procfs.display()
-        )));
-    }
+    require_live(ctx, "connection bytes")?;
     let mut limitations = Vec::new();
     let mut diag = open_diag()?;
     let dumps = SocketDumps {

@@ -532,12 +532,29 @@ pub struct SysctlValue {
     pub meaning: String,
 }
 
+/// Socket data comes from netlink, which only the running kernel answers: a
+/// `--path.procfs` fixture tree cannot stand in for it.
+pub fn require_live(ctx: &CollectContext, what: &str) -> Result<(), Failure> {
+    if ctx.is_live() {
+        return Ok(());
+    }
+    Err(Failure::Other(format!(
+        "{what} come from netlink sock_diag, which only the live kernel answers (procfs is {})",
+        ctx.procfs.display()
+    )))
+}
+
 // ---------------------------------------------------------------------------
 // Text output
 
-/// A borderless, aligned table like `ss`/`ip` print; `right` lists right-aligned
-/// (numeric) columns.
+/// A borderless, aligned table like `ss`/`ip` print, indented two spaces; `right`
+/// lists right-aligned (numeric) columns.
 pub fn table(header: &[&str], rows: Vec<Vec<String>>, right: &[usize]) -> String {
+    table_indented("  ", header, rows, right)
+}
+
+/// [`table`] with every line prefixed by `indent`.
+pub fn table_indented(indent: &str, header: &[&str], rows: Vec<Vec<String>>, right: &[usize]) -> String {
     let mut t = Table::new();
     t.load_preset(NOTHING);
     for c in [
@@ -566,7 +583,7 @@ pub fn table(header: &[&str], rows: Vec<Vec<String>>, right: &[usize]) -> String
     for line in t.to_string().lines() {
         let line = line.trim_end();
         if !line.is_empty() {
-            out.push_str("  ");
+            out.push_str(indent);
             out.push_str(line);
             out.push('\n');
         }

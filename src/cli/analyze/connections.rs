@@ -16,8 +16,8 @@ use serde::Serialize;
 
 use super::common::{
     canonical_ip, dump_sockets, finish, open_diag, parse_state, percent, push_advice, ranked, render_advice,
-    render_limitations, render_warnings, section, sysctl_int, sysctl_values, table, Advice, Failure, Limitation, Owner,
-    Owners, Report, Sock, SysctlValue, Warning, NO_PROCESSES_HINT, UNKNOWN_CAUSES,
+    render_limitations, render_warnings, require_live, section, sysctl_int, sysctl_values, table, Advice, Failure,
+    Limitation, Owner, Owners, Report, Sock, SysctlValue, Warning, NO_PROCESSES_HINT, UNKNOWN_CAUSES,
 };
 use crate::cli::{load_config, CommonArgs};
 use crate::collect::sockets::{tcp_state_name, SocketDumps};
@@ -215,12 +215,7 @@ pub fn run(args: ConnectionsArgs) -> anyhow::Result<u8> {
 }
 
 fn collect(ctx: &CollectContext, args: &ConnectionsArgs) -> Result<ConnectionsReport, Failure> {
-    if !ctx.is_live() {
-        return Err(Failure::Other(format!(
-            "sockets come from netlink sock_diag, which only the live kernel answers (procfs is {})",
-            ctx.procfs.display()
-        )));
-    }
+    require_live(ctx, "sockets")?;
     let mut limitations = Vec::new();
     let mut diag = open_diag()?;
     let dumps = SocketDumps {

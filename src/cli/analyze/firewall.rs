@@ -11,7 +11,6 @@ use std::io::Write;
 use std::time::{Duration, Instant};
 
 use clap::Args;
-use comfy_table::{presets::NOTHING, CellAlignment, Table, TableComponent};
 use serde::Serialize;
 
 use crate::cli::{load_config, CommonArgs};
@@ -731,40 +730,7 @@ pub fn recommendations(r: &ConntrackReport, sample: Option<Duration>) -> Vec<Str
 }
 
 fn table(header: &[&str], rows: Vec<Vec<String>>, right: &[usize]) -> String {
-    let mut t = Table::new();
-    t.load_preset(NOTHING);
-    for c in [
-        TableComponent::LeftBorder,
-        TableComponent::LeftBorderIntersections,
-        TableComponent::LeftHeaderIntersection,
-        TableComponent::HeaderLines,
-        TableComponent::TopBorder,
-        TableComponent::BottomBorder,
-    ] {
-        t.remove_style(c);
-    }
-    t.set_header(header.to_vec());
-    for r in rows {
-        t.add_row(r);
-    }
-    for c in t.column_iter_mut() {
-        c.set_padding((0, 2));
-    }
-    for &i in right {
-        if let Some(c) = t.column_mut(i) {
-            c.set_cell_alignment(CellAlignment::Right);
-        }
-    }
-    let text = t.to_string();
-    let mut out = String::new();
-    for line in text.lines() {
-        let line = line.trim_end();
-        if !line.is_empty() {
-            out.push_str(line);
-            out.push('\n');
-        }
-    }
-    out
+    super::common::table_indented("", header, rows, right)
 }
 
 fn rate(v: Option<f64>) -> String {

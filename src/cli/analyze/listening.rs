@@ -16,8 +16,8 @@ use clap::Args;
 use serde::Serialize;
 
 use super::common::{
-    dump_sockets, finish, open_diag, render_limitations, render_warnings, section, table, Failure, Limitation, Owner,
-    Owners, Report, Sock, Warning, NO_PROCESSES_HINT,
+    dump_sockets, finish, open_diag, render_limitations, render_warnings, require_live, section, table, Failure,
+    Limitation, Owner, Owners, Report, Sock, Warning, NO_PROCESSES_HINT,
 };
 use crate::cli::{load_config, CommonArgs};
 use crate::collect::sockets::{Protocol, SocketDumps};
@@ -122,12 +122,7 @@ pub fn run(args: ListeningArgs) -> anyhow::Result<u8> {
 }
 
 fn collect(ctx: &CollectContext, args: &ListeningArgs, allow: &[String]) -> Result<ListeningReport, Failure> {
-    if !ctx.is_live() {
-        return Err(Failure::Other(format!(
-            "sockets come from netlink sock_diag, which only the live kernel answers (procfs is {})",
-            ctx.procfs.display()
-        )));
-    }
+    require_live(ctx, "sockets")?;
     let rules = allow
         .iter()
         .map(|e| PortRule::parse(e).map_err(|m| Failure::Other(format!("analyze.exposure_allowlist: {m}"))))
