@@ -9,6 +9,8 @@ use std::sync::atomic::{AtomicU32, Ordering};
 
 use serde_json::Value;
 
+pub mod mib;
+
 static COUNTER: AtomicU32 = AtomicU32::new(0);
 
 /// A network namespace that is deleted when dropped, even if the test panics.
