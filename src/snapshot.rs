@@ -588,6 +588,24 @@ mod tests {
     use super::*;
 
     #[test]
+    fn history_finds_a_series_whatever_the_label_string_type() {
+        let mut e = Emitter::new();
+        let desc = crate::catalog::find("netsight_network_receive_bytes_total").expect("in catalog");
+        e.push(desc, vec!["eth0".to_string()], 5.0);
+        let mut h = History::new(4);
+        h.record(&Snapshot::new(SystemTime::now(), e.into_families()));
+        let name = "netsight_network_receive_bytes_total";
+        assert!(h.get(name, &["eth0"]).is_some());
+        assert!(h.get(name, &["eth0".to_string()]).is_some());
+        assert!(h.get(name, &[LabelValue::from("eth0")]).is_some());
+        assert!(h.get(name, &["eth1"]).is_none());
+        assert!(
+            h.get(name, &["eth0", ""]).is_none(),
+            "a longer label list is another series"
+        );
+    }
+
+    #[test]
     fn ring_keeps_the_newest_points_in_order() {
         let mut r = Ring::new(3);
         for i in 0..5 {

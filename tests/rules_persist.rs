@@ -226,3 +226,77 @@ fn a_group_firing_across_a_restart_gets_an_event_that_ends() {
         "the removed rule's event ended"
     );
 }
+
+const LABELLED_RULES: &str = r#"
+rules:
+  - name: rx_rate
+    layer: link
+    severity: warning
+    series: {metric: netsight_network_receive_bytes_total}
+    expr: rate(value)
+    baseline: {model: ewma, alpha: 0.1, k: 5, min_sigma: 1}
+    min_samples: 20
+    when: value > baseline_upper
+  - name: rx_mad
+    layer: link
+    severity: info
+    series: {metric: netsight_network_receive_bytes_total, by: [device]}
+    expr: rate(value)
+    baseline: {model: mad, k: 5, min_sigma: 1}
+    min_samples: 20
+    when: value > baseline_upper
+"#;
+
+/// Two interfaces, a level for 40 ticks, then a burst on `eth0` only after tick 30.
+fn labelled_series() -> InputSeries {
+    let eth0 = "0+1000x39 100000+90000x4 500000+1000x5";
+    let eth1 = "0+500x49";
+    [("eth0", eth0), ("veth-a1", eth1)]
+        .into_iter()
+        .map(|(dev, values)| {
+            let (n, l) =
+                parse_series(&format!("netsight_network_receive_bytes_total{{device=\"{dev}\"}}")).expect("name");
+            (n, l, expand(values).expect("values"))
+        })
+        .collect()
+}
+
+fn labelled_decisions(e: &Engine) -> [bool; 4] {
+    let d = |dev| [("device", dev)];
+    [
+        e.is_firing("rx_rate", &d("eth0")),
+        e.is_firing("rx_rate", &d("veth-a1")),
+        e.is_firing("rx_mad", &d("eth0")),
+        e.is_firing("rx_mad", &d("veth-a1")),
+    ]
+}
+
+/// `tests/fixtures/state/ebae9c0.state` was written by commit ebae9c0, the last
+/// version that kept label values as `String`s, after feeding ticks 0..30 of
+/// `labelled_series` to `LABELLED_RULES` (saved with `persist::save`). An upgraded
+/// daemon restores it and goes on exactly as an engine that never restarted.
+#[test]
+fn a_state_file_of_the_previous_version_restores_and_continues() {
+    let set = rules(LABELLED_RULES);
+    let s = labelled_series();
+    let steps = s.iter().map(|x| x.2.len()).max().unwrap_or(0);
+    let mut expected = Vec::new();
+    let (mut a, mut ha) = (Engine::new(set.clone()), History::new(120));
+    feed(&mut a, &mut ha, &s, 0..steps, |i, e| {
+        if i >= 30 {
+            expected.push(labelled_decisions(e));
+        }
+    });
+    assert!(
+        expected.iter().any(|d| d[0] && d[2]) && expected.iter().all(|d| !d[1] && !d[3]),
+        "the burst fires both rules on eth0 only: {expected:?}"
+    );
+
+    let fixture = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/state/ebae9c0.state");
+    let (mut c, mut hc) = (Engine::new(set), History::new(120));
+    let restored = persist::restore(&fixture, &mut c, &mut hc).expect("restore");
+    assert_eq!(restored, 4, "two rules × two interfaces");
+    let mut got = Vec::new();
+    feed(&mut c, &mut hc, &s, 30..steps, |_, e| got.push(labelled_decisions(e)));
+    assert_eq!(got, expected);
+}

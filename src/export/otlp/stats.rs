@@ -7,8 +7,8 @@ use crate::catalog::{CollectorDoc, MetricDesc, MetricKind};
 use crate::collect::{CollectContext, CollectError, Collector};
 use crate::snapshot::Emitter;
 
-pub(super) const C: MetricKind = MetricKind::Counter;
-pub(super) const G: MetricKind = MetricKind::Gauge;
+const C: MetricKind = MetricKind::Counter;
+const G: MetricKind = MetricKind::Gauge;
 
 pub static EXPORT_FAILURES: MetricDesc = MetricDesc::new(
     "netsight_otlp_export_failures_total",

@@ -1,4 +1,5 @@
-//! What the engine keeps per label group between ticks (and persists).
+//! What the engine keeps per label group between ticks (and persists), and the
+//! re-baselining that rewrites it after a level shift.
 
 use std::sync::Arc;
 
@@ -19,7 +20,6 @@ pub(super) enum Phase {
 #[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct GroupState {
     /// Shared by the groups a rule discovers in the same tick.
-    #[serde(with = "arc_strings")]
     pub(super) names: Arc<[String]>,
     pub(super) values: Box<[LabelValue]>,
     pub(super) phase: Phase,
@@ -57,20 +57,6 @@ pub(super) const MIN_AFTER_SHIFT: usize = 8;
 
 pub(super) fn nan() -> f64 {
     f64::NAN
-}
-
-/// Serde for the shared label-name list (serialised as a plain list).
-pub(super) mod arc_strings {
-    use serde::{Deserialize, Deserializer, Serialize, Serializer};
-    use std::sync::Arc;
-
-    pub fn serialize<S: Serializer>(v: &Arc<[String]>, s: S) -> Result<S::Ok, S::Error> {
-        v.as_ref().serialize(s)
-    }
-
-    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Arc<[String]>, D::Error> {
-        Vec::<String>::deserialize(d).map(Into::into)
-    }
 }
 
 impl GroupState {
