@@ -61,6 +61,26 @@ pub fn parse_mib_table(bytes: &[u8]) -> Result<Vec<MibGroup>, ParseError> {
     Ok(groups)
 }
 
+/// One field of one group of a `/proc/net/snmp`-style table (`mib_value(b, "Tcp",
+/// "InSegs")`), without building the table: the sockets collector reads two TCP
+/// counters every tick. `None` when the group, the field or its value is missing
+/// or malformed.
+pub fn mib_value(bytes: &[u8], group: &str, field: &str) -> Option<i64> {
+    let text = std::str::from_utf8(bytes).ok()?;
+    let mut lines = text.lines().filter_map(|l| {
+        let (g, rest) = l.split_once(':')?;
+        Some((g.trim(), rest))
+    });
+    // Header and value lines come in pairs; the first line of a group is its header.
+    let (_, header) = lines.by_ref().find(|(g, _)| *g == group)?;
+    let (vgroup, values) = lines.next()?;
+    if vgroup != group {
+        return None;
+    }
+    let i = header.split_whitespace().position(|n| n == field)?;
+    values.split_whitespace().nth(i)?.parse().ok()
+}
+
 fn split_group(line: &str, lineno: usize) -> Result<(&str, &str), ParseError> {
     line.split_once(':')
         .map(|(g, rest)| (g.trim(), rest))
@@ -114,6 +134,21 @@ mod tests {
             ]
         );
         assert_eq!(g[1].name, "Udp");
+    }
+
+    #[test]
+    fn single_values_are_found_on_fixtures() {
+        let snmp = include_bytes!("../../tests/fixtures/proc/host1/net/snmp");
+        assert_eq!(mib_value(snmp, "Tcp", "ActiveOpens"), Some(28));
+        assert_eq!(mib_value(snmp, "Tcp", "InSegs"), Some(2472));
+        assert_eq!(mib_value(snmp, "Tcp", "MaxConn"), Some(-1));
+        assert_eq!(mib_value(snmp, "Tcp", "NoSuchField"), None);
+        assert_eq!(mib_value(snmp, "NoSuchGroup", "InSegs"), None);
+        // The value line must belong to the header's group.
+        assert_eq!(mib_value(b"Tcp: A B\nUdp: 1 2\n", "Tcp", "B"), None);
+        assert_eq!(mib_value(b"Tcp: A B\nTcp: 1\n", "Tcp", "B"), None);
+        assert_eq!(mib_value(b"Tcp: A B\nTcp: 1 x\n", "Tcp", "B"), None);
+        assert_eq!(mib_value(b"Tcp: A B\n", "Tcp", "A"), None);
     }
 
     #[test]
