@@ -113,7 +113,7 @@ pub fn build_enabled(cfg: &Config) -> anyhow::Result<Vec<Box<dyn Collector>>> {
         out.push(Box::new(sockets::Sockets::new(&c.sockets)));
     }
     if c.sysctl.enabled {
-        out.push(Box::new(sysctl::Sysctl));
+        out.push(Box::new(sysctl::Sysctl::default()));
     }
     if c.nftables.enabled {
         out.push(Box::new(nftables::Nftables::new(&c.nftables)?));
