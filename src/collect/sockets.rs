@@ -30,7 +30,7 @@ use std::sync::Arc;
 use rustc_hash::FxHashMap;
 
 use super::procmap::ProcMap;
-use super::{CollectContext, CollectError, Collector};
+use super::{CollectContext, CollectError, Collector, KeptFiles};
 use crate::catalog::{CollectorDoc, MetricDesc, MetricKind};
 use crate::config::SocketsConfig;
 use crate::netlink::sock_diag::{
@@ -749,18 +749,19 @@ pub struct Sockets {
     /// TCP counters read before the last TCP walk that returned no socket
     /// ([`plan`]); cleared by a walk that returned any, or failed.
     tcp_quiet_since: Option<(i64, i64)>,
-    /// Inode of the network namespace `diag` was opened in.
-    diag_netns: Option<u64>,
+    /// [`OCCUPANCY_FILES`], opened with `diag`, and their read buffers.
+    proc: KeptFiles,
+    proc_bufs: [Vec<u8>; 3],
     last_plan: Plan,
 }
 
-/// Inode of the calling thread's network namespace.
-fn thread_netns(ctx: &CollectContext) -> Option<u64> {
-    use std::os::unix::fs::MetadataExt;
-    std::fs::metadata(ctx.proc_path("thread-self/ns/net"))
-        .ok()
-        .map(|m| m.ino())
-}
+/// What [`Sockets::occupancy`] reads: sockstat, sockstat6, snmp of the namespace
+/// of the thread that opens the sock_diag socket.
+const OCCUPANCY_FILES: [&str; 3] = [
+    "thread-self/net/sockstat",
+    "thread-self/net/sockstat6",
+    "thread-self/net/snmp",
+];
 
 /// Finite, positive, ascending, without duplicates.
 fn sanitize_bounds(raw: &[f64]) -> Vec<f64> {
@@ -791,40 +792,49 @@ impl Sockets {
             agg: Agg::new(),
             udp_unsupported_logged: false,
             tcp_quiet_since: None,
-            diag_netns: None,
+            proc: KeptFiles::default(),
+            proc_bufs: Default::default(),
             last_plan: Plan::ALL,
         }
     }
 
-    /// The persistent sock_diag socket, opened on first use or after a failure.
-    fn open_diag(&mut self) -> Result<(), CollectError> {
+    /// The persistent sock_diag socket, opened on first use or after a failure,
+    /// together with the `/proc` files [`Self::occupancy`] reads.
+    ///
+    /// The counts must describe the namespace the socket dumps: the one it was
+    /// opened in. `/proc/net` follows the thread group leader's namespace, so the
+    /// files are opened through `/proc/thread-self/net`, by the thread that opens
+    /// the socket, at the same moment; a kept-open /proc/net file stays bound to
+    /// the namespace it was opened in, so files and socket never disagree.
+    fn open_diag(&mut self, ctx: &CollectContext) -> Result<(), CollectError> {
         if self.diag.is_none() {
             self.diag = Some(DiagSocket::open().map_err(|e| e.into_collect("socket"))?);
-            self.diag_netns = thread_netns(&CollectContext::new("/proc", "/sys"));
+            self.proc = KeptFiles::default();
+            for rel in OCCUPANCY_FILES {
+                // An absent file leaves its counts unknown: those dumps always run.
+                let _ = self.proc.open(&ctx.proc_path(rel));
+            }
         }
         Ok(())
     }
 
     /// What the small `/proc` counts say before the dumps. `snmp` is read only when
-    /// it can make a difference (the TCP walk might be skipped).
-    ///
-    /// The counts must describe the namespace the sock_diag socket dumps: that is
-    /// the one it was opened in, while `/proc/net` follows the thread group
-    /// leader's. So the files are read through `/proc/thread-self/net`, and only
-    /// when this thread is in the socket's namespace (a process that moves threads
-    /// between namespaces gets every dump).
-    fn occupancy(&self, ctx: &CollectContext) -> Occupancy {
-        if self.diag.is_none() || self.diag_netns.is_none() || thread_netns(ctx) != self.diag_netns {
-            return Occupancy::default();
+    /// it can make a difference (the TCP walk might be skipped). Only files opened
+    /// with the socket are read ([`Self::open_diag`]).
+    fn occupancy(&mut self, ctx: &CollectContext) -> Occupancy {
+        let [sockstat, sockstat6, snmp] = &mut self.proc_bufs;
+        let [p4, p6, psnmp] = OCCUPANCY_FILES.map(|rel| ctx.proc_path(rel));
+        let mut read = |path: &std::path::Path, buf: &mut Vec<u8>| {
+            (self.proc.is_open(path) && self.proc.read_into(path, buf).is_ok()).then_some(())
+        };
+        let v4 = read(&p4, sockstat).map(|()| sockstat.as_slice());
+        let v6 = read(&p6, sockstat6).map(|()| sockstat6.as_slice());
+        let occ = Occupancy::parse(v4, v6, None);
+        if !occ.tcp_hashes_hold_no_counted_socket() {
+            return occ;
         }
-        let sockstat = ctx.read_proc("thread-self/net/sockstat").ok();
-        let sockstat6 = ctx.read_proc("thread-self/net/sockstat6").ok();
-        let mut occ = Occupancy::parse(sockstat.as_deref(), sockstat6.as_deref(), None);
-        if occ.tcp_hashes_hold_no_counted_socket() {
-            let snmp = ctx.read_proc("thread-self/net/snmp").ok();
-            occ = Occupancy::parse(sockstat.as_deref(), sockstat6.as_deref(), snmp.as_deref());
-        }
-        occ
+        let s = read(&psnmp, snmp).map(|()| snmp.as_slice());
+        Occupancy::parse(v4, v6, s)
     }
 
     /// Which dumps the last tick ran: (TCP, [UDP IPv4, UDP IPv6]). For tests and
@@ -837,7 +847,6 @@ impl Sockets {
     fn dump_all(&mut self, occ: &Occupancy) -> Result<(), CollectError> {
         let plan = plan(occ, self.tcp_quiet_since);
         self.last_plan = plan;
-        self.open_diag()?;
         let Some(diag) = self.diag.as_mut() else {
             return Err(CollectError::Netlink("sock_diag socket not open".into()));
         };
@@ -1107,12 +1116,11 @@ impl Collector for Sockets {
         self.agg.reset();
         // Opened before the counts are read, so the first tick can already tell
         // which dumps are needed.
-        self.open_diag()?;
+        self.open_diag(ctx)?;
         let occ = self.occupancy(ctx);
         if let Err(e) = self.dump_all(&occ) {
             // The socket may still hold the rest of the failed dump: start afresh.
             self.diag = None;
-            self.diag_netns = None;
             return Err(e);
         }
         self.emit(out);
