@@ -70,10 +70,16 @@ impl CollectContext {
 /// sock_diag socket's namespace, opens both together).
 #[derive(Default)]
 pub struct KeptFiles {
-    files: rustc_hash::FxHashMap<PathBuf, std::fs::File>,
+    /// File and whether it was read since the last [`KeptFiles::close_unread`].
+    files: rustc_hash::FxHashMap<PathBuf, (std::fs::File, bool)>,
 }
 
 impl KeptFiles {
+    /// Closes the files not read since the last call (devices that went away).
+    pub fn close_unread(&mut self) {
+        self.files.retain(|_, (_, read)| std::mem::take(read));
+    }
+
     /// Opens `path` now if it is not open yet.
     pub fn open(&mut self, path: &Path) -> Result<(), CollectError> {
         if !self.files.contains_key(path) {
@@ -81,7 +87,7 @@ impl KeptFiles {
                 path: path.to_path_buf(),
                 source,
             })?;
-            self.files.insert(path.to_path_buf(), f);
+            self.files.insert(path.to_path_buf(), (f, false));
         }
         Ok(())
     }
@@ -100,11 +106,20 @@ impl KeptFiles {
                 self.files.remove(path);
             }
             self.open(path)?;
-            let Some(f) = self.files.get(path) else {
+            let Some((f, read)) = self.files.get_mut(path) else {
                 continue;
             };
+            *read = true;
             match read_all_at_start(f, buf) {
                 Ok(()) => return Ok(()),
+                // The attribute has no value now (sysfs `carrier` and `speed` of a
+                // link that is down): the file itself is fine, keep it.
+                Err(source) if source.raw_os_error() == Some(libc::EINVAL) => {
+                    return Err(CollectError::Io {
+                        path: path.to_path_buf(),
+                        source,
+                    })
+                }
                 Err(source) if fresh => {
                     self.files.remove(path);
                     return Err(CollectError::Io {
