@@ -486,3 +486,88 @@ fn capture_netlink_fixtures() {
     )
     .expect("write");
 }
+
+/// (family name, samples) of one collector run, for comparing runs.
+type Emitted = Vec<(String, Vec<netsight::snapshot::Sample>)>;
+
+fn run_sockets(s: &mut netsight::collect::sockets::Sockets) -> Emitted {
+    use netsight::collect::{CollectContext, Collector};
+    let ctx = CollectContext::new("/proc", "/sys");
+    let mut out = netsight::snapshot::Emitter::new();
+    s.collect(&ctx, &mut out).expect("collect");
+    out.into_families()
+        .into_iter()
+        .map(|f| (f.desc.name.to_string(), f.samples))
+        .collect()
+}
+
+fn total(e: &Emitted, name: &str, label_value: Option<&str>) -> f64 {
+    e.iter()
+        .filter(|(n, _)| n == name)
+        .flat_map(|(_, s)| s)
+        .filter(|s| label_value.is_none_or(|v| s.labels.iter().any(|l| &**l == v)))
+        .filter_map(|s| s.value.as_f64())
+        .sum()
+}
+
+/// The sockets collector skips the dumps `/proc/net/sockstat{,6}` and `snmp` prove
+/// empty, and nothing it reports changes: every socket that appears is seen on the
+/// next tick, and a skipped tick emits exactly what an empty walk emits.
+#[test]
+fn sockets_skip_only_provably_empty_dumps() {
+    let ns = Netns::new("nskip");
+    ns.enter(|| {
+        let cfg = netsight::config::Config::from_yaml_over_defaults("<test>", "").expect("defaults");
+        let mut s = netsight::collect::sockets::Sockets::new(&cfg.collectors.sockets);
+        let tcp = "netsight_tcp_connections";
+        let udp = "netsight_udp_sockets";
+
+        // First tick: no walk has proved the namespace empty of SYN_RECV requests yet.
+        let walked = run_sockets(&mut s);
+        assert_eq!(s.last_dumps(), (true, [false, false]));
+        assert_eq!(total(&walked, tcp, None), 0.0);
+        let skipped = run_sockets(&mut s);
+        assert_eq!(s.last_dumps(), (false, [false, false]));
+        assert_eq!(skipped, walked, "a skipped tick reports what an empty walk reports");
+
+        // UDP of one family.
+        let u = UdpSocket::bind("127.0.0.1:0").expect("udp bind");
+        let e = run_sockets(&mut s);
+        assert_eq!(s.last_dumps(), (false, [true, false]));
+        assert_eq!(total(&e, udp, None), 1.0);
+        drop(u);
+        run_sockets(&mut s);
+        assert_eq!(s.last_dumps(), (false, [false, false]));
+
+        // A listener alone, then gone: walked while it exists and once more after
+        // (the walk that saw it cannot prove there is no request socket left).
+        let l = listener("[::1]:0", 8);
+        let e = run_sockets(&mut s);
+        assert!(s.last_dumps().0);
+        assert_eq!(total(&e, tcp, Some("listen")), 1.0);
+        drop(l);
+        let e = run_sockets(&mut s);
+        assert!(s.last_dumps().0);
+        assert_eq!(total(&e, tcp, None), 0.0);
+        run_sockets(&mut s);
+        assert!(!s.last_dumps().0);
+
+        // A connection, then its TIME_WAIT: walked every tick.
+        let l = listener("127.0.0.1:0", 8);
+        let addr = l.local_addr().expect("addr");
+        let c = TcpStream::connect(addr).expect("connect");
+        let (a, _) = l.accept().expect("accept");
+        let e = run_sockets(&mut s);
+        assert!(s.last_dumps().0);
+        assert_eq!(total(&e, tcp, Some("established")), 2.0);
+        drop(c);
+        drop(a);
+        drop(l);
+        std::thread::sleep(Duration::from_millis(100));
+        let e = run_sockets(&mut s);
+        assert!(s.last_dumps().0);
+        assert_eq!(total(&e, tcp, Some("time_wait")), 1.0);
+        run_sockets(&mut s);
+        assert!(s.last_dumps().0, "TIME_WAIT is still there");
+    });
+}

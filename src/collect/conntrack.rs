@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 
 use netlink_sys::{protocols::NETLINK_NETFILTER, Socket, SocketAddr};
 
-use super::{CollectContext, CollectError, Collector};
+use super::{CollectContext, CollectError, Collector, KeptFiles};
 use crate::catalog::{CollectorDoc, DynamicFamily, MetricDesc, MetricKind};
 use crate::config::ConntrackConfig;
 use crate::netlink::ctnetlink::{
@@ -166,6 +166,11 @@ pub struct Conntrack {
     /// anyway, so a missing capability shows as `breakdown_available 0` at once
     /// rather than only when the first entry appears.
     dump_ok: bool,
+    /// The per-CPU statistics socket, kept across ticks ([`netlink_rows`]).
+    stats_socket: Option<Socket>,
+    /// nf_conntrack_{count,max,buckets}, kept open ([`KeptFiles`]).
+    files: KeptFiles,
+    buf: Vec<u8>,
 }
 
 /// One CPU's statistics with exported field names, from either source.
@@ -180,17 +185,18 @@ impl Collector for Conntrack {
     }
 
     fn collect(&mut self, ctx: &CollectContext, out: &mut Emitter) -> Result<(), CollectError> {
-        let count_path = ctx.proc_path("sys/net/netfilter/nf_conntrack_count");
-        if !count_path.exists() {
-            return Err(CollectError::Unavailable(format!(
-                "nf_conntrack module not loaded ({} missing)",
-                count_path.display()
-            )));
-        }
-        let entries = read_sysctl(ctx, "nf_conntrack_count")?;
+        let entries = match self.sysctl(ctx, "nf_conntrack_count") {
+            Err(e) if e.is_not_found() => {
+                return Err(CollectError::Unavailable(format!(
+                    "nf_conntrack module not loaded ({} missing)",
+                    ctx.proc_path("sys/net/netfilter/nf_conntrack_count").display()
+                )))
+            }
+            r => r?,
+        };
         out.push0(&ENTRIES, entries);
-        out.push0(&LIMIT, read_sysctl(ctx, "nf_conntrack_max")?);
-        out.push0(&BUCKETS, read_sysctl(ctx, "nf_conntrack_buckets")?);
+        out.push0(&LIMIT, self.sysctl(ctx, "nf_conntrack_max")?);
+        out.push0(&BUCKETS, self.sysctl(ctx, "nf_conntrack_buckets")?);
 
         match self.stats(ctx) {
             Ok((rows, note)) => {
@@ -211,6 +217,14 @@ impl Collector for Conntrack {
 }
 
 impl Conntrack {
+    /// One value of `/proc/sys/net/netfilter/<name>`, from a kept-open file.
+    fn sysctl(&mut self, ctx: &CollectContext, name: &str) -> Result<f64, CollectError> {
+        let path = ctx.proc_path(&format!("sys/net/netfilter/{name}"));
+        self.files.read_into(&path, &mut self.buf)?;
+        let vals = parse_sysctl_values(&self.buf).map_err(|e| CollectError::parse(path, e))?;
+        Ok(vals.first().copied().unwrap_or_default() as f64)
+    }
+
     pub fn new(cfg: &ConntrackConfig) -> Conntrack {
         Conntrack {
             cfg: cfg.clone(),
@@ -477,14 +491,14 @@ fn read_sysctl(ctx: &CollectContext, name: &str) -> Result<f64, CollectError> {
 impl Conntrack {
     /// Per-CPU rows plus an optional note worth logging (a fallback was used), or why
     /// no source worked.
-    fn stats(&self, ctx: &CollectContext) -> Result<(Vec<Row>, Option<String>), String> {
+    fn stats(&mut self, ctx: &CollectContext) -> Result<(Vec<Row>, Option<String>), String> {
         let rel = "net/stat/nf_conntrack";
         if !ctx.is_live() {
             return read_proc_stats(ctx, rel)
                 .map(|rows| (rows, None))
                 .map_err(|e| format!("conntrack per-CPU statistics unavailable: {e}"));
         }
-        let netlink_err = match netlink_rows() {
+        let netlink_err = match netlink_rows(&mut self.stats_socket) {
             Ok((rows, exp_err)) => {
                 let note = exp_err.map(|e| format!("conntrack expectation statistics unavailable: ctnetlink: {e}"));
                 return Ok((rows, note));
@@ -575,7 +589,23 @@ fn read_proc_stats(ctx: &CollectContext, rel: &str) -> Result<Vec<Row>, String> 
 
 /// Conntrack statistics merged with the expectation statistics by CPU. The
 /// expectation dump is best effort: its failure is returned beside the rows.
-fn netlink_rows() -> Result<(Vec<Row>, Option<DumpError>), DumpError> {
+/// Both per-CPU statistics dumps on the collector's kept socket (opened when
+/// missing, dropped after any failure so the next tick starts on a clean one):
+/// opening a netlink socket per dump was a third of the collector's idle cost,
+/// and transient sockets showed in sockstat's `sockets: used`.
+fn netlink_rows(kept: &mut Option<Socket>) -> Result<(Vec<Row>, Option<DumpError>), DumpError> {
+    let sock = match kept {
+        Some(s) => s,
+        None => kept.insert(open_stats_socket()?),
+    };
+    let r = netlink_rows_on(sock);
+    if !matches!(r, Ok((_, None))) {
+        *kept = None;
+    }
+    r
+}
+
+fn netlink_rows_on(sock: &mut Socket) -> Result<(Vec<Row>, Option<DumpError>), DumpError> {
     let named = |dump: StatsDump, cpus: Vec<CpuStats>| -> Vec<Row> {
         cpus.into_iter()
             .map(|c| Row {
@@ -588,8 +618,11 @@ fn netlink_rows() -> Result<(Vec<Row>, Option<DumpError>), DumpError> {
             })
             .collect()
     };
-    let mut rows = named(StatsDump::Conntrack, dump_stats_cpu(StatsDump::Conntrack, None)?);
-    match dump_stats_cpu(StatsDump::Expect, None) {
+    let mut rows = named(
+        StatsDump::Conntrack,
+        dump_stats_cpu_on(sock, StatsDump::Conntrack, None)?,
+    );
+    match dump_stats_cpu_on(sock, StatsDump::Expect, None) {
         Ok(exp) => {
             for e in named(StatsDump::Expect, exp) {
                 match rows.iter_mut().find(|r| r.cpu == e.cpu) {
@@ -630,12 +663,26 @@ static SEQ: AtomicU32 = AtomicU32::new(1);
 /// Runs one per-CPU statistics dump over a fresh `NETLINK_NETFILTER` socket in the
 /// calling thread's network namespace. When `raw` is given, every received datagram
 /// is appended to it (used to capture test fixtures).
-pub fn dump_stats_cpu(dump: StatsDump, mut raw: Option<&mut Vec<u8>>) -> Result<Vec<CpuStats>, DumpError> {
+pub fn dump_stats_cpu(dump: StatsDump, raw: Option<&mut Vec<u8>>) -> Result<Vec<CpuStats>, DumpError> {
+    dump_stats_cpu_on(&mut open_stats_socket()?, dump, raw)
+}
+
+/// A `NETLINK_NETFILTER` socket for [`dump_stats_cpu_on`].
+fn open_stats_socket() -> Result<Socket, DumpError> {
     let mut sock = Socket::new(NETLINK_NETFILTER).map_err(io_err("socket"))?;
     sock.bind_auto().map_err(io_err("bind"))?;
     sock.connect(&SocketAddr::new(0, 0)).map_err(io_err("connect"))?;
     set_recv_timeout(&sock, RECV_TIMEOUT).map_err(io_err("setsockopt(SO_RCVTIMEO)"))?;
+    Ok(sock)
+}
 
+/// [`dump_stats_cpu`] on a socket the caller keeps. After an `Err` the socket may
+/// still hold the rest of the failed dump: drop it.
+fn dump_stats_cpu_on(
+    sock: &mut Socket,
+    dump: StatsDump,
+    mut raw: Option<&mut Vec<u8>>,
+) -> Result<Vec<CpuStats>, DumpError> {
     let seq = SEQ.fetch_add(1, Ordering::Relaxed);
     let req = stats_cpu_request(dump, seq);
     let sent = sock.send(&req, 0).map_err(io_err("send"))?;

@@ -4,7 +4,9 @@ use regex::Regex;
 
 use std::sync::Arc;
 
-use super::{CollectContext, CollectError, Collector};
+use rustc_hash::FxHashMap;
+
+use super::{CollectContext, CollectError, Collector, KeptFiles};
 use crate::catalog::{CollectorDoc, MetricDesc, MetricKind};
 use crate::config::NetdevConfig;
 use crate::parse::netdev::{parse_proc_net_dev, parse_speed_bits, parse_u64_attr, OPERSTATES};
@@ -220,6 +222,24 @@ pub static DOC: CollectorDoc = CollectorDoc {
 pub struct Netdev {
     include: Option<Regex>,
     exclude: Option<Regex>,
+    /// /proc/net/dev, kept open ([`KeptFiles`]).
+    proc: KeptFiles,
+    buf: Vec<u8>,
+    /// Per device: its sysfs attribute files, kept open, and the inode of its
+    /// sysfs directory when they were opened.
+    devs: FxHashMap<String, DevFiles>,
+}
+
+/// A kept-open sysfs file follows the device, not the name: after `eth0` is
+/// renamed and a new `eth0` created, the old descriptors would read the renamed
+/// device. The directory `/sys/class/net/<name>` resolves to the device's own
+/// sysfs directory, so its inode is checked every tick (one `stat` instead of an
+/// open, stat, two reads and a close per attribute) and the files are reopened
+/// when it changed.
+struct DevFiles {
+    dir: Option<u64>,
+    files: KeptFiles,
+    seen: bool,
 }
 
 impl Netdev {
@@ -228,6 +248,9 @@ impl Netdev {
         Ok(Netdev {
             include: compile(&cfg.include)?,
             exclude: compile(&cfg.exclude)?,
+            proc: KeptFiles::default(),
+            buf: Vec::new(),
+            devs: FxHashMap::default(),
         })
     }
 
@@ -235,10 +258,35 @@ impl Netdev {
         self.include.as_ref().is_none_or(|r| r.is_match(name))
             && !self.exclude.as_ref().is_some_and(|r| r.is_match(name))
     }
+
+    /// The attribute files of `dev`, reopened if the name now belongs to another
+    /// device.
+    fn dev_files(&mut self, ctx: &CollectContext, dev: &str) -> &mut DevFiles {
+        use std::os::unix::fs::MetadataExt;
+        let dir = std::fs::metadata(ctx.sys_path(&format!("class/net/{dev}")))
+            .ok()
+            .map(|m| m.ino());
+        let d = self.devs.entry(dev.to_string()).or_insert_with(|| DevFiles {
+            dir,
+            files: KeptFiles::default(),
+            seen: false,
+        });
+        if d.dir != dir || dir.is_none() {
+            d.dir = dir;
+            d.files = KeptFiles::default();
+        }
+        d.seen = true;
+        d
+    }
 }
 
-fn read_attr(ctx: &CollectContext, dev: &str, attr: &str) -> Option<Vec<u8>> {
-    std::fs::read(ctx.sys_path(&format!("class/net/{dev}/{attr}"))).ok()
+impl DevFiles {
+    fn read_attr<'b>(&mut self, ctx: &CollectContext, dev: &str, attr: &str, buf: &'b mut Vec<u8>) -> Option<&'b [u8]> {
+        self.files
+            .read_into(&ctx.sys_path(&format!("class/net/{dev}/{attr}")), buf)
+            .ok()
+            .map(|()| buf.as_slice())
+    }
 }
 
 impl Collector for Netdev {
@@ -248,9 +296,13 @@ impl Collector for Netdev {
 
     fn collect(&mut self, ctx: &CollectContext, out: &mut Emitter) -> Result<(), CollectError> {
         let path = ctx.proc_path("net/dev");
-        let bytes = super::read_file(&path)?;
-        let devs = parse_proc_net_dev(&bytes).map_err(|e| CollectError::parse(path, e))?;
-        for d in devs.iter().filter(|d| self.wanted(&d.name)) {
+        self.proc.read_into(&path, &mut self.buf)?;
+        let devs = parse_proc_net_dev(&self.buf).map_err(|e| CollectError::parse(path, e))?;
+        let mut attr_buf = Vec::new();
+        for d in &devs {
+            if !self.wanted(&d.name) {
+                continue;
+            }
             // One shared label set per device rather than a Vec and an Arc per sample.
             let labels: LabelValues = Arc::from([LabelValue::from(d.name.as_str())]);
             let l = || labels.clone();
@@ -274,50 +326,111 @@ impl Collector for Netdev {
             ] {
                 out.push(desc, l(), v as f64);
             }
-            self.sysfs_attributes(ctx, &d.name, out);
+            let files = self.dev_files(ctx, &d.name);
+            sysfs_attributes(files, ctx, &d.name, &mut attr_buf, out);
         }
+        // Devices that are gone (or filtered out) release their files.
+        self.devs.retain(|_, d| std::mem::take(&mut d.seen));
         Ok(())
     }
 }
 
-impl Netdev {
-    /// sysfs attributes are best effort: a device can vanish between the two reads,
-    /// and `carrier`/`speed` return EINVAL while the link is down.
-    fn sysfs_attributes(&self, ctx: &CollectContext, dev: &str, out: &mut Emitter) {
-        let labels: LabelValues = Arc::from([LabelValue::from(dev)]);
-        let l = || labels.clone();
-        let attr_u64 = |a: &str| read_attr(ctx, dev, a).and_then(|b| parse_u64_attr(&b));
-        let operstate = read_attr(ctx, dev, "operstate")
-            .and_then(|b| String::from_utf8(b).ok())
-            .map(|s| s.trim().to_string())
-            .unwrap_or_else(|| "unknown".to_string());
-        out.push(&UP, l(), if operstate == "up" { 1.0 } else { 0.0 });
-        for state in OPERSTATES {
-            out.push(
-                &OPERSTATE,
-                vec![dev.to_string(), state.to_string()],
-                (state == operstate) as u8 as f64,
-            );
-        }
-        let ty = attr_u64("type").map(|t| t.to_string()).unwrap_or_default();
-        out.push(&INFO, vec![dev.to_string(), ty, operstate], 1.0);
-        if let Some(v) = attr_u64("carrier") {
-            out.push(&CARRIER, l(), v as f64);
-        }
-        if let Some(v) = attr_u64("carrier_changes") {
-            out.push(&CARRIER_CHANGES, l(), v as f64);
-        }
-        if let Some(v) = read_attr(ctx, dev, "speed").and_then(|b| parse_speed_bits(&b)) {
-            out.push(&SPEED, l(), v);
-        }
-        if let Some(v) = attr_u64("mtu") {
-            out.push(&MTU, l(), v as f64);
-        }
-        if let Some(v) = attr_u64("tx_queue_len") {
-            out.push(&TXQLEN, l(), v as f64);
-        }
-        if let Some(v) = attr_u64("statistics/rx_missed_errors") {
-            out.push(&RX_MISSED, l(), v as f64);
-        }
+/// sysfs attributes are best effort: a device can vanish between the two reads,
+/// and `carrier`/`speed` return EINVAL while the link is down.
+fn sysfs_attributes(files: &mut DevFiles, ctx: &CollectContext, dev: &str, buf: &mut Vec<u8>, out: &mut Emitter) {
+    let dev_label = LabelValue::from(dev);
+    let labels: LabelValues = Arc::from([dev_label.clone()]);
+    let l = || labels.clone();
+    let operstate = files
+        .read_attr(ctx, dev, "operstate", buf)
+        .and_then(|b| std::str::from_utf8(b).ok())
+        .map(|s| s.trim().to_string())
+        .unwrap_or_else(|| "unknown".to_string());
+    out.push(&UP, l(), if operstate == "up" { 1.0 } else { 0.0 });
+    for state in OPERSTATES {
+        out.push(
+            &OPERSTATE,
+            [dev_label.clone(), LabelValue::from(state)],
+            (state == operstate) as u8 as f64,
+        );
+    }
+    // Read before the closure below takes `files` (-1 and EINVAL mean unknown).
+    let speed = files.read_attr(ctx, dev, "speed", buf).and_then(parse_speed_bits);
+    let mut attr_u64 = |a: &str| files.read_attr(ctx, dev, a, buf).and_then(parse_u64_attr);
+    let ty = attr_u64("type").map(|t| t.to_string()).unwrap_or_default();
+    out.push(&INFO, [dev_label, ty.into(), operstate.into()], 1.0);
+    if let Some(v) = attr_u64("carrier") {
+        out.push(&CARRIER, l(), v as f64);
+    }
+    if let Some(v) = attr_u64("carrier_changes") {
+        out.push(&CARRIER_CHANGES, l(), v as f64);
+    }
+    if let Some(v) = speed {
+        out.push(&SPEED, l(), v);
+    }
+    if let Some(v) = attr_u64("mtu") {
+        out.push(&MTU, l(), v as f64);
+    }
+    if let Some(v) = attr_u64("tx_queue_len") {
+        out.push(&TXQLEN, l(), v as f64);
+    }
+    if let Some(v) = attr_u64("statistics/rx_missed_errors") {
+        out.push(&RX_MISSED, l(), v as f64);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn mtu(c: &mut Netdev, ctx: &CollectContext, dev: &str) -> Option<f64> {
+        let mut out = Emitter::new();
+        c.collect(ctx, &mut out).expect("collect");
+        let f = out.into_families();
+        f.iter()
+            .find(|f| f.desc.name == MTU.name)
+            .and_then(|f| f.samples.iter().find(|s| s.labels.first().is_some_and(|l| &**l == dev)))
+            .and_then(|s| s.value.as_f64())
+    }
+
+    /// Kept-open attribute files follow a device, not its name: after a rename and
+    /// a new device under the old name, the name's values are the new device's.
+    #[test]
+    fn kept_attributes_follow_the_name_across_a_rename() {
+        let root = std::env::temp_dir().join(format!("netsight-netdev-{}", std::process::id()));
+        let (proc, sys) = (root.join("proc"), root.join("sys"));
+        std::fs::create_dir_all(proc.join("net")).expect("mkdir");
+        let dev_line = |name: &str| format!("{name}: 1 2 0 0 0 0 0 0 3 4 0 0 0 0 0 0\n");
+        let header = "Inter-| Receive | Transmit\n face |bytes packets|bytes packets\n";
+        std::fs::write(proc.join("net/dev"), format!("{header}{}", dev_line("eth0"))).expect("write");
+        let dir = |name: &str| sys.join("class/net").join(name);
+        std::fs::create_dir_all(dir("eth0")).expect("mkdir");
+        std::fs::write(dir("eth0").join("mtu"), "1500\n").expect("write");
+        let ctx = CollectContext::new(&proc, &sys);
+        let mut c = Netdev::new(&NetdevConfig {
+            enabled: true,
+            include: None,
+            exclude: None,
+        })
+        .expect("netdev");
+        assert_eq!(mtu(&mut c, &ctx, "eth0"), Some(1500.0));
+
+        // Renamed to eth1; a new eth0 appears.
+        std::fs::rename(dir("eth0"), dir("eth1")).expect("rename");
+        std::fs::create_dir_all(dir("eth0")).expect("mkdir");
+        std::fs::write(dir("eth0").join("mtu"), "9000\n").expect("write");
+        std::fs::write(
+            proc.join("net/dev"),
+            format!("{header}{}{}", dev_line("eth0"), dev_line("eth1")),
+        )
+        .expect("write");
+        assert_eq!(mtu(&mut c, &ctx, "eth0"), Some(9000.0));
+        assert_eq!(mtu(&mut c, &ctx, "eth1"), Some(1500.0));
+
+        // A device that is gone releases its files.
+        std::fs::write(proc.join("net/dev"), format!("{header}{}", dev_line("eth1"))).expect("write");
+        mtu(&mut c, &ctx, "eth1");
+        assert_eq!(c.devs.len(), 1);
+        let _ = std::fs::remove_dir_all(&root);
     }
 }

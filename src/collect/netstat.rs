@@ -5,9 +5,9 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use super::{CollectContext, CollectError, Collector};
+use super::{CollectContext, CollectError, Collector, KeptFiles};
 use crate::catalog::{CollectorDoc, DynamicFamily, MetricDesc, MetricKind};
-use crate::parse::netstat::{parse_mib_table, parse_snmp6, MibGroup};
+use crate::parse::netstat::{visit_mib_table, visit_snmp6};
 use crate::parse::{snake_case, ParseError};
 use crate::snapshot::Emitter;
 use rustc_hash::FxHashMap;
@@ -54,62 +54,72 @@ fn field_name(group: &str, field: &str) -> String {
     format!("netsight_netstat_{g}_{f}")
 }
 
+/// group → field → (descriptor, scale), built once per field. Nested so a
+/// lookup borrows the parsed names instead of cloning the group per field.
+type Descs = HashMap<String, FxHashMap<String, (Arc<MetricDesc>, f64)>>;
+
 #[derive(Default)]
 pub struct Netstat {
-    /// group → field → (descriptor, scale), built once per field. Nested so a
-    /// lookup borrows the parsed names instead of cloning the group per field.
-    descs: HashMap<String, FxHashMap<String, (Arc<MetricDesc>, f64)>>,
+    descs: Descs,
+    files: KeptFiles,
+    buf: Vec<u8>,
 }
 
-impl Netstat {
-    fn emit(&mut self, source: &str, groups: Vec<MibGroup>, out: &mut Emitter) {
-        for g in groups {
-            let group = g.name.as_str();
-            if !self.descs.contains_key(group) {
-                self.descs.insert(group.to_string(), FxHashMap::default());
-            }
-            let Some(fields) = self.descs.get_mut(group) else {
-                continue;
-            };
-            for (field, v) in g.fields {
-                let (desc, scale) = fields.entry(field).or_insert_with_key(|field| {
-                    let (kind, suffix, scale) = field_kind(group, field);
-                    let name = format!("{}{suffix}", field_name(group, field));
-                    let unit = if suffix == "_seconds" {
-                        "seconds"
-                    } else if field.ends_with("Octets") {
-                        "bytes"
-                    } else {
-                        ""
-                    };
-                    let desc = MetricDesc {
-                        name: name.into(),
-                        kind,
-                        unit,
-                        help: format!("{group} {field} from {source}.").into(),
-                        labels: &[],
-                        otel_name: format!("netsight.netstat.{}.{}", group.to_ascii_lowercase(), snake_case(field))
-                            .into(),
-                    };
-                    (Arc::new(desc), scale)
-                });
-                out.push0(desc.clone(), v as f64 * *scale);
-            }
-        }
+/// Pushes one field, building its descriptor the first time it is seen.
+fn emit_field(descs: &mut Descs, source: &str, group: &str, field: &str, v: i64, out: &mut Emitter) {
+    if !descs.contains_key(group) {
+        descs.insert(group.to_string(), FxHashMap::default());
     }
+    let Some(fields) = descs.get_mut(group) else {
+        return;
+    };
+    if !fields.contains_key(field) {
+        let (kind, suffix, scale) = field_kind(group, field);
+        let name = format!("{}{suffix}", field_name(group, field));
+        let unit = if suffix == "_seconds" {
+            "seconds"
+        } else if field.ends_with("Octets") {
+            "bytes"
+        } else {
+            ""
+        };
+        let desc = MetricDesc {
+            name: name.into(),
+            kind,
+            unit,
+            help: format!("{group} {field} from {source}.").into(),
+            labels: &[],
+            otel_name: format!("netsight.netstat.{}.{}", group.to_ascii_lowercase(), snake_case(field)).into(),
+        };
+        fields.insert(field.to_string(), (Arc::new(desc), scale));
+    }
+    if let Some((desc, scale)) = fields.get(field) {
+        out.push0(desc.clone(), v as f64 * *scale);
+    }
+}
 
+type Visit = fn(&[u8], &mut dyn FnMut(&str, &str, i64)) -> Result<(), ParseError>;
+
+impl Netstat {
+    /// Reads and emits one file; `Ok(false)` when it is absent and `optional`.
     fn read(
         &mut self,
         ctx: &CollectContext,
         rel: &str,
-        parse: fn(&[u8]) -> Result<Vec<MibGroup>, ParseError>,
+        source: &str,
+        visit: Visit,
+        optional: bool,
         out: &mut Emitter,
     ) -> Result<(), CollectError> {
         let path = ctx.proc_path(rel);
-        let bytes = super::read_file(&path)?;
-        let groups = parse(&bytes).map_err(|e| CollectError::parse(path.clone(), e))?;
-        self.emit(&format!("/proc/{rel}"), groups, out);
-        Ok(())
+        match self.files.read_into(&path, &mut self.buf) {
+            Ok(()) => {}
+            Err(e) if optional && e.is_not_found() => return Ok(()),
+            Err(e) => return Err(e),
+        }
+        let descs = &mut self.descs;
+        visit(&self.buf, &mut |g, f, v| emit_field(descs, source, g, f, v, out))
+            .map_err(|e| CollectError::parse(path, e))
     }
 }
 
@@ -119,12 +129,11 @@ impl Collector for Netstat {
     }
 
     fn collect(&mut self, ctx: &CollectContext, out: &mut Emitter) -> Result<(), CollectError> {
-        self.read(ctx, "net/snmp", parse_mib_table, out)?;
-        self.read(ctx, "net/netstat", parse_mib_table, out)?;
+        let table: Visit = |b, f| visit_mib_table(b, f);
+        let snmp6: Visit = |b, f| visit_snmp6(b, f);
+        self.read(ctx, "net/snmp", "/proc/net/snmp", table, false, out)?;
+        self.read(ctx, "net/netstat", "/proc/net/netstat", table, false, out)?;
         // snmp6 is absent when IPv6 is disabled.
-        if ctx.proc_path("net/snmp6").exists() {
-            self.read(ctx, "net/snmp6", parse_snmp6, out)?;
-        }
-        Ok(())
+        self.read(ctx, "net/snmp6", "/proc/net/snmp6", snmp6, true, out)
     }
 }

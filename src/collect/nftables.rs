@@ -184,13 +184,22 @@ pub fn read_ruleset_capturing(capture: Option<&mut Capture>) -> Result<Ruleset, 
 /// [`read_ruleset_capturing`]; with `count_elements` every named set's elements are
 /// counted from an element dump even when the kernel sends `NFTA_SET_COUNT` (the
 /// path older kernels take; the tests use it to check both agree).
-pub fn read_ruleset_with(mut capture: Option<&mut Capture>, count_elements: bool) -> Result<Ruleset, DumpError> {
-    let mut sock = NfnlSocket::open()?;
+pub fn read_ruleset_with(capture: Option<&mut Capture>, count_elements: bool) -> Result<Ruleset, DumpError> {
+    read_ruleset_on(&mut NfnlSocket::open()?, capture, count_elements)
+}
+
+/// [`read_ruleset_with`] on a socket the caller keeps across reads. After an
+/// `Err` the socket may still hold the rest of a failed dump: drop it.
+fn read_ruleset_on(
+    sock: &mut NfnlSocket,
+    mut capture: Option<&mut Capture>,
+    count_elements: bool,
+) -> Result<Ruleset, DumpError> {
     for _ in 0..MAX_ATTEMPTS {
         if let Some(c) = capture.as_deref_mut() {
             c.replies.clear();
         }
-        let g0 = generation(&mut sock, capture.as_deref_mut().map(|c| c.slot("gen")))?;
+        let g0 = generation(sock, capture.as_deref_mut().map(|c| c.slot("gen")))?;
         let mut rs = Ruleset {
             generation: g0,
             ..Ruleset::default()
@@ -227,7 +236,7 @@ pub fn read_ruleset_with(mut capture: Option<&mut Capture>, count_elements: bool
             })?;
             rs.sets[i].elements = Some(n);
         }
-        let g1 = generation(&mut sock, None)?;
+        let g1 = generation(sock, None)?;
         if g0 == g1 && !interrupted {
             return Ok(rs);
         }
@@ -337,6 +346,8 @@ pub struct Nftables {
     /// Rules that have their own series (only consulted above `max_rules`).
     selected: HashSet<RuleKey>,
     selected_gen: Option<u32>,
+    /// Kept across ticks ([`Collector::collect`]).
+    socket: Option<NfnlSocket>,
 }
 
 impl Nftables {
@@ -348,6 +359,7 @@ impl Nftables {
             last_change: 0.0,
             selected: HashSet::new(),
             selected_gen: None,
+            socket: None,
         })
     }
 
@@ -505,7 +517,23 @@ impl Collector for Nftables {
                 ctx.procfs.display()
             )));
         }
-        let rs = read_ruleset().map_err(|e| CollectError::Unavailable(explain(&e)))?;
+        // The socket is kept across ticks: opening one per tick cost more than the
+        // dumps of a small ruleset, and transient sockets showed in sockstat's
+        // `sockets: used`. After a failure it is dropped and the next tick opens a
+        // clean one.
+        let sock = match &mut self.socket {
+            Some(s) => s,
+            None => self
+                .socket
+                .insert(NfnlSocket::open().map_err(|e| CollectError::Unavailable(explain(&e)))?),
+        };
+        let rs = match read_ruleset_on(sock, None, false) {
+            Ok(rs) => rs,
+            Err(e) => {
+                self.socket = None;
+                return Err(CollectError::Unavailable(explain(&e)));
+            }
+        };
         let now = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map(|d| d.as_secs_f64())

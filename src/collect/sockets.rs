@@ -7,7 +7,10 @@
 //! per family; the kernel dumps listeners first, so the set of listening ports is
 //! known before any connection), then UDP (v4, v6). A kernel without the legacy
 //! request gets the per-family requests instead: TCP listeners (v4, v6), TCP
-//! without listeners (v4, v6). Each socket is folded into fixed-size
+//! without listeners (v4, v6). Dumps that provably cannot return a socket are
+//! skipped (see [`Occupancy`]): on an idle host the TCP walk is most of the
+//! collector's cost, and the kernel pays it for every namespace's sockets
+//! whatever this one holds. Each socket is folded into fixed-size
 //! aggregates the moment its netlink message is parsed; nothing per socket is kept
 //! or allocated. Label strings are built only for the capped output.
 //!
@@ -27,7 +30,7 @@ use std::sync::Arc;
 use rustc_hash::FxHashMap;
 
 use super::procmap::ProcMap;
-use super::{CollectContext, CollectError, Collector};
+use super::{CollectContext, CollectError, Collector, KeptFiles};
 use crate::catalog::{CollectorDoc, MetricDesc, MetricKind};
 use crate::config::SocketsConfig;
 use crate::netlink::sock_diag::{
@@ -35,6 +38,8 @@ use crate::netlink::sock_diag::{
     IPPROTO_TCP, IPPROTO_UDP, LISTEN_ONLY,
 };
 use crate::netlink::tcp_info;
+use crate::parse::netstat::mib_value;
+use crate::parse::sockstat::sockstat_value;
 use crate::snapshot::{Emitter, HistogramValue};
 
 const G: MetricKind = MetricKind::Gauge;
@@ -187,8 +192,9 @@ pub static REFRESH_INTERVAL: MetricDesc = MetricDesc::new(
 pub static DOC: CollectorDoc = CollectorDoc {
     collector: "sockets",
     source: "netlink sock_diag (inet_diag dumps of TCP and UDP, IPv4 and IPv6, with \
-             INET_DIAG_INFO/INET_DIAG_CONG), /proc/<pid>/fd and /proc/<pid>/comm for \
-             process attribution",
+             INET_DIAG_INFO/INET_DIAG_CONG; a dump that /proc/net/sockstat{,6} and the \
+             Tcp ActiveOpens/InSegs counters of /proc/net/snmp prove empty is skipped), \
+             /proc/<pid>/fd and /proc/<pid>/comm for process attribution",
     capabilities: "none for counts, queues, RTT and bytes (sock_diag needs no \
                    privilege); attributing other users' sockets to processes needs \
                    CAP_SYS_PTRACE and CAP_DAC_READ_SEARCH, without them only netsight's \
@@ -549,7 +555,21 @@ pub struct VisitOutcome {
 ///
 /// After an `Err` the netlink socket may still hold the rest of the failed dump:
 /// drop it and open a new one.
-pub fn visit_sockets<F>(diag: &mut DiagSocket, what: &SocketDumps, mut visit: F) -> Result<VisitOutcome, DumpFailed>
+pub fn visit_sockets<F>(diag: &mut DiagSocket, what: &SocketDumps, visit: F) -> Result<VisitOutcome, DumpFailed>
+where
+    F: FnMut(Protocol, InetSock<'_>),
+{
+    visit_sockets_of(diag, what, [true, true], visit)
+}
+
+/// [`visit_sockets`] with the UDP dump of a family left out where `udp_families`
+/// (IPv4, IPv6) is false.
+fn visit_sockets_of<F>(
+    diag: &mut DiagSocket,
+    what: &SocketDumps,
+    udp_families: [bool; 2],
+    mut visit: F,
+) -> Result<VisitOutcome, DumpFailed>
 where
     F: FnMut(Protocol, InetSock<'_>),
 {
@@ -568,7 +588,7 @@ where
             seen += 1;
             visit(Protocol::Tcp, s)
         }) {
-            Ok(_) => return visit_udp(diag, what, &mut visit),
+            Ok(_) => return visit_udp(diag, what, udp_families, &mut visit),
             // Refused before any socket was visited (no compat handler in this
             // kernel): the socket is clean, fall back to per-family requests.
             Err(DiagError::Kernel { errno }) if seen == 0 => {
@@ -599,12 +619,17 @@ where
                 error,
             })?;
     }
-    visit_udp(diag, what, &mut visit)
+    visit_udp(diag, what, udp_families, &mut visit)
 }
 
 /// The UDP half of [`visit_sockets`]: one dump per family (the kernel has no
 /// single-walk request for UDP).
-fn visit_udp<F>(diag: &mut DiagSocket, what: &SocketDumps, visit: &mut F) -> Result<VisitOutcome, DumpFailed>
+fn visit_udp<F>(
+    diag: &mut DiagSocket,
+    what: &SocketDumps,
+    families: [bool; 2],
+    visit: &mut F,
+) -> Result<VisitOutcome, DumpFailed>
 where
     F: FnMut(Protocol, InetSock<'_>),
 {
@@ -612,7 +637,10 @@ where
     if what.udp_states == 0 {
         return Ok(outcome);
     }
-    for family in [AF_INET, AF_INET6] {
+    for (family, wanted) in [AF_INET, AF_INET6].into_iter().zip(families) {
+        if !wanted {
+            continue;
+        }
         let req = DumpRequest {
             family,
             protocol: IPPROTO_UDP,
@@ -634,6 +662,83 @@ where
     Ok(outcome)
 }
 
+/// What `/proc/net/{sockstat,sockstat6,snmp}` say about this namespace's TCP and
+/// UDP sockets, read just before the dumps; `None` where a value is missing (no
+/// IPv6, an unexpected format): that dump then runs.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Occupancy {
+    /// `TCP: inuse` and `TCP6: inuse`: listeners plus the full sockets of the
+    /// established hash (the kernel counts a socket when it is hashed).
+    pub tcp_inuse: [Option<i64>; 2],
+    /// `TCP: tw`: this namespace's TIME_WAIT sockets (both families share it).
+    pub tcp_tw: Option<i64>,
+    /// `Tcp: ActiveOpens` and `InSegs` (both families, per namespace).
+    pub tcp_counters: Option<(i64, i64)>,
+    /// `UDP: inuse` and `UDP6: inuse`: sockets in the UDP hash, which is what the
+    /// UDP dump walks.
+    pub udp_inuse: [Option<i64>; 2],
+}
+
+impl Occupancy {
+    /// Pure: the three files' bytes (`None` when a file could not be read).
+    /// `snmp` is only needed when TCP might be skipped, so callers may leave it
+    /// out otherwise.
+    pub fn parse(sockstat: Option<&[u8]>, sockstat6: Option<&[u8]>, snmp: Option<&[u8]>) -> Occupancy {
+        let v4 = |proto, field| sockstat.and_then(|b| sockstat_value(b, proto, field));
+        let v6 = |proto, field| sockstat6.and_then(|b| sockstat_value(b, proto, field));
+        let tcp = |field| snmp.and_then(|b| mib_value(b, "Tcp", field));
+        Occupancy {
+            tcp_inuse: [v4("TCP", "inuse"), v6("TCP6", "inuse")],
+            tcp_tw: v4("TCP", "tw"),
+            tcp_counters: tcp("ActiveOpens").zip(tcp("InSegs")),
+            udp_inuse: [v4("UDP", "inuse"), v6("UDP6", "inuse")],
+        }
+    }
+
+    /// No listener, no full socket and no TIME_WAIT in either family: the only
+    /// TCP sockets left could be SYN_RECV requests, which sockstat does not count.
+    fn tcp_hashes_hold_no_counted_socket(&self) -> bool {
+        self.tcp_inuse == [Some(0), Some(0)] && self.tcp_tw == Some(0)
+    }
+}
+
+/// Which dumps a tick runs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Plan {
+    tcp: bool,
+    /// IPv4, IPv6.
+    udp: [bool; 2],
+}
+
+/// Pure: the dumps that can return something. `tcp_quiet_since` holds the TCP
+/// counters read just before the last TCP walk that returned no socket at all.
+///
+/// UDP: a family whose `inuse` is 0 has nothing in the UDP hash to dump.
+///
+/// TCP is skipped only when the namespace provably has no TCP socket at all:
+/// `inuse` 0 in both families (no listener, no full socket in the established
+/// hash) and `tw` 0 (no TIME_WAIT), and no SYN_RECV request socket, which
+/// sockstat does not count. A request socket is created only by an incoming SYN,
+/// which the kernel counts in `Tcp: InSegs` before looking up the listener; so if
+/// `InSegs` (and `ActiveOpens`, so a connect() between the reads cannot hide
+/// behind the per-CPU sums either) is unchanged since a walk that found nothing,
+/// no request socket can exist. Any change makes the next tick walk again.
+impl Plan {
+    const ALL: Plan = Plan {
+        tcp: true,
+        udp: [true, true],
+    };
+}
+
+fn plan(occ: &Occupancy, tcp_quiet_since: Option<(i64, i64)>) -> Plan {
+    let tcp_empty =
+        occ.tcp_hashes_hold_no_counted_socket() && occ.tcp_counters.is_some() && occ.tcp_counters == tcp_quiet_since;
+    Plan {
+        tcp: !tcp_empty,
+        udp: occ.udp_inuse.map(|n| n != Some(0)),
+    }
+}
+
 pub struct Sockets {
     cfg: SocketsConfig,
     bounds: Arc<[f64]>,
@@ -641,7 +746,22 @@ pub struct Sockets {
     procs: Option<ProcMap>,
     agg: Agg,
     udp_unsupported_logged: bool,
+    /// TCP counters read before the last TCP walk that returned no socket
+    /// ([`plan`]); cleared by a walk that returned any, or failed.
+    tcp_quiet_since: Option<(i64, i64)>,
+    /// [`OCCUPANCY_FILES`], opened with `diag`, and their read buffers.
+    proc: KeptFiles,
+    proc_bufs: [Vec<u8>; 3],
+    last_plan: Plan,
 }
+
+/// What [`Sockets::occupancy`] reads: sockstat, sockstat6, snmp of the namespace
+/// of the thread that opens the sock_diag socket.
+const OCCUPANCY_FILES: [&str; 3] = [
+    "thread-self/net/sockstat",
+    "thread-self/net/sockstat6",
+    "thread-self/net/snmp",
+];
 
 /// Finite, positive, ascending, without duplicates.
 fn sanitize_bounds(raw: &[f64]) -> Vec<f64> {
@@ -671,27 +791,89 @@ impl Sockets {
                 .then(|| ProcMap::new(cfg.process_refresh).with_cpu_factor(cfg.process_refresh_cpu_factor)),
             agg: Agg::new(),
             udp_unsupported_logged: false,
+            tcp_quiet_since: None,
+            proc: KeptFiles::default(),
+            proc_bufs: Default::default(),
+            last_plan: Plan::ALL,
         }
     }
 
-    /// Runs the six dumps into `self.agg`.
-    fn dump_all(&mut self) -> Result<(), CollectError> {
-        let diag = match &mut self.diag {
-            Some(d) => d,
-            None => self
-                .diag
-                .insert(DiagSocket::open().map_err(|e| e.into_collect("socket"))?),
+    /// The persistent sock_diag socket, opened on first use or after a failure,
+    /// together with the `/proc` files [`Self::occupancy`] reads.
+    ///
+    /// The counts must describe the namespace the socket dumps: the one it was
+    /// opened in. `/proc/net` follows the thread group leader's namespace, so the
+    /// files are opened through `/proc/thread-self/net`, by the thread that opens
+    /// the socket, at the same moment; a kept-open /proc/net file stays bound to
+    /// the namespace it was opened in, so files and socket never disagree.
+    fn open_diag(&mut self, ctx: &CollectContext) -> Result<(), CollectError> {
+        if self.diag.is_none() {
+            self.diag = Some(DiagSocket::open().map_err(|e| e.into_collect("socket"))?);
+            self.proc = KeptFiles::default();
+            for rel in OCCUPANCY_FILES {
+                // An absent file leaves its counts unknown: those dumps always run.
+                let _ = self.proc.open(&ctx.proc_path(rel));
+            }
+        }
+        Ok(())
+    }
+
+    /// What the small `/proc` counts say before the dumps. `snmp` is read only when
+    /// it can make a difference (the TCP walk might be skipped). Only files opened
+    /// with the socket are read ([`Self::open_diag`]).
+    fn occupancy(&mut self, ctx: &CollectContext) -> Occupancy {
+        let [sockstat, sockstat6, snmp] = &mut self.proc_bufs;
+        let [p4, p6, psnmp] = OCCUPANCY_FILES.map(|rel| ctx.proc_path(rel));
+        let mut read = |path: &std::path::Path, buf: &mut Vec<u8>| {
+            (self.proc.is_open(path) && self.proc.read_into(path, buf).is_ok()).then_some(())
+        };
+        let v4 = read(&p4, sockstat).map(|()| sockstat.as_slice());
+        let v6 = read(&p6, sockstat6).map(|()| sockstat6.as_slice());
+        let occ = Occupancy::parse(v4, v6, None);
+        if !occ.tcp_hashes_hold_no_counted_socket() {
+            return occ;
+        }
+        let s = read(&psnmp, snmp).map(|()| snmp.as_slice());
+        Occupancy::parse(v4, v6, s)
+    }
+
+    /// Which dumps the last tick ran: (TCP, [UDP IPv4, UDP IPv6]). For tests and
+    /// the bench.
+    pub fn last_dumps(&self) -> (bool, [bool; 2]) {
+        (self.last_plan.tcp, self.last_plan.udp)
+    }
+
+    /// Runs the dumps that can return something into `self.agg`.
+    fn dump_all(&mut self, occ: &Occupancy) -> Result<(), CollectError> {
+        let plan = plan(occ, self.tcp_quiet_since);
+        self.last_plan = plan;
+        let Some(diag) = self.diag.as_mut() else {
+            return Err(CollectError::Netlink("sock_diag socket not open".into()));
         };
         let cx = FoldCtx {
             procs: self.procs.as_ref(),
             bounds: &self.bounds,
         };
         let agg = &mut self.agg;
-        let outcome = visit_sockets(diag, &SocketDumps::ALL, |proto, s| match proto {
-            Protocol::Tcp => fold_tcp(agg, &cx, s),
+        let what = SocketDumps {
+            tcp_states: if plan.tcp { ALL_STATES } else { 0 },
+            ..SocketDumps::ALL
+        };
+        let mut tcp_seen = 0u64;
+        let outcome = visit_sockets_of(diag, &what, plan.udp, |proto, s| match proto {
+            Protocol::Tcp => {
+                tcp_seen += 1;
+                fold_tcp(agg, &cx, s)
+            }
             Protocol::Udp => fold_udp(agg, s),
-        })
-        .map_err(DumpFailed::into_collect)?;
+        });
+        if plan.tcp || outcome.is_err() {
+            self.tcp_quiet_since = match outcome {
+                Ok(_) if tcp_seen == 0 => occ.tcp_counters,
+                _ => None,
+            };
+        }
+        let outcome = outcome.map_err(DumpFailed::into_collect)?;
         if let Some(e) = outcome.udp_unsupported {
             // No udp_diag: keep the TCP metrics rather than failing the tick.
             if !self.udp_unsupported_logged {
@@ -932,7 +1114,11 @@ impl Collector for Sockets {
             m.refresh_if_due(&ctx.procfs);
         }
         self.agg.reset();
-        if let Err(e) = self.dump_all() {
+        // Opened before the counts are read, so the first tick can already tell
+        // which dumps are needed.
+        self.open_diag(ctx)?;
+        let occ = self.occupancy(ctx);
+        if let Err(e) = self.dump_all(&occ) {
             // The socket may still hold the rest of the failed dump: start afresh.
             self.diag = None;
             return Err(e);
@@ -1235,6 +1421,75 @@ mod tests {
             sanitize_bounds(&[0.1, f64::NAN, 0.01, -1.0, 0.1, f64::INFINITY]),
             vec![0.01, 0.1]
         );
+    }
+
+    const EMPTY4: &[u8] = b"sockets: used 3\nTCP: inuse 0 orphan 0 tw 0 alloc 0 mem 0\nUDP: inuse 0 mem 0\n";
+    const EMPTY6: &[u8] = b"TCP6: inuse 0\nUDP6: inuse 0\nUDPLITE6: inuse 0\n";
+    const SNMP: &[u8] = b"Tcp: RtoAlgorithm ActiveOpens PassiveOpens InSegs\nTcp: 1 7 0 40\n";
+
+    #[test]
+    fn occupancy_reads_the_counts_of_both_families() {
+        let v4 = include_bytes!("../../tests/fixtures/proc/host1/net/sockstat");
+        let v6 = include_bytes!("../../tests/fixtures/proc/host1/net/sockstat6");
+        let snmp = include_bytes!("../../tests/fixtures/proc/host1/net/snmp");
+        let o = Occupancy::parse(Some(v4), Some(v6), Some(snmp));
+        assert_eq!(o.tcp_inuse, [Some(1), Some(0)]);
+        assert_eq!(o.tcp_tw, Some(0));
+        assert_eq!(o.tcp_counters, Some((28, 2472)));
+        assert_eq!(o.udp_inuse, [Some(0), Some(0)]);
+        // No sockstat6 (IPv6 disabled): the IPv6 counts are unknown, not zero.
+        let o = Occupancy::parse(Some(v4), None, None);
+        assert_eq!(o.tcp_inuse, [Some(1), None]);
+        assert_eq!(o.udp_inuse, [Some(0), None]);
+        assert_eq!(o.tcp_counters, None);
+    }
+
+    #[test]
+    fn plan_skips_only_provably_empty_dumps() {
+        let empty = Occupancy::parse(Some(EMPTY4), Some(EMPTY6), Some(SNMP));
+        let quiet = Some((7, 40));
+        assert_eq!(
+            plan(&empty, quiet),
+            Plan {
+                tcp: false,
+                udp: [false, false]
+            }
+        );
+        // No walk has found the namespace empty yet (first ticks, or the last walk
+        // found sockets or failed): a SYN_RECV request could exist.
+        assert!(plan(&empty, None).tcp);
+        // A segment arrived (it may have been a SYN) or a connect() happened.
+        assert!(plan(&empty, Some((7, 39))).tcp);
+        assert!(plan(&empty, Some((6, 40))).tcp);
+        // A listener or connection in either family, or a TIME_WAIT socket.
+        for (v4, v6) in [
+            (&b"TCP: inuse 1 orphan 0 tw 0\nUDP: inuse 0\n"[..], EMPTY6),
+            (EMPTY4, &b"TCP6: inuse 2\nUDP6: inuse 0\n"[..]),
+            (&b"TCP: inuse 0 orphan 0 tw 1\nUDP: inuse 0\n"[..], EMPTY6),
+        ] {
+            let o = Occupancy::parse(Some(v4), Some(v6), Some(SNMP));
+            assert!(plan(&o, quiet).tcp, "{o:?}");
+            assert_eq!(plan(&o, quiet).udp, [false, false]);
+        }
+        // UDP per family.
+        let o = Occupancy::parse(Some(EMPTY4), Some(b"TCP6: inuse 0\nUDP6: inuse 3\n"), Some(SNMP));
+        assert_eq!(
+            plan(&o, quiet),
+            Plan {
+                tcp: false,
+                udp: [false, true]
+            }
+        );
+        // Unreadable files or counters: every dump runs.
+        assert_eq!(plan(&Occupancy::default(), quiet), Plan::ALL);
+        assert_eq!(
+            plan(&Occupancy::parse(Some(EMPTY4), Some(EMPTY6), None), None),
+            Plan {
+                tcp: true,
+                udp: [false, false]
+            }
+        );
+        assert!(plan(&Occupancy::parse(Some(EMPTY4), None, Some(SNMP)), quiet).tcp);
     }
 
     #[test]

@@ -3,7 +3,7 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use super::{CollectContext, CollectError, Collector};
+use super::{CollectContext, CollectError, Collector, KeptFiles};
 use crate::catalog::{CollectorDoc, DynamicFamily, MetricDesc, MetricKind};
 use crate::parse::snake_case;
 use crate::parse::sockstat::parse_sockstat;
@@ -120,6 +120,8 @@ pub fn page_size() -> f64 {
 #[derive(Default)]
 pub struct Sockstat {
     unknown: HashMap<String, Arc<MetricDesc>>,
+    files: KeptFiles,
+    buf: Vec<u8>,
 }
 
 impl Sockstat {
@@ -158,9 +160,12 @@ impl Sockstat {
     }
 }
 
-fn limits(ctx: &CollectContext, out: &mut Emitter) {
+fn limits(ctx: &CollectContext, files: &mut KeptFiles, buf: &mut Vec<u8>, out: &mut Emitter) {
     let page = page_size();
-    let read = |rel: &str| ctx.read_proc(rel).ok().and_then(|b| parse_sysctl_values(&b).ok());
+    let mut read = |rel: &str| {
+        files.read_into(&ctx.proc_path(rel), buf).ok()?;
+        parse_sysctl_values(buf).ok()
+    };
     for (rel, desc) in [
         ("sys/net/ipv4/tcp_mem", &TCP_MEM_LIMIT),
         ("sys/net/ipv4/udp_mem", &UDP_MEM_LIMIT),
@@ -185,15 +190,24 @@ impl Collector for Sockstat {
     }
 
     fn collect(&mut self, ctx: &CollectContext, out: &mut Emitter) -> Result<(), CollectError> {
+        let mut buf = std::mem::take(&mut self.buf);
+        let r = self.collect_into(ctx, &mut buf, out);
+        self.buf = buf;
+        r
+    }
+}
+
+impl Sockstat {
+    fn collect_into(&mut self, ctx: &CollectContext, buf: &mut Vec<u8>, out: &mut Emitter) -> Result<(), CollectError> {
         let path = ctx.proc_path("net/sockstat");
-        let bytes = super::read_file(&path)?;
-        self.emit_file(&bytes, out).map_err(|e| CollectError::parse(path, e))?;
+        self.files.read_into(&path, buf)?;
+        self.emit_file(buf, out).map_err(|e| CollectError::parse(path, e))?;
         // sockstat6 is absent when IPv6 is disabled: that is not an error.
         let path6 = ctx.proc_path("net/sockstat6");
-        if let Ok(bytes) = std::fs::read(&path6) {
-            self.emit_file(&bytes, out).map_err(|e| CollectError::parse(path6, e))?;
+        if self.files.read_into(&path6, buf).is_ok() {
+            self.emit_file(buf, out).map_err(|e| CollectError::parse(path6, e))?;
         }
-        limits(ctx, out);
+        limits(ctx, &mut self.files, buf, out);
         Ok(())
     }
 }

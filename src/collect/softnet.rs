@@ -1,6 +1,6 @@
 //! Per-CPU packet processing from `/proc/net/softnet_stat`.
 
-use super::{CollectContext, CollectError, Collector};
+use super::{CollectContext, CollectError, Collector, KeptFiles};
 use crate::catalog::{CollectorDoc, MetricDesc, MetricKind};
 use crate::parse::softnet::parse_softnet;
 use crate::snapshot::Emitter;
@@ -65,7 +65,11 @@ pub static DOC: CollectorDoc = CollectorDoc {
     dynamic: &[],
 };
 
-pub struct Softnet;
+#[derive(Default)]
+pub struct Softnet {
+    files: KeptFiles,
+    buf: Vec<u8>,
+}
 
 impl Collector for Softnet {
     fn name(&self) -> &'static str {
@@ -74,8 +78,8 @@ impl Collector for Softnet {
 
     fn collect(&mut self, ctx: &CollectContext, out: &mut Emitter) -> Result<(), CollectError> {
         let path = ctx.proc_path("net/softnet_stat");
-        let bytes = super::read_file(&path)?;
-        let cpus = parse_softnet(&bytes).map_err(|e| CollectError::parse(path, e))?;
+        self.files.read_into(&path, &mut self.buf)?;
+        let cpus = parse_softnet(&self.buf).map_err(|e| CollectError::parse(path, e))?;
         for c in cpus {
             let l = || vec![c.cpu.to_string()];
             out.push(&PROCESSED, l(), c.processed as f64);

@@ -213,7 +213,19 @@ pub static DOC: CollectorDoc = CollectorDoc {
     dynamic: &[],
 };
 
-pub struct Sysctl;
+/// Every parameter's file stays open and is re-read at offset 0 each tick: the
+/// kernel formats the current value on every read of a `/proc/sys` file, so the
+/// values are as fresh as with a fresh `open`, and the tick skips 29 path lookups
+/// and opens (an open `/proc/sys` file keeps the namespace it was opened in, which
+/// is the daemon's: it never changes namespace).
+#[derive(Default)]
+pub struct Sysctl {
+    /// Root the files were opened under (a fixture tree in tests).
+    root: std::path::PathBuf,
+    /// One per [`PARAMS`] entry; `None` while the file is absent or after a failed
+    /// read (opened again on the next tick, so a module loaded later shows up).
+    files: Vec<Option<std::fs::File>>,
+}
 
 impl Collector for Sysctl {
     fn name(&self) -> &'static str {
@@ -221,10 +233,15 @@ impl Collector for Sysctl {
     }
 
     fn collect(&mut self, ctx: &CollectContext, out: &mut Emitter) -> Result<(), CollectError> {
+        if self.files.len() != PARAMS.len() || self.root != ctx.procfs {
+            self.root = ctx.procfs.clone();
+            self.files = PARAMS.iter().map(|_| None).collect();
+        }
         let mut read_any = false;
         let mut buf = [0u8; 512];
-        for p in PARAMS {
-            let Some(bytes) = read_small(&ctx.proc_path(&format!("sys/{}", p.path)), &mut buf) else {
+        for (p, file) in PARAMS.iter().zip(&mut self.files) {
+            let path = || ctx.proc_path(&format!("sys/{}", p.path));
+            let Some(bytes) = read_value(file, path, &mut buf) else {
                 continue;
             };
             let Ok(vals) = parse_sysctl_values(&bytes) else {
@@ -249,24 +266,46 @@ impl Collector for Sysctl {
     }
 }
 
-/// A sysctl file in one `read`: they are a few numbers long, and
-/// `std::fs::read` also stats the file and reads again to see the end (five
-/// syscalls instead of three, times 29 files per tick). A file that fills the
-/// buffer is read whole the ordinary way.
-fn read_small<'a>(path: &std::path::Path, buf: &'a mut [u8; 512]) -> Option<std::borrow::Cow<'a, [u8]>> {
-    use std::io::Read;
-    let mut f = std::fs::File::open(path).ok()?;
-    let n = loop {
-        match f.read(buf) {
-            Ok(n) => break n,
-            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
-            Err(_) => return None,
+/// The current contents of one parameter's file, opening it when `file` is
+/// `None`. A read error (the table was unregistered, e.g. its module unloaded)
+/// closes the file and tries a fresh open once, so a reloaded module is read in
+/// the same tick. A value that fills the buffer is read whole the ordinary way.
+fn read_value<'a>(
+    file: &mut Option<std::fs::File>,
+    path: impl Fn() -> std::path::PathBuf,
+    buf: &'a mut [u8; 512],
+) -> Option<std::borrow::Cow<'a, [u8]>> {
+    let mut n = None;
+    for fresh in [false, true] {
+        if fresh || file.is_none() {
+            *file = std::fs::File::open(path()).ok();
         }
-    };
+        let f = file.as_ref()?;
+        match read_at_start(f, buf) {
+            Some(len) => {
+                n = Some(len);
+                break;
+            }
+            None => *file = None,
+        }
+    }
+    let n = n?;
     if n < buf.len() {
         return buf.get(..n).map(std::borrow::Cow::Borrowed);
     }
-    std::fs::read(path).ok().map(std::borrow::Cow::Owned)
+    std::fs::read(path()).ok().map(std::borrow::Cow::Owned)
+}
+
+/// One `pread` at offset 0, retried on EINTR.
+fn read_at_start(f: &std::fs::File, buf: &mut [u8]) -> Option<usize> {
+    use std::os::unix::fs::FileExt;
+    loop {
+        match f.read_at(buf, 0) {
+            Ok(n) => return Some(n),
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(_) => return None,
+        }
+    }
 }
 
 #[cfg(test)]
@@ -276,5 +315,44 @@ mod tests {
     #[test]
     fn doc_lists_every_param() {
         assert_eq!(DOC.metrics.len(), PARAMS.len());
+    }
+
+    fn somaxconn(out: Emitter) -> Option<f64> {
+        out.into_families()
+            .into_iter()
+            .find(|f| f.desc.name == "netsight_sysctl_net_core_somaxconn")
+            .and_then(|f| f.samples.first().and_then(|s| s.value.as_f64()))
+    }
+
+    /// The kept-open files are re-read each tick: a changed value, a file that
+    /// appears later and one that disappears are all seen on the next tick.
+    #[test]
+    fn kept_open_files_follow_changes() {
+        let dir = std::env::temp_dir().join(format!("netsight-sysctl-{}", std::process::id()));
+        let core = dir.join("sys/net/core");
+        std::fs::create_dir_all(&core).expect("mkdir");
+        let ctx = CollectContext::new(&dir, "/sys");
+        let mut c = Sysctl::default();
+
+        let mut out = Emitter::new();
+        assert!(matches!(c.collect(&ctx, &mut out), Err(CollectError::Unavailable(_))));
+
+        std::fs::write(core.join("somaxconn"), "128\n").expect("write");
+        let mut out = Emitter::new();
+        c.collect(&ctx, &mut out).expect("collect");
+        assert_eq!(somaxconn(out), Some(128.0));
+
+        // Rewritten in place, as the kernel's value changes under an open file.
+        std::fs::write(core.join("somaxconn"), "4096\n").expect("write");
+        let mut out = Emitter::new();
+        c.collect(&ctx, &mut out).expect("collect");
+        assert_eq!(somaxconn(out), Some(4096.0));
+
+        std::fs::write(core.join("rmem_max"), "212992\n").expect("write");
+        let mut out = Emitter::new();
+        c.collect(&ctx, &mut out).expect("collect");
+        let f = out.into_families();
+        assert!(f.iter().any(|f| f.desc.name == "netsight_sysctl_net_core_rmem_max"));
+        let _ = std::fs::remove_dir_all(&dir);
     }
 }

@@ -14,6 +14,63 @@ pub struct MibGroup {
     pub fields: Vec<(String, i64)>,
 }
 
+/// Calls `visit(group, field, value)` for every field of a `/proc/net/snmp`-style
+/// table, borrowing the names from `bytes`: the netstat collector reads ~400
+/// fields every tick and needs no owned copy of them. On `Err` some fields may
+/// already have been visited (the caller discards the tick's output then).
+pub fn visit_mib_table<F>(bytes: &[u8], mut visit: F) -> Result<(), ParseError>
+where
+    F: FnMut(&str, &str, i64),
+{
+    let text = utf8(bytes)?;
+    let mut lines = text.lines().enumerate().filter(|(_, l)| !l.trim().is_empty());
+    let mut any = false;
+    while let Some((hn, header)) = lines.next() {
+        let (hname, hfields) = split_group(header, hn + 1)?;
+        let Some((vn, values)) = lines.next() else {
+            return Err(ParseError::line(
+                hn + 1,
+                format!("{hname}: header without a value line"),
+            ));
+        };
+        let (vname, vfields) = split_group(values, vn + 1)?;
+        if vname != hname {
+            return Err(ParseError::line(
+                vn + 1,
+                format!("value line for {vname:?} follows header for {hname:?}"),
+            ));
+        }
+        let (mut names, mut vals) = (hfields.split_whitespace(), vfields.split_whitespace());
+        loop {
+            match (names.next(), vals.next()) {
+                (Some(n), Some(v)) => {
+                    let v: i64 = v
+                        .parse()
+                        .map_err(|_| ParseError::line(vn + 1, format!("{hname} {n}: {v:?} is not an integer")))?;
+                    visit(hname, n, v);
+                }
+                (None, None) => break,
+                _ => {
+                    return Err(ParseError::line(
+                        vn + 1,
+                        format!(
+                            "{hname}: {} names but {} values",
+                            hfields.split_whitespace().count(),
+                            vfields.split_whitespace().count()
+                        ),
+                    ))
+                }
+            }
+        }
+        any = true;
+    }
+    // The kernel always prints its groups; an empty file means nothing was read.
+    if !any {
+        return Err(ParseError::Format("empty file".into()));
+    }
+    Ok(())
+}
+
 /// Parses the header-line / value-line format of `/proc/net/snmp` and `/proc/net/netstat`.
 pub fn parse_mib_table(bytes: &[u8]) -> Result<Vec<MibGroup>, ParseError> {
     let text = utf8(bytes)?;
@@ -61,10 +118,55 @@ pub fn parse_mib_table(bytes: &[u8]) -> Result<Vec<MibGroup>, ParseError> {
     Ok(groups)
 }
 
+/// One field of one group of a `/proc/net/snmp`-style table (`mib_value(b, "Tcp",
+/// "InSegs")`), without building the table: the sockets collector reads two TCP
+/// counters every tick. `None` when the group, the field or its value is missing
+/// or malformed.
+pub fn mib_value(bytes: &[u8], group: &str, field: &str) -> Option<i64> {
+    let text = std::str::from_utf8(bytes).ok()?;
+    let mut lines = text.lines().filter_map(|l| {
+        let (g, rest) = l.split_once(':')?;
+        Some((g.trim(), rest))
+    });
+    // Header and value lines come in pairs; the first line of a group is its header.
+    let (_, header) = lines.by_ref().find(|(g, _)| *g == group)?;
+    let (vgroup, values) = lines.next()?;
+    if vgroup != group {
+        return None;
+    }
+    let i = header.split_whitespace().position(|n| n == field)?;
+    values.split_whitespace().nth(i)?.parse().ok()
+}
+
 fn split_group(line: &str, lineno: usize) -> Result<(&str, &str), ParseError> {
     line.split_once(':')
         .map(|(g, rest)| (g.trim(), rest))
         .ok_or_else(|| ParseError::line(lineno, "no `Group:` prefix"))
+}
+
+/// [`parse_snmp6`] as a visitor (`visit(group, field, value)`), borrowing the
+/// names from `bytes`.
+pub fn visit_snmp6<F>(bytes: &[u8], mut visit: F) -> Result<(), ParseError>
+where
+    F: FnMut(&str, &str, i64),
+{
+    let text = utf8(bytes)?;
+    for (n, line) in text.lines().enumerate() {
+        let mut it = line.split_whitespace();
+        let Some(name) = it.next() else { continue };
+        let Some(value) = it.next() else {
+            return Err(ParseError::line(n + 1, format!("{name}: no value")));
+        };
+        let v: i64 = value
+            .parse()
+            .map_err(|_| ParseError::line(n + 1, format!("{name}: {value:?} is not an integer")))?;
+        let Some(split) = name.find('6') else {
+            return Err(ParseError::line(n + 1, format!("{name}: no IPv6 group prefix")));
+        };
+        let (group, field) = name.split_at(split + 1);
+        visit(group, field, v);
+    }
+    Ok(())
 }
 
 /// Parses `/proc/net/snmp6`: one `NameValue` pair per line, the group being the name
@@ -114,6 +216,74 @@ mod tests {
             ]
         );
         assert_eq!(g[1].name, "Udp");
+    }
+
+    #[test]
+    fn single_values_are_found_on_fixtures() {
+        let snmp = include_bytes!("../../tests/fixtures/proc/host1/net/snmp");
+        assert_eq!(mib_value(snmp, "Tcp", "ActiveOpens"), Some(28));
+        assert_eq!(mib_value(snmp, "Tcp", "InSegs"), Some(2472));
+        assert_eq!(mib_value(snmp, "Tcp", "MaxConn"), Some(-1));
+        assert_eq!(mib_value(snmp, "Tcp", "NoSuchField"), None);
+        assert_eq!(mib_value(snmp, "NoSuchGroup", "InSegs"), None);
+        // The value line must belong to the header's group.
+        assert_eq!(mib_value(b"Tcp: A B\nUdp: 1 2\n", "Tcp", "B"), None);
+        assert_eq!(mib_value(b"Tcp: A B\nTcp: 1\n", "Tcp", "B"), None);
+        assert_eq!(mib_value(b"Tcp: A B\nTcp: 1 x\n", "Tcp", "B"), None);
+        assert_eq!(mib_value(b"Tcp: A B\n", "Tcp", "A"), None);
+    }
+
+    /// The visitors see exactly what the table parsers return, in order, and fail
+    /// where they fail.
+    #[test]
+    fn visitors_agree_with_the_parsers() {
+        fn flat(groups: Vec<MibGroup>) -> Vec<(String, String, i64)> {
+            groups
+                .into_iter()
+                .flat_map(|g| {
+                    let name = g.name;
+                    g.fields.into_iter().map(move |(f, v)| (name.clone(), f, v))
+                })
+                .collect()
+        }
+        let collect = |bytes: &[u8], six: bool| {
+            let mut v = Vec::new();
+            let push = |g: &str, f: &str, x: i64| v.push((g.to_string(), f.to_string(), x));
+            let r = if six {
+                visit_snmp6(bytes, push)
+            } else {
+                visit_mib_table(bytes, push)
+            };
+            r.map(|()| v)
+        };
+        for dir in ["host1", "future-kernel"] {
+            let root = format!("{}/tests/fixtures/proc/{dir}/net", env!("CARGO_MANIFEST_DIR"));
+            for file in ["snmp", "netstat"] {
+                let b = std::fs::read(format!("{root}/{file}")).expect("fixture");
+                assert_eq!(
+                    collect(&b, false).ok(),
+                    parse_mib_table(&b).ok().map(flat),
+                    "{dir}/{file}"
+                );
+            }
+            let b = std::fs::read(format!("{root}/snmp6")).expect("fixture");
+            assert_eq!(collect(&b, true).ok(), parse_snmp6(&b).ok().map(flat), "{dir}/snmp6");
+        }
+        for bad in [
+            &b"Tcp: A B\n"[..],
+            b"Tcp: A B\nTcp: 1\n",
+            b"Tcp: A\nUdp: 1\n",
+            b"Tcp: A\nTcp: x\n",
+            b"",
+            b"Tcp: A\nTcp: 1 2\n",
+        ] {
+            assert!(collect(bad, false).is_err(), "{bad:?}");
+            assert!(parse_mib_table(bad).is_err(), "{bad:?}");
+        }
+        for bad in [&b"Ip6InReceives\n"[..], b"Ip6InReceives x\n", b"IpInReceives 1\n"] {
+            assert!(collect(bad, true).is_err(), "{bad:?}");
+            assert!(parse_snmp6(bad).is_err(), "{bad:?}");
+        }
     }
 
     #[test]

@@ -42,9 +42,56 @@ pub fn parse_sockstat(bytes: &[u8]) -> Result<Vec<SockstatLine>, ParseError> {
     Ok(out)
 }
 
+/// One count of one protocol line (`sockstat_value(b, "UDP6", "inuse")`), without
+/// building the table: the sockets collector reads a few of them every tick to
+/// skip dumps that cannot return anything. `None` when the line or the field is
+/// missing or not an integer (the caller then dumps, as if it knew nothing).
+pub fn sockstat_value(bytes: &[u8], protocol: &str, field: &str) -> Option<i64> {
+    let text = std::str::from_utf8(bytes).ok()?;
+    let rest = text.lines().find_map(|line| {
+        let (proto, rest) = line.split_once(':')?;
+        (proto.trim() == protocol).then_some(rest)
+    })?;
+    let mut words = rest.split_whitespace();
+    while let Some(name) = words.next() {
+        let value = words.next()?;
+        if name == field {
+            return value.parse().ok();
+        }
+    }
+    None
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn single_values_are_found_on_fixtures() {
+        let v4 = include_bytes!("../../tests/fixtures/proc/host1/net/sockstat");
+        let v6 = include_bytes!("../../tests/fixtures/proc/host1/net/sockstat6");
+        assert_eq!(sockstat_value(v4, "TCP", "inuse"), Some(1));
+        assert_eq!(sockstat_value(v4, "TCP", "tw"), Some(0));
+        assert_eq!(sockstat_value(v4, "TCP", "mem"), Some(246));
+        assert_eq!(sockstat_value(v4, "UDP", "inuse"), Some(0));
+        // `UDP` must not match `UDPLITE`, nor `TCP` match `TCP6`.
+        assert_eq!(
+            sockstat_value(b"UDPLITE: inuse 3\nUDP: inuse 2\n", "UDP", "inuse"),
+            Some(2)
+        );
+        assert_eq!(sockstat_value(v6, "TCP6", "inuse"), Some(0));
+        assert_eq!(sockstat_value(v6, "UDP6", "inuse"), Some(0));
+        assert_eq!(sockstat_value(v6, "TCP", "inuse"), None);
+    }
+
+    #[test]
+    fn single_values_missing_or_malformed_are_none() {
+        assert_eq!(sockstat_value(b"TCP: inuse\n", "TCP", "inuse"), None);
+        assert_eq!(sockstat_value(b"TCP: inuse x tw 0\n", "TCP", "inuse"), None);
+        assert_eq!(sockstat_value(b"TCP: inuse 1\n", "TCP", "tw"), None);
+        assert_eq!(sockstat_value(b"", "TCP", "inuse"), None);
+        assert_eq!(sockstat_value(b"\xff\xfe", "TCP", "inuse"), None);
+    }
 
     #[test]
     fn parses_every_pair() {
