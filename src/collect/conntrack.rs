@@ -24,7 +24,7 @@ use crate::netlink::ctnetlink::{
 };
 use crate::parse::conntrack::{parse_nf_conntrack_stat, proc_stat_name};
 use crate::parse::sysctl::parse_sysctl_values;
-use crate::snapshot::Emitter;
+use crate::snapshot::{Emitter, IntoLabels, LabelValues};
 
 const C: MetricKind = MetricKind::Counter;
 const G: MetricKind = MetricKind::Gauge;
@@ -540,18 +540,18 @@ impl Conntrack {
 
     fn emit_rows(&mut self, rows: Vec<Row>, out: &mut Emitter) {
         for row in rows {
-            let cpu = row.cpu.to_string();
+            let cpu: LabelValues = [row.cpu.to_string()].into_labels();
             let mut seen = std::collections::HashSet::new();
             // A repeated field (never sent by today's kernels) would be a duplicate series.
             for (field, v) in row.fields.into_iter().filter(|(f, _)| seen.insert(f.clone())) {
                 match STATS.iter().find(|(n, _)| *n == field) {
-                    Some((_, desc)) => out.push(*desc, vec![cpu.clone()], v as f64),
+                    Some((_, desc)) => out.push(*desc, &cpu, v as f64),
                     None => {
                         let desc = self
                             .dynamic
                             .entry(field)
                             .or_insert_with_key(|f| Arc::new(dynamic_desc(f)));
-                        out.push(desc.clone(), vec![cpu.clone()], v as f64);
+                        out.push(desc.clone(), &cpu, v as f64);
                     }
                 }
             }

@@ -11,7 +11,7 @@ use super::{
     CollectContext, Collector, BUILD_INFO, COLLECTOR_CPU, COLLECTOR_DURATION, COLLECTOR_ERRORS, COLLECTOR_INTERVAL,
     COLLECTOR_UP, SNAPSHOT_SERIES, SNAPSHOT_TIMESTAMP,
 };
-use crate::snapshot::{Emitter, Family, Snapshot};
+use crate::snapshot::{Emitter, Family, IntoLabels, LabelValues, Snapshot};
 
 /// The most a collector may slow itself down: 64 ticks between runs.
 const MAX_SKIP: u32 = 64;
@@ -289,14 +289,15 @@ impl Scheduler {
         let mut core = Emitter::new();
         let interval = self.interval.as_secs_f64();
         for s in &self.slots {
-            let l = || vec![s.name.to_string()];
+            let name: LabelValues = [s.name].into_labels();
+            let l = || name.clone();
             core.push(&COLLECTOR_UP, l(), if s.up { 1.0 } else { 0.0 });
             core.push(&COLLECTOR_DURATION, l(), s.last_wall);
             core.push(&COLLECTOR_CPU, l(), s.cpu_total);
             core.push(&COLLECTOR_ERRORS, l(), s.errors_total as f64);
             core.push(&COLLECTOR_INTERVAL, l(), interval * s.every as f64);
         }
-        core.push(&BUILD_INFO, vec![env!("CARGO_PKG_VERSION").to_string()], 1.0);
+        core.push(&BUILD_INFO, [env!("CARGO_PKG_VERSION")], 1.0);
         let ts = taken_at
             .duration_since(SystemTime::UNIX_EPOCH)
             .map(|d| d.as_secs_f64())

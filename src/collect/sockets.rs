@@ -40,7 +40,7 @@ use crate::netlink::sock_diag::{
 use crate::netlink::tcp_info;
 use crate::parse::netstat::mib_value;
 use crate::parse::sockstat::sockstat_value;
-use crate::snapshot::{Emitter, HistogramValue};
+use crate::snapshot::{Emitter, HistogramValue, IntoLabels, LabelValues};
 
 const G: MetricKind = MetricKind::Gauge;
 
@@ -901,29 +901,17 @@ impl Sockets {
         let agg = &self.agg;
         for (fi, fam) in FAMILIES.iter().enumerate() {
             for (st, name) in TCP_STATES {
-                out.push(
-                    &TCP_CONNECTIONS,
-                    vec![fam.to_string(), name.to_string()],
-                    agg.tcp[fi][st as usize] as f64,
-                );
+                out.push(&TCP_CONNECTIONS, [*fam, name], agg.tcp[fi][st as usize] as f64);
             }
             if agg.tcp[fi][0] > 0 {
-                out.push(
-                    &TCP_CONNECTIONS,
-                    vec![fam.to_string(), "unknown".into()],
-                    agg.tcp[fi][0] as f64,
-                );
+                out.push(&TCP_CONNECTIONS, [*fam, "unknown"], agg.tcp[fi][0] as f64);
             }
         }
         for (fi, fam) in FAMILIES.iter().enumerate() {
             for st in 0..NSTATES as u8 {
                 let n = agg.udp[fi][st as usize];
                 if n > 0 || st == state::CLOSE || st == state::ESTABLISHED {
-                    out.push(
-                        &UDP_SOCKETS,
-                        vec![fam.to_string(), udp_state_name(st).to_string()],
-                        n as f64,
-                    );
+                    out.push(&UDP_SOCKETS, [*fam, udp_state_name(st)], n as f64);
                 }
             }
         }
@@ -977,10 +965,11 @@ impl Sockets {
         out.declare(&PORT_CONNECTIONS);
         out.declare(&RTT);
         for (label, p) in rows {
+            let port: LabelValues = [label.as_str()].into_labels();
             for (st, name) in TCP_STATES {
                 let n = p.states[st as usize];
                 if n > 0 {
-                    out.push(&PORT_CONNECTIONS, vec![label.clone(), name.to_string()], n as f64);
+                    out.push(&PORT_CONNECTIONS, [label.as_str(), name], n as f64);
                 }
             }
             let mut cumulative = Vec::with_capacity(self.bounds.len());
@@ -991,11 +980,11 @@ impl Sockets {
             }
             let count: u64 = p.rtt_buckets.iter().sum();
             if count > 0 {
-                out.push(&PORT_RTT_MEAN, vec![label.clone()], p.rtt_sum / count as f64);
+                out.push(&PORT_RTT_MEAN, &port, p.rtt_sum / count as f64);
             }
             out.push_histogram(
                 &RTT,
-                vec![label.clone()],
+                &port,
                 HistogramValue {
                     bounds: self.bounds.clone(),
                     cumulative,
@@ -1007,10 +996,10 @@ impl Sockets {
             // zeros that look like idle connections (no connection at all: zeros).
             let has = |end: usize| agg.info_len == 0 || agg.info_len >= end;
             if has(tcp_info::offset::TOTAL_RETRANS + 4) {
-                out.push(&PORT_RETRANS, vec![label.clone()], p.retrans as f64);
+                out.push(&PORT_RETRANS, &port, p.retrans as f64);
             }
             if has(tcp_info::offset::BYTES_SENT + 8) {
-                out.push(&PORT_SENT, vec![label.clone()], p.sent as f64);
+                out.push(&PORT_SENT, &port, p.sent as f64);
             }
             if has(tcp_info::offset::BYTES_RECEIVED + 8) {
                 out.push(&PORT_RECEIVED, vec![label], p.received as f64);

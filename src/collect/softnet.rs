@@ -3,7 +3,7 @@
 use super::{CollectContext, CollectError, Collector, KeptFiles};
 use crate::catalog::{CollectorDoc, MetricDesc, MetricKind};
 use crate::parse::softnet::parse_softnet;
-use crate::snapshot::Emitter;
+use crate::snapshot::{Emitter, IntoLabels, LabelValues};
 
 const C: MetricKind = MetricKind::Counter;
 const L: &[&str] = &["cpu"];
@@ -81,7 +81,8 @@ impl Collector for Softnet {
         self.files.read_into(&path, &mut self.buf)?;
         let cpus = parse_softnet(&self.buf).map_err(|e| CollectError::parse(path, e))?;
         for c in cpus {
-            let l = || vec![c.cpu.to_string()];
+            let cpu: LabelValues = [c.cpu.to_string()].into_labels();
+            let l = || cpu.clone();
             out.push(&PROCESSED, l(), c.processed as f64);
             out.push(&DROPPED, l(), c.dropped as f64);
             out.push(&SQUEEZED, l(), c.time_squeeze as f64);

@@ -252,7 +252,7 @@ impl Collector for Sysctl {
                 out.push0(&p.desc, vals[0] as f64);
             } else {
                 for (name, v) in p.values.iter().zip(vals) {
-                    out.push(&p.desc, vec![name.to_string()], v as f64);
+                    out.push(&p.desc, [&**name], v as f64);
                 }
             }
         }
