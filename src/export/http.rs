@@ -36,10 +36,14 @@ pub fn route(shared: &Shared, req: &Request<Incoming>) -> Response<Full<Bytes>> 
         return response(StatusCode::METHOD_NOT_ALLOWED, "text/plain", "only GET\n");
     }
     match req.uri().path() {
-        "/metrics" => {
-            let p = shared.latest();
-            response(StatusCode::OK, crate::export::prometheus::CONTENT_TYPE, p.text.clone())
-        }
+        "/metrics" => match shared.latest().text() {
+            Some(text) => response(StatusCode::OK, crate::export::prometheus::CONTENT_TYPE, text),
+            None => response(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "text/plain",
+                "the snapshot cannot be encoded; see the daemon log\n",
+            ),
+        },
         "/healthz" => {
             let p = shared.latest();
             if p.snapshot.families.is_empty() {

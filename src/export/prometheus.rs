@@ -1,5 +1,6 @@
 //! Prometheus text exposition (format 0.0.4), encoded by the `prometheus` crate from
-//! the snapshot's families. Encoding happens once per tick, never per scrape.
+//! the snapshot's families. A snapshot is encoded at most once, by the first scrape
+//! that asks for it ([`crate::daemon::Published::text`]); later scrapes share the text.
 
 use prometheus::proto::{Bucket, Counter, Gauge, Histogram, LabelPair, Metric, MetricFamily, MetricType};
 use prometheus::{Encoder, TextEncoder};
