@@ -71,50 +71,24 @@ where
     Ok(())
 }
 
-/// Parses the header-line / value-line format of `/proc/net/snmp` and `/proc/net/netstat`.
+/// Parses the header-line / value-line format of `/proc/net/snmp` and `/proc/net/netstat`
+/// into owned groups ([`visit_mib_table`] collected).
 pub fn parse_mib_table(bytes: &[u8]) -> Result<Vec<MibGroup>, ParseError> {
-    let text = utf8(bytes)?;
-    let mut groups = Vec::new();
-    let mut lines = text.lines().enumerate().filter(|(_, l)| !l.trim().is_empty());
-    while let Some((hn, header)) = lines.next() {
-        let (hname, hfields) = split_group(header, hn + 1)?;
-        let Some((vn, values)) = lines.next() else {
-            return Err(ParseError::line(
-                hn + 1,
-                format!("{hname}: header without a value line"),
-            ));
-        };
-        let (vname, vfields) = split_group(values, vn + 1)?;
-        if vname != hname {
-            return Err(ParseError::line(
-                vn + 1,
-                format!("value line for {vname:?} follows header for {hname:?}"),
-            ));
-        }
-        let names: Vec<&str> = hfields.split_whitespace().collect();
-        let vals: Vec<&str> = vfields.split_whitespace().collect();
-        if names.len() != vals.len() {
-            return Err(ParseError::line(
-                vn + 1,
-                format!("{hname}: {} names but {} values", names.len(), vals.len()),
-            ));
-        }
-        let mut fields = Vec::with_capacity(names.len());
-        for (n, v) in names.iter().zip(vals) {
-            let v: i64 = v
-                .parse()
-                .map_err(|_| ParseError::line(vn + 1, format!("{hname} {n}: {v:?} is not an integer")))?;
-            fields.push((n.to_string(), v));
-        }
-        groups.push(MibGroup {
-            name: hname.to_string(),
-            fields,
-        });
-    }
-    // The kernel always prints its groups; an empty file means nothing was read.
-    if groups.is_empty() {
-        return Err(ParseError::Format("empty file".into()));
-    }
+    collect_groups(|visit| visit_mib_table(bytes, visit))
+}
+
+/// The fields a visitor parser reports, grouped by consecutive group name.
+fn collect_groups(
+    parse: impl FnOnce(&mut dyn FnMut(&str, &str, i64)) -> Result<(), ParseError>,
+) -> Result<Vec<MibGroup>, ParseError> {
+    let mut groups: Vec<MibGroup> = Vec::new();
+    parse(&mut |group, field, v| match groups.last_mut() {
+        Some(g) if g.name == group => g.fields.push((field.to_string(), v)),
+        _ => groups.push(MibGroup {
+            name: group.to_string(),
+            fields: vec![(field.to_string(), v)],
+        }),
+    })?;
     Ok(groups)
 }
 
@@ -172,30 +146,7 @@ where
 /// Parses `/proc/net/snmp6`: one `NameValue` pair per line, the group being the name
 /// up to and including its `6` (`Ip6`, `Icmp6`, `Udp6`, `UdpLite6`).
 pub fn parse_snmp6(bytes: &[u8]) -> Result<Vec<MibGroup>, ParseError> {
-    let text = utf8(bytes)?;
-    let mut groups: Vec<MibGroup> = Vec::new();
-    for (n, line) in text.lines().enumerate() {
-        let mut it = line.split_whitespace();
-        let Some(name) = it.next() else { continue };
-        let Some(value) = it.next() else {
-            return Err(ParseError::line(n + 1, format!("{name}: no value")));
-        };
-        let v: i64 = value
-            .parse()
-            .map_err(|_| ParseError::line(n + 1, format!("{name}: {value:?} is not an integer")))?;
-        let Some(split) = name.find('6') else {
-            return Err(ParseError::line(n + 1, format!("{name}: no IPv6 group prefix")));
-        };
-        let (group, field) = name.split_at(split + 1);
-        match groups.last_mut() {
-            Some(g) if g.name == group => g.fields.push((field.to_string(), v)),
-            _ => groups.push(MibGroup {
-                name: group.to_string(),
-                fields: vec![(field.to_string(), v)],
-            }),
-        }
-    }
-    Ok(groups)
+    collect_groups(|visit| visit_snmp6(bytes, visit))
 }
 
 #[cfg(test)]
