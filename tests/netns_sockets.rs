@@ -510,64 +510,115 @@ fn total(e: &Emitted, name: &str, label_value: Option<&str>) -> f64 {
         .sum()
 }
 
+/// Process attribution off: a collector created later would know processes an
+/// older one has not scanned yet, and the comparisons below are of whole outputs.
+const NO_PROCESSES: &str = "collectors:\n  sockets:\n    processes: false\n";
+
 /// The sockets collector skips the dumps `/proc/net/sockstat{,6}` and `snmp` prove
-/// empty, and nothing it reports changes: every socket that appears is seen on the
-/// next tick, and a skipped tick emits exactly what an empty walk emits.
+/// empty, and dumps only the listeners where they prove nothing else exists; and
+/// nothing it reports changes: every socket that appears is seen on the next
+/// tick, and a skipped tick emits exactly what an empty walk emits.
 #[test]
 fn sockets_skip_only_provably_empty_dumps() {
+    use netsight::collect::sockets::TcpWalk::{Full, Listeners, Skipped};
     let ns = Netns::new("nskip");
     ns.enter(|| {
-        let cfg = netsight::config::Config::from_yaml_over_defaults("<test>", "").expect("defaults");
+        let cfg = netsight::config::Config::from_yaml_over_defaults("<test>", NO_PROCESSES).expect("defaults");
         let mut s = netsight::collect::sockets::Sockets::new(&cfg.collectors.sockets);
         let tcp = "netsight_tcp_connections";
         let udp = "netsight_udp_sockets";
 
         // First tick: no walk has proved the namespace empty of SYN_RECV requests yet.
         let walked = run_sockets(&mut s);
-        assert_eq!(s.last_dumps(), (true, [false, false]));
+        assert_eq!(s.last_dumps(), (Full, [false, false]));
         assert_eq!(total(&walked, tcp, None), 0.0);
         let skipped = run_sockets(&mut s);
-        assert_eq!(s.last_dumps(), (false, [false, false]));
+        assert_eq!(s.last_dumps(), (Skipped, [false, false]));
         assert_eq!(skipped, walked, "a skipped tick reports what an empty walk reports");
 
         // UDP of one family.
         let u = UdpSocket::bind("127.0.0.1:0").expect("udp bind");
         let e = run_sockets(&mut s);
-        assert_eq!(s.last_dumps(), (false, [true, false]));
+        assert_eq!(s.last_dumps(), (Skipped, [true, false]));
         assert_eq!(total(&e, udp, None), 1.0);
         drop(u);
         run_sockets(&mut s);
-        assert_eq!(s.last_dumps(), (false, [false, false]));
+        assert_eq!(s.last_dumps(), (Skipped, [false, false]));
 
-        // A listener alone, then gone: walked while it exists and once more after
-        // (the walk that saw it cannot prove there is no request socket left).
-        let l = listener("[::1]:0", 8);
+        // Listeners alone: only the listening hash is dumped, and the tick reports
+        // what a full walk reports. Once they are gone, nothing is dumped: no
+        // segment arrived, so no request socket can have been left behind.
+        let l6 = listener("[::1]:0", 8);
+        let l4 = listener("127.0.0.1:0", 8);
         let e = run_sockets(&mut s);
-        assert!(s.last_dumps().0);
-        assert_eq!(total(&e, tcp, Some("listen")), 1.0);
-        drop(l);
+        assert_eq!(s.last_dumps().0, Listeners);
+        assert_eq!(total(&e, tcp, Some("listen")), 2.0);
+        assert_eq!(total(&e, tcp, None), 2.0);
+        let mut full = netsight::collect::sockets::Sockets::new(&cfg.collectors.sockets);
+        assert_eq!(
+            run_sockets(&mut full),
+            e,
+            "a listeners-only tick reports what a full walk reports"
+        );
+        assert_eq!(full.last_dumps().0, Full);
+        drop(l6);
+        drop(l4);
         let e = run_sockets(&mut s);
-        assert!(s.last_dumps().0);
+        assert_eq!(s.last_dumps().0, Skipped);
         assert_eq!(total(&e, tcp, None), 0.0);
-        run_sockets(&mut s);
-        assert!(!s.last_dumps().0);
 
         // A connection, then its TIME_WAIT: walked every tick.
         let l = listener("127.0.0.1:0", 8);
         let addr = l.local_addr().expect("addr");
+        run_sockets(&mut s);
+        assert_eq!(s.last_dumps().0, Listeners);
         let c = TcpStream::connect(addr).expect("connect");
         let (a, _) = l.accept().expect("accept");
         let e = run_sockets(&mut s);
-        assert!(s.last_dumps().0);
+        assert_eq!(s.last_dumps().0, Full);
         assert_eq!(total(&e, tcp, Some("established")), 2.0);
         drop(c);
         drop(a);
-        drop(l);
-        std::thread::sleep(Duration::from_millis(100));
         let e = run_sockets(&mut s);
-        assert!(s.last_dumps().0);
+        assert_eq!(s.last_dumps().0, Full);
         assert_eq!(total(&e, tcp, Some("time_wait")), 1.0);
+        assert_eq!(total(&e, tcp, Some("listen")), 1.0);
+        drop(l);
         run_sockets(&mut s);
-        assert!(s.last_dumps().0, "TIME_WAIT is still there");
+        assert_eq!(s.last_dumps().0, Full, "TIME_WAIT is still there");
     });
+}
+
+/// A handshake from another namespace leaves a SYN_RECV request socket here and no
+/// full socket (TCP_DEFER_ACCEPT holds it): `inuse` still equals the listeners,
+/// but `InSegs` moved, so the tick walks everything and reports the request.
+#[test]
+fn a_request_socket_from_outside_makes_the_listener_tick_walk() {
+    let server = Netns::new("nskip-srv");
+    let client = Netns::new("nskip-cli");
+    server.veth_to(&client, "vs0", "10.77.0.1/24", "vc0", "10.77.0.2/24");
+    let held = server.enter(|| {
+        let l = listener("10.77.0.1:7300", 8);
+        set_defer_accept(&l, 30);
+        l
+    });
+    let cfg = netsight::config::Config::from_yaml_over_defaults("<test>", "").expect("defaults");
+    let s = server.enter(move || {
+        let mut s = netsight::collect::sockets::Sockets::new(&cfg.collectors.sockets);
+        run_sockets(&mut s);
+        let e = run_sockets(&mut s);
+        assert_eq!(s.last_dumps().0, netsight::collect::sockets::TcpWalk::Listeners);
+        assert_eq!(total(&e, "netsight_tcp_connections", Some("listen")), 1.0);
+        s
+    });
+    let c = client.enter(|| TcpStream::connect("10.77.0.1:7300").expect("connect through the veth"));
+    let (s, e) = server.enter(move || {
+        let mut s = s;
+        let e = run_sockets(&mut s);
+        (s, e)
+    });
+    assert_eq!(s.last_dumps().0, netsight::collect::sockets::TcpWalk::Full);
+    assert_eq!(total(&e, "netsight_tcp_connections", Some("syn_recv")), 1.0, "{e:?}");
+    assert_eq!(total(&e, "netsight_tcp_connections", None), 2.0, "{e:?}");
+    drop((c, held));
 }

@@ -128,6 +128,33 @@ impl Agg {
     }
 }
 
+/// Folds a tick's sockets into the aggregates and counts the TCP ones the way
+/// [`TcpProofs`] needs: listeners per family, everything else together.
+pub(super) struct Folder<'a> {
+    pub(super) agg: &'a mut Agg,
+    pub(super) cx: FoldCtx<'a>,
+    /// TCP listeners seen, `[IPv4, IPv6]`.
+    pub(super) listeners: [u64; 2],
+    /// TCP sockets seen in any other state.
+    pub(super) others: u64,
+}
+
+impl Folder<'_> {
+    pub(super) fn visit(&mut self, proto: Protocol, s: InetSock<'_>) {
+        match proto {
+            Protocol::Tcp => {
+                match (s.state, s.family) {
+                    (state::LISTEN, AF_INET) => self.listeners[0] += 1,
+                    (state::LISTEN, _) => self.listeners[1] += 1,
+                    _ => self.others += 1,
+                }
+                fold_tcp(self.agg, &self.cx, s)
+            }
+            Protocol::Udp => fold_udp(self.agg, s),
+        }
+    }
+}
+
 /// What the per-socket fold needs besides the aggregates.
 pub(super) struct FoldCtx<'a> {
     pub(super) procs: Option<&'a ProcMap>,

@@ -30,8 +30,8 @@ mod occupancy;
 use aggregate::*;
 use dump::*;
 pub use dump::{visit_sockets, DumpFailed, Protocol, SocketDumps, VisitOutcome};
-pub use occupancy::Occupancy;
 use occupancy::*;
+pub use occupancy::{Occupancy, TcpWalk};
 
 use std::collections::BTreeMap;
 use std::net::IpAddr;
@@ -296,13 +296,12 @@ pub struct Sockets {
     procs: Option<ProcMap>,
     agg: Agg,
     udp_unsupported_logged: bool,
-    /// TCP counters read before the last TCP walk that returned no socket
-    /// ([`plan`]); cleared by a walk that returned any, or failed.
-    tcp_quiet_since: Option<(i64, i64)>,
+    /// What the last TCP dumps proved ([`plan`]).
+    tcp_proofs: TcpProofs,
     /// [`OCCUPANCY_FILES`], opened with `diag`, and their read buffers.
     proc: KeptFiles,
     proc_bufs: [Vec<u8>; 3],
-    last_plan: Plan,
+    last_dumps: (TcpWalk, [bool; 2]),
 }
 
 /// What [`Sockets::occupancy`] reads: sockstat, sockstat6, snmp of the namespace
@@ -341,10 +340,10 @@ impl Sockets {
                 .then(|| ProcMap::new(cfg.process_refresh).with_cpu_factor(cfg.process_refresh_cpu_factor)),
             agg: Agg::new(),
             udp_unsupported_logged: false,
-            tcp_quiet_since: None,
+            tcp_proofs: TcpProofs::default(),
             proc: KeptFiles::default(),
             proc_bufs: Default::default(),
-            last_plan: Plan::ALL,
+            last_dumps: (TcpWalk::Full, [true, true]),
         }
     }
 
@@ -369,7 +368,7 @@ impl Sockets {
     }
 
     /// What the small `/proc` counts say before the dumps. `snmp` is read only when
-    /// it can make a difference (the TCP walk might be skipped). Only files opened
+    /// it can make a difference (the TCP walk might be skipped or shortened). Only files opened
     /// with the socket are read ([`Self::open_diag`]).
     fn occupancy(&mut self, ctx: &CollectContext) -> Occupancy {
         let [sockstat, sockstat6, snmp] = &mut self.proc_bufs;
@@ -380,7 +379,7 @@ impl Sockets {
         let v4 = read(&p4, sockstat).map(|()| sockstat.as_slice());
         let v6 = read(&p6, sockstat6).map(|()| sockstat6.as_slice());
         let occ = Occupancy::parse(v4, v6, None);
-        if !occ.tcp_hashes_hold_no_counted_socket() {
+        if !occ.tcp_walk_might_shrink() {
             return occ;
         }
         let s = read(&psnmp, snmp).map(|()| snmp.as_slice());
@@ -389,39 +388,54 @@ impl Sockets {
 
     /// Which dumps the last tick ran: (TCP, [UDP IPv4, UDP IPv6]). For tests and
     /// the bench.
-    pub fn last_dumps(&self) -> (bool, [bool; 2]) {
-        (self.last_plan.tcp, self.last_plan.udp)
+    pub fn last_dumps(&self) -> (TcpWalk, [bool; 2]) {
+        self.last_dumps
     }
 
     /// Runs the dumps that can return something into `self.agg`.
     fn dump_all(&mut self, occ: &Occupancy) -> Result<(), CollectError> {
-        let plan = plan(occ, self.tcp_quiet_since);
-        self.last_plan = plan;
+        let plan = plan(occ, &self.tcp_proofs);
         let Some(diag) = self.diag.as_mut() else {
             return Err(CollectError::Netlink("sock_diag socket not open".into()));
         };
-        let cx = FoldCtx {
-            procs: self.procs.as_ref(),
-            bounds: &self.bounds,
+        let mut fold = Folder {
+            agg: &mut self.agg,
+            cx: FoldCtx {
+                procs: self.procs.as_ref(),
+                bounds: &self.bounds,
+            },
+            listeners: [0, 0],
+            others: 0,
         };
-        let agg = &mut self.agg;
-        let what = SocketDumps {
-            tcp_states: if plan.tcp { ALL_STATES } else { 0 },
+        let dumps = |tcp_states, udp_states| SocketDumps {
+            tcp_states,
+            udp_states,
             ..SocketDumps::ALL
         };
-        let mut tcp_seen = 0u64;
-        let outcome = visit_sockets_of(diag, &what, plan.udp, |proto, s| match proto {
-            Protocol::Tcp => {
-                tcp_seen += 1;
-                fold_tcp(agg, &cx, s)
+        let mut walk = match plan.tcp {
+            TcpPlan::Skip => TcpWalk::Skipped,
+            TcpPlan::ListenersFirst => TcpWalk::Listeners,
+            TcpPlan::Full => TcpWalk::Full,
+        };
+        let outcome = match plan.tcp {
+            TcpPlan::Skip => visit_sockets_of(diag, &dumps(0, ALL_STATES), plan.udp, |p, s| fold.visit(p, s)),
+            TcpPlan::Full => visit_sockets_of(diag, &SocketDumps::ALL, plan.udp, |p, s| fold.visit(p, s)),
+            TcpPlan::ListenersFirst => {
+                visit_sockets_of(diag, &dumps(LISTEN_ONLY, 0), [false, false], |p, s| fold.visit(p, s)).and_then(|_| {
+                    let rest = if occ.tcp_inuse_is_only(fold.listeners) {
+                        0
+                    } else {
+                        walk = TcpWalk::Full;
+                        ALL_BUT_LISTEN
+                    };
+                    visit_sockets_of(diag, &dumps(rest, ALL_STATES), plan.udp, |p, s| fold.visit(p, s))
+                })
             }
-            Protocol::Udp => fold_udp(agg, s),
-        });
-        if plan.tcp || outcome.is_err() {
-            self.tcp_quiet_since = match outcome {
-                Ok(_) if tcp_seen == 0 => occ.tcp_counters,
-                _ => None,
-            };
+        };
+        self.last_dumps = (walk, plan.udp);
+        if walk != TcpWalk::Skipped || outcome.is_err() {
+            let found = outcome.is_ok().then_some((fold.listeners, fold.others));
+            self.tcp_proofs = self.tcp_proofs.after(occ.tcp_counters, found);
         }
         let outcome = outcome.map_err(DumpFailed::into_collect)?;
         if let Some(e) = outcome.udp_unsupported {
@@ -983,52 +997,102 @@ mod tests {
         assert_eq!(o.tcp_counters, None);
     }
 
+    fn proofs(empty: Option<(i64, i64)>, listeners_only: Option<(i64, i64)>) -> TcpProofs {
+        TcpProofs {
+            empty_since: empty,
+            listeners_only_since: listeners_only,
+        }
+    }
+
     #[test]
     fn plan_skips_only_provably_empty_dumps() {
         let empty = Occupancy::parse(Some(EMPTY4), Some(EMPTY6), Some(SNMP));
-        let quiet = Some((7, 40));
+        let quiet = proofs(Some((7, 40)), Some((7, 40)));
         assert_eq!(
-            plan(&empty, quiet),
+            plan(&empty, &quiet),
             Plan {
-                tcp: false,
+                tcp: TcpPlan::Skip,
                 udp: [false, false]
             }
         );
-        // No walk has found the namespace empty yet (first ticks, or the last walk
-        // found sockets or failed): a SYN_RECV request could exist.
-        assert!(plan(&empty, None).tcp);
+        // No dump has found the namespace empty yet (first ticks, or the last
+        // dumps found sockets or failed): a SYN_RECV request could exist.
+        assert_eq!(plan(&empty, &TcpProofs::default()).tcp, TcpPlan::Full);
+        // Only listeners were found since: the listening hash shows whether any is left.
+        assert_eq!(plan(&empty, &proofs(None, Some((7, 40)))).tcp, TcpPlan::ListenersFirst);
         // A segment arrived (it may have been a SYN) or a connect() happened.
-        assert!(plan(&empty, Some((7, 39))).tcp);
-        assert!(plan(&empty, Some((6, 40))).tcp);
-        // A listener or connection in either family, or a TIME_WAIT socket.
-        for (v4, v6) in [
-            (&b"TCP: inuse 1 orphan 0 tw 0\nUDP: inuse 0\n"[..], EMPTY6),
-            (EMPTY4, &b"TCP6: inuse 2\nUDP6: inuse 0\n"[..]),
-            (&b"TCP: inuse 0 orphan 0 tw 1\nUDP: inuse 0\n"[..], EMPTY6),
+        for moved in [(7, 39), (6, 40)] {
+            assert_eq!(plan(&empty, &proofs(Some(moved), Some(moved))).tcp, TcpPlan::Full);
+        }
+        // A listener or connection in either family: the listeners are dumped
+        // first; TIME_WAIT sockets need the full walk.
+        for (v4, v6, tcp) in [
+            (
+                &b"TCP: inuse 1 orphan 0 tw 0\nUDP: inuse 0\n"[..],
+                EMPTY6,
+                TcpPlan::ListenersFirst,
+            ),
+            (EMPTY4, &b"TCP6: inuse 2\nUDP6: inuse 0\n"[..], TcpPlan::ListenersFirst),
+            (
+                &b"TCP: inuse 0 orphan 0 tw 1\nUDP: inuse 0\n"[..],
+                EMPTY6,
+                TcpPlan::Full,
+            ),
         ] {
             let o = Occupancy::parse(Some(v4), Some(v6), Some(SNMP));
-            assert!(plan(&o, quiet).tcp, "{o:?}");
-            assert_eq!(plan(&o, quiet).udp, [false, false]);
+            assert_eq!(plan(&o, &quiet).tcp, tcp, "{o:?}");
+            assert_eq!(plan(&o, &quiet).udp, [false, false]);
+            assert_eq!(plan(&o, &proofs(None, Some((7, 41)))).tcp, TcpPlan::Full, "{o:?}");
         }
         // UDP per family.
         let o = Occupancy::parse(Some(EMPTY4), Some(b"TCP6: inuse 0\nUDP6: inuse 3\n"), Some(SNMP));
         assert_eq!(
-            plan(&o, quiet),
+            plan(&o, &quiet),
             Plan {
-                tcp: false,
+                tcp: TcpPlan::Skip,
                 udp: [false, true]
             }
         );
         // Unreadable files or counters: every dump runs.
-        assert_eq!(plan(&Occupancy::default(), quiet), Plan::ALL);
+        assert_eq!(plan(&Occupancy::default(), &quiet), Plan::ALL);
         assert_eq!(
-            plan(&Occupancy::parse(Some(EMPTY4), Some(EMPTY6), None), None),
-            Plan {
-                tcp: true,
-                udp: [false, false]
-            }
+            plan(&Occupancy::parse(Some(EMPTY4), Some(EMPTY6), None), &quiet).tcp,
+            TcpPlan::Full
         );
-        assert!(plan(&Occupancy::parse(Some(EMPTY4), None, Some(SNMP)), quiet).tcp);
+        assert_eq!(
+            plan(&Occupancy::parse(Some(EMPTY4), None, Some(SNMP)), &quiet).tcp,
+            TcpPlan::Full
+        );
+    }
+
+    #[test]
+    fn the_listeners_must_account_for_every_counted_socket() {
+        let o = Occupancy::parse(
+            Some(b"TCP: inuse 2 orphan 0 tw 0\n"),
+            Some(b"TCP6: inuse 1\n"),
+            Some(SNMP),
+        );
+        assert!(o.tcp_inuse_is_only([2, 1]));
+        // A full socket no counter announced (restored in repair mode), or a
+        // listener opened or closed between the count and the dump: walk.
+        assert!(!o.tcp_inuse_is_only([1, 1]));
+        assert!(!o.tcp_inuse_is_only([3, 1]));
+        assert!(!o.tcp_inuse_is_only([2, 0]));
+        assert!(!Occupancy::parse(Some(b"TCP: inuse 2 orphan 0 tw 0\n"), None, Some(SNMP)).tcp_inuse_is_only([2, 0]));
+    }
+
+    #[test]
+    fn proofs_follow_what_the_dumps_found() {
+        let c = Some((7, 40));
+        let none = TcpProofs::default();
+        assert_eq!(none.after(c, Some(([0, 0], 0))), proofs(c, c));
+        assert_eq!(none.after(c, Some(([1, 0], 0))), proofs(None, c));
+        // Listeners came and no segment arrived: the namespace's emptiness stands.
+        assert_eq!(proofs(c, c).after(c, Some(([1, 0], 0))), proofs(c, c));
+        assert_eq!(proofs(Some((7, 39)), c).after(c, Some(([1, 0], 0))), proofs(None, c));
+        assert_eq!(proofs(c, c).after(c, Some(([1, 0], 1))), none);
+        assert_eq!(proofs(c, c).after(c, None), none);
+        assert_eq!(none.after(None, Some(([0, 0], 0))), none);
     }
 
     #[test]

@@ -41,41 +41,119 @@ impl Occupancy {
     pub(super) fn tcp_hashes_hold_no_counted_socket(&self) -> bool {
         self.tcp_inuse == [Some(0), Some(0)] && self.tcp_tw == Some(0)
     }
+
+    /// No TIME_WAIT and both `inuse` known: the TCP walk might be skipped or
+    /// shortened, so the TCP counters are worth reading.
+    pub(super) fn tcp_walk_might_shrink(&self) -> bool {
+        self.tcp_tw == Some(0) && self.tcp_inuse.iter().all(Option::is_some)
+    }
+
+    /// `inuse` of both families equals the listeners a listening-hash dump just
+    /// found (`[IPv4, IPv6]`): no full socket outside the listening hash exists.
+    pub(super) fn tcp_inuse_is_only(&self, listeners: [u64; 2]) -> bool {
+        self.tcp_inuse == listeners.map(|n| i64::try_from(n).ok())
+    }
+}
+
+/// How much of the TCP hash tables a tick walks.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TcpWalk {
+    /// None: the namespace provably has no TCP socket.
+    Skipped,
+    /// The listening hash only: the namespace provably has no TCP socket but its
+    /// listeners. Planned as [`TcpPlan::ListenersFirst`], confirmed by the count.
+    Listeners,
+    /// Every TCP hash table. The established hash is sized by the host's RAM
+    /// (262,144 buckets on a 24 GiB host), shared by every namespace, and walking
+    /// its empty buckets is most of an idle tick's cost.
+    Full,
+}
+
+/// What a tick plans for TCP before it dumps.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum TcpPlan {
+    Skip,
+    /// Dump the listeners; walk the rest only when `inuse` counts more sockets
+    /// than the listeners found ([`Occupancy::tcp_inuse_is_only`]).
+    ListenersFirst,
+    Full,
 }
 
 /// Which dumps a tick runs.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(super) struct Plan {
-    pub(super) tcp: bool,
+    pub(super) tcp: TcpPlan,
     /// IPv4, IPv6.
     pub(super) udp: [bool; 2],
 }
 
-/// Pure: the dumps that can return something. `tcp_quiet_since` holds the TCP
-/// counters read just before the last TCP walk that returned no socket at all.
-///
-/// UDP: a family whose `inuse` is 0 has nothing in the UDP hash to dump.
-///
-/// TCP is skipped only when the namespace provably has no TCP socket at all:
-/// `inuse` 0 in both families (no listener, no full socket in the established
-/// hash) and `tw` 0 (no TIME_WAIT), and no SYN_RECV request socket, which
-/// sockstat does not count. A request socket is created only by an incoming SYN,
-/// which the kernel counts in `Tcp: InSegs` before looking up the listener; so if
-/// `InSegs` (and `ActiveOpens`, so a connect() between the reads cannot hide
-/// behind the per-CPU sums either) is unchanged since a walk that found nothing,
-/// no request socket can exist. Any change makes the next tick walk again.
+#[cfg(test)]
 impl Plan {
     pub(super) const ALL: Plan = Plan {
-        tcp: true,
+        tcp: TcpPlan::Full,
         udp: [true, true],
     };
 }
 
-pub(super) fn plan(occ: &Occupancy, tcp_quiet_since: Option<(i64, i64)>) -> Plan {
-    let tcp_empty =
-        occ.tcp_hashes_hold_no_counted_socket() && occ.tcp_counters.is_some() && occ.tcp_counters == tcp_quiet_since;
+/// The TCP counters (`ActiveOpens`, `InSegs`) read before the last TCP dumps that
+/// proved what the namespace held; cleared by dumps that found more, or failed.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub(super) struct TcpProofs {
+    /// ...that it held no TCP socket at all.
+    pub(super) empty_since: Option<(i64, i64)>,
+    /// ...that it held no TCP socket but listeners (an empty namespace included).
+    pub(super) listeners_only_since: Option<(i64, i64)>,
+}
+
+impl TcpProofs {
+    /// After a tick's TCP dumps (`None`: they failed) that found `listeners` and
+    /// `others` sockets, with `counters` read before them. A proof made at the
+    /// same counters still holds: an empty namespace that gained listeners and
+    /// lost them again, with no segment in between, is empty.
+    pub(super) fn after(&self, counters: Option<(i64, i64)>, found: Option<([u64; 2], u64)>) -> TcpProofs {
+        let still = |proof: Option<(i64, i64)>| proof.filter(|_| proof == counters);
+        match found {
+            Some((listeners, 0)) => TcpProofs {
+                empty_since: if listeners == [0, 0] {
+                    counters
+                } else {
+                    still(self.empty_since)
+                },
+                listeners_only_since: counters,
+            },
+            _ => TcpProofs::default(),
+        }
+    }
+}
+
+/// Pure: the dumps that can return something, given what earlier dumps proved.
+///
+/// UDP: a family whose `inuse` is 0 has nothing in the UDP hash to dump.
+///
+/// TCP. Sockstat's `inuse` counts listeners and the full sockets of the
+/// established hash, `tw` the TIME_WAIT sockets; neither counts SYN_RECV request
+/// sockets. A request socket is created only by an incoming SYN, which the kernel
+/// counts in `Tcp: InSegs` before looking up the listener, and a new full socket
+/// only by a connect() (`ActiveOpens`) or a handshake (`InSegs`). So while both
+/// counters are unchanged since dumps that found nothing but listeners, no socket
+/// but listeners can have appeared (a socket restored in repair mode, which
+/// counts neither, still raises `inuse`):
+/// - `inuse` 0 in both families and `tw` 0, unchanged since dumps that found no
+///   socket at all: skip TCP.
+/// - `tw` 0, unchanged since dumps that found only listeners: dump the listening
+///   hash; walk the rest only if `inuse` then counts more than the listeners found.
+/// - Otherwise walk everything. Any change makes the next tick walk again.
+pub(super) fn plan(occ: &Occupancy, proofs: &TcpProofs) -> Plan {
+    let unchanged_since = |proof: Option<(i64, i64)>| occ.tcp_counters.is_some() && occ.tcp_counters == proof;
+    let tcp = if occ.tcp_hashes_hold_no_counted_socket() && unchanged_since(proofs.empty_since) {
+        TcpPlan::Skip
+    } else if occ.tcp_walk_might_shrink() && unchanged_since(proofs.listeners_only_since) {
+        TcpPlan::ListenersFirst
+    } else {
+        TcpPlan::Full
+    };
     Plan {
-        tcp: !tcp_empty,
+        tcp,
         udp: occ.udp_inuse.map(|n| n != Some(0)),
     }
 }
