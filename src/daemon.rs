@@ -61,9 +61,11 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 
 impl Shared {
     pub fn new(history_points: usize, engine: Engine) -> Self {
+        let mut history = History::new(history_points);
+        history.record_only(Some(engine.rules().referenced_metrics()));
         Shared {
             latest: RwLock::new(Arc::new(Published::new(Snapshot::empty()))),
-            history: Mutex::new(History::new(history_points)),
+            history: Mutex::new(history),
             engine: Mutex::new(engine),
             reload_requested: AtomicBool::new(false),
         }
@@ -130,6 +132,7 @@ impl Shared {
         match rules::load_configured(cfg) {
             Ok(set) => {
                 tracing::info!(rules = set.rules.len(), "rules reloaded");
+                lock(&self.history).record_only(Some(set.referenced_metrics()));
                 self.engine().replace(set);
                 true
             }

@@ -217,6 +217,9 @@ fn run_case(case: &TestCase, set: &super::RuleSet, interval: Duration) -> Result
     let steps = series.iter().map(|s| s.2.len()).max().unwrap_or(0);
     let mut engine = Engine::new(set.clone());
     let mut hist = History::new(512);
+    // As the daemon does: only what the rules read is recorded, so a rule that
+    // reads a metric `referenced_metrics` misses fails its tests.
+    hist.record_only(Some(set.referenced_metrics()));
     let t0 = SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000);
     let mut failures = Vec::new();
     for i in 0..steps.max(expects.iter().map(|e| e.0 + 1).max().unwrap_or(0)) {
