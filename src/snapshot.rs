@@ -162,14 +162,22 @@ impl Family {
 /// Slots of the emitter's static-descriptor cache (direct-mapped by address).
 const STATIC_SLOTS: usize = 32;
 
+/// The key of a family name in the emitter's and the snapshot's indexes. Names
+/// are ours (catalog and kernel field names), not adversarial input, so the
+/// cheap Fx hash is fine; a collision costs a scan, never a wrong family.
+fn name_key(name: &str) -> u64 {
+    use std::hash::BuildHasher;
+    FxBuildHasher.hash_one(name)
+}
+
 /// What a collector writes into during one collection.
 #[derive(Default, Debug)]
 pub struct Emitter {
     families: Vec<Family>,
-    /// Family by name. Names are ours (catalog and kernel field names), not
-    /// adversarial input, so the cheap Fx hash is fine: a tick pushes ~600
-    /// samples, and SipHash over every name was a visible share of an idle tick.
-    index: HashMap<String, usize, FxBuildHasher>,
+    /// Family by [`name_key`] (the first family of a name; a colliding name is
+    /// found by a scan). Keyed by hash so that creating a family allocates no
+    /// key: netstat alone creates ~400 families a tick.
+    index: HashMap<u64, usize, FxBuildHasher>,
     /// Family index by the address of a `'static` descriptor (0 = empty slot): the
     /// rule engine pushes ~50k samples a tick over a handful of static descriptors,
     /// and hashing the name for each push showed in profiles. Static addresses are
@@ -215,11 +223,17 @@ impl Emitter {
         if addr == 0 && self.families.last().is_some_and(|f| f.desc.name == desc.name) {
             return &mut self.families[last];
         }
-        let idx = match self.index.get(desc.name.as_ref()) {
-            Some(&i) => i,
+        let key = name_key(&desc.name);
+        let found = match self.index.get(&key) {
+            Some(&i) if self.families[i].desc.name == desc.name => Some(i),
+            Some(_) => self.families.iter().position(|f| f.desc.name == desc.name),
+            None => None,
+        };
+        let idx = match found {
+            Some(i) => i,
             None => {
                 let i = self.families.len();
-                self.index.insert(desc.name.to_string(), i);
+                self.index.entry(key).or_insert(i);
                 let cap = self.hints.iter().find(|h| addr != 0 && h.0 == addr).map_or(0, |h| h.1);
                 self.families.push(Family {
                     desc,
@@ -302,9 +316,9 @@ impl Emitter {
 pub struct Snapshot {
     pub taken_at: SystemTime,
     pub families: Vec<Family>,
-    /// Family index by name, built on first lookup (a snapshot holds ~700 families;
-    /// the rule engine looks names up thousands of times a tick).
-    index: std::sync::OnceLock<HashMap<String, usize>>,
+    /// Family index by [`name_key`], built on first lookup (a snapshot holds ~700
+    /// families; the rule engine looks names up thousands of times a tick).
+    index: std::sync::OnceLock<HashMap<u64, usize, FxBuildHasher>>,
 }
 
 impl Snapshot {
@@ -328,13 +342,18 @@ impl Snapshot {
 
     pub fn family(&self, name: &str) -> Option<&Family> {
         let index = self.index.get_or_init(|| {
-            let mut m = HashMap::with_capacity(self.families.len());
+            let mut m = HashMap::with_capacity_and_hasher(self.families.len(), FxBuildHasher);
             for (i, f) in self.families.iter().enumerate() {
-                m.entry(f.desc.name.to_string()).or_insert(i);
+                m.entry(name_key(&f.desc.name)).or_insert(i);
             }
             m
         });
-        index.get(name).and_then(|&i| self.families.get(i))
+        match index.get(&name_key(name)).and_then(|&i| self.families.get(i)) {
+            Some(f) if f.desc.name == name => Some(f),
+            // Two names with one hash: the first family of this name, if any.
+            Some(_) => self.families.iter().find(|f| f.desc.name == name),
+            None => None,
+        }
     }
 
     /// Value of the first sample of `name` whose labels include every `(label, value)`.
