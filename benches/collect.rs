@@ -551,10 +551,14 @@ const ONLY_SOCKETS_YAML: &str = "  netdev: {enabled: false}\n  sockstat: {enable
 fn pass_yaml(pass: &str) -> String {
     let mut y = BENCH_BUDGET_YAML.to_string();
     match pass {
-        // A fixed 1 s interval: without the CPU factor the map is rebuilt on
-        // every tick, so the difference to the steady state is one scan's cost.
+        // A fixed 1 s interval: without the CPU factor and the lazy rescan the map
+        // is rebuilt on every tick, so the difference to the steady state is one
+        // scan's cost.
         "refresh" => {
-            y.push_str("collectors:\n  sockets:\n    process_refresh: 1s\n    process_refresh_cpu_factor: 0\n");
+            y.push_str(
+                "collectors:\n  sockets:\n    process_refresh: 1s\n    process_refresh_cpu_factor: 0\n    \
+                 process_refresh_lazy: false\n",
+            );
             y.push_str(ONLY_SOCKETS_YAML);
         }
         // The map is built on tick 0 and never rebuilt during the pass: every later

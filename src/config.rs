@@ -211,6 +211,10 @@ pub struct SocketsConfig {
     /// the scan's amortised cost stays below 1/factor of a core however many fds
     /// the host holds; 0 keeps `process_refresh` fixed.
     pub process_refresh_cpu_factor: f64,
+    /// Rescan only when a socket is missing from the map (created since the last
+    /// scan, or held by a process netsight cannot see) or the map is ten
+    /// intervals old; false: rescan every interval.
+    pub process_refresh_lazy: bool,
     pub processes: bool,
     pub rtt_buckets_seconds: Vec<f64>,
 }

@@ -156,6 +156,9 @@ pub struct ScanStats {
     pub cpu: Duration,
 }
 
+/// A lazy map ([`ProcMap::lazy`]) is rebuilt at least every this many intervals.
+pub const LAZY_MAX_AGE: u32 = 10;
+
 /// The adaptive interval never exceeds this (unless `process_refresh` does):
 /// attribution of new sockets should not go stale for longer.
 pub const MAX_ADAPTIVE_REFRESH: Duration = Duration::from_secs(600);
@@ -177,6 +180,11 @@ pub struct ProcMap {
     /// Minimum interval as a multiple of the last scan's CPU time (0: off).
     cpu_factor: f64,
     last: Option<Instant>,
+    /// Rescan only when [`Self::note_unattributed`] reported a socket missing
+    /// from the map, or after [`LAZY_MAX_AGE`] intervals.
+    lazy: bool,
+    /// A socket's inode was missing from the map since the last scan.
+    missing: bool,
     stats: ScanStats,
     /// Reused per process: the socket inodes of its fds.
     scratch: Vec<u32>,
@@ -190,6 +198,8 @@ impl ProcMap {
             refresh_every,
             cpu_factor: 0.0,
             last: None,
+            lazy: false,
+            missing: false,
             stats: ScanStats::default(),
             scratch: Vec::new(),
         }
@@ -221,11 +231,30 @@ impl ProcMap {
     /// interval. Returns whether it rebuilt.
     pub fn refresh_if_due(&mut self, procfs: &Path) -> bool {
         let interval = self.interval();
-        let due = self.last.is_none_or(|t| t.elapsed() >= interval);
+        let due = match self.last {
+            None => true,
+            Some(t) if self.lazy && !self.missing => t.elapsed() >= interval.saturating_mul(LAZY_MAX_AGE),
+            Some(t) => t.elapsed() >= interval,
+        };
         if due {
             self.refresh(procfs);
         }
         due
+    }
+
+    /// Makes rescans lazy: due only when a socket was missing from the map since
+    /// the last scan ([`Self::note_unattributed`]), or after [`LAZY_MAX_AGE`]
+    /// intervals. A map that attributes every socket is complete; only a comm
+    /// changed by exec, or an fd passed to another process, can make it stale,
+    /// and the age bound limits that.
+    pub fn lazy(mut self, lazy: bool) -> Self {
+        self.lazy = lazy;
+        self
+    }
+
+    /// A socket's inode was not in the map: the next tick past the interval rescans.
+    pub fn note_unattributed(&mut self) {
+        self.missing = true;
     }
 
     /// Rebuilds the map now. A missing or unreadable procfs leaves it empty (every
@@ -244,6 +273,7 @@ impl ProcMap {
         stats.cpu = thread_cpu_time().saturating_sub(cpu0);
         self.stats = stats;
         self.last = Some(Instant::now());
+        self.missing = false;
         stats
     }
 
@@ -513,6 +543,39 @@ mod tests {
         assert_eq!((s.processes, s.denied, s.socket_fds), (5, 0, 5));
         // Not due again within the refresh interval.
         assert!(!m.refresh_if_due(root));
+    }
+
+    #[test]
+    fn a_lazy_map_is_rebuilt_only_when_a_socket_is_missing_or_it_is_old() {
+        let root = std::env::temp_dir().join(format!("netsight-procmap-lazy-{}", std::process::id()));
+        let fd = root.join("100/fd");
+        std::fs::create_dir_all(&fd).expect("mkdir");
+        std::fs::write(root.join("100/comm"), "nginx\n").expect("comm");
+        std::os::unix::fs::symlink("socket:[1000]", fd.join("3")).expect("symlink");
+        let mut m = ProcMap::new(Duration::ZERO).lazy(true);
+        assert!(m.refresh_if_due(&root), "never built");
+        assert!(m.refresh_if_due(&root), "a zero interval is always ten intervals old");
+        let mut m = ProcMap::new(Duration::from_millis(100)).lazy(true);
+        assert!(m.refresh_if_due(&root), "never built");
+        std::thread::sleep(Duration::from_millis(110));
+        assert!(!m.refresh_if_due(&root), "every socket attributed: not due");
+        m.note_unattributed();
+        assert!(m.refresh_if_due(&root), "a socket was missing and one interval passed");
+        assert!(!m.refresh_if_due(&root), "the rescan cleared it");
+        m.note_unattributed();
+        assert!(!m.refresh_if_due(&root), "missing, but within the interval");
+        // The age bound: LAZY_MAX_AGE intervals.
+        let mut m = ProcMap::new(Duration::from_millis(5)).lazy(true);
+        assert!(m.refresh_if_due(&root));
+        std::thread::sleep(Duration::from_millis(10));
+        assert!(!m.refresh_if_due(&root), "one interval old: not due");
+        std::thread::sleep(Duration::from_millis(5 * u64::from(LAZY_MAX_AGE)));
+        assert!(m.refresh_if_due(&root), "ten intervals old: due");
+        // Not lazy: every interval.
+        let mut m = ProcMap::new(Duration::ZERO);
+        assert!(m.refresh_if_due(&root));
+        assert!(m.refresh_if_due(&root));
+        let _ = std::fs::remove_dir_all(&root);
     }
 
     #[test]

@@ -335,9 +335,11 @@ impl Sockets {
             cfg: cfg.clone(),
             bounds: bounds.into(),
             diag: None,
-            procs: cfg
-                .processes
-                .then(|| ProcMap::new(cfg.process_refresh).with_cpu_factor(cfg.process_refresh_cpu_factor)),
+            procs: cfg.processes.then(|| {
+                ProcMap::new(cfg.process_refresh)
+                    .with_cpu_factor(cfg.process_refresh_cpu_factor)
+                    .lazy(cfg.process_refresh_lazy)
+            }),
             agg: Agg::new(),
             udp_unsupported_logged: false,
             tcp_proofs: TcpProofs::default(),
@@ -676,6 +678,11 @@ impl Collector for Sockets {
             self.diag = None;
             return Err(e);
         }
+        if let Some(m) = &mut self.procs {
+            if self.agg.by_owner.keys().any(|&(owner, _)| owner == UNKNOWN_OWNER) {
+                m.note_unattributed();
+            }
+        }
         self.emit(out);
         Ok(())
     }
@@ -693,6 +700,7 @@ mod tests {
             max_processes,
             process_refresh: std::time::Duration::from_secs(30),
             process_refresh_cpu_factor: 150.0,
+            process_refresh_lazy: true,
             processes: false,
             rtt_buckets_seconds: vec![0.001, 0.01, 0.1],
         }
