@@ -2,7 +2,6 @@
 //! `/proc/net/snmp6`), unknown future fields included, typed: counters get `_total`,
 //! the few gauges (`Tcp CurrEstab`, `RtoMin`…) do not.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 
 use super::{CollectContext, CollectError, Collector, KeptFiles};
@@ -56,55 +55,89 @@ fn field_name(group: &str, field: &str) -> String {
 
 /// group → field → (descriptor, scale), built once per field. Nested so a
 /// lookup borrows the parsed names instead of cloning the group per field.
-type Descs = HashMap<String, FxHashMap<String, (Arc<MetricDesc>, f64)>>;
+type Descs = FxHashMap<String, FxHashMap<String, Field>>;
+
+/// A field's descriptor and unit conversion.
+#[derive(Clone)]
+struct Field {
+    desc: Arc<MetricDesc>,
+    scale: f64,
+}
+
+/// A file's fields in the order the kernel printed them last tick. The order
+/// only changes with the kernel (or a module adding a table), so a tick checks
+/// each field against its predecessor at the same position (two short string
+/// compares) instead of hashing its names into [`Descs`].
+#[derive(Default)]
+struct Layout(Vec<(Box<str>, Box<str>, Field)>);
+
+impl Layout {
+    /// The field at position `i`, looked up (and the layout mended from `i` on)
+    /// when the file changed there.
+    fn field(&mut self, i: usize, descs: &mut Descs, source: &str, group: &str, field: &str) -> Field {
+        match self.0.get(i) {
+            Some((g, f, known)) if **g == *group && **f == *field => known.clone(),
+            _ => {
+                let known = describe(descs, source, group, field);
+                self.0.truncate(i);
+                self.0.push((group.into(), field.into(), known.clone()));
+                known
+            }
+        }
+    }
+}
 
 #[derive(Default)]
 pub struct Netstat {
     descs: Descs,
+    /// snmp, netstat, snmp6.
+    layouts: [Layout; 3],
     files: KeptFiles,
     buf: Vec<u8>,
 }
 
-/// Pushes one field, building its descriptor the first time it is seen.
-fn emit_field(descs: &mut Descs, source: &str, group: &str, field: &str, v: i64, out: &mut Emitter) {
-    if !descs.contains_key(group) {
-        descs.insert(group.to_string(), FxHashMap::default());
+/// A field's descriptor, built the first time the field is seen.
+fn describe(descs: &mut Descs, source: &str, group: &str, field: &str) -> Field {
+    if let Some(known) = descs.get(group).and_then(|fields| fields.get(field)) {
+        return known.clone();
     }
-    let Some(fields) = descs.get_mut(group) else {
-        return;
+    let (kind, suffix, scale) = field_kind(group, field);
+    let name = format!("{}{suffix}", field_name(group, field));
+    let unit = if suffix == "_seconds" {
+        "seconds"
+    } else if field.ends_with("Octets") {
+        "bytes"
+    } else {
+        ""
     };
-    if !fields.contains_key(field) {
-        let (kind, suffix, scale) = field_kind(group, field);
-        let name = format!("{}{suffix}", field_name(group, field));
-        let unit = if suffix == "_seconds" {
-            "seconds"
-        } else if field.ends_with("Octets") {
-            "bytes"
-        } else {
-            ""
-        };
-        let desc = MetricDesc {
-            name: name.into(),
-            kind,
-            unit,
-            help: format!("{group} {field} from {source}.").into(),
-            labels: &[],
-            otel_name: format!("netsight.netstat.{}.{}", group.to_ascii_lowercase(), snake_case(field)).into(),
-        };
-        fields.insert(field.to_string(), (Arc::new(desc), scale));
-    }
-    if let Some((desc, scale)) = fields.get(field) {
-        out.push0(desc.clone(), v as f64 * *scale);
-    }
+    let desc = MetricDesc {
+        name: name.into(),
+        kind,
+        unit,
+        help: format!("{group} {field} from {source}.").into(),
+        labels: &[],
+        otel_name: format!("netsight.netstat.{}.{}", group.to_ascii_lowercase(), snake_case(field)).into(),
+    };
+    let known = Field {
+        desc: Arc::new(desc),
+        scale,
+    };
+    descs
+        .entry(group.to_string())
+        .or_default()
+        .insert(field.to_string(), known.clone());
+    known
 }
 
 type Visit = fn(&[u8], &mut dyn FnMut(&str, &str, i64)) -> Result<(), ParseError>;
 
 impl Netstat {
     /// Reads and emits one file; `Ok(false)` when it is absent and `optional`.
+    #[allow(clippy::too_many_arguments)]
     fn read(
         &mut self,
         ctx: &CollectContext,
+        which: usize,
         rel: &str,
         source: &str,
         visit: Visit,
@@ -117,9 +150,15 @@ impl Netstat {
             Err(e) if optional && e.is_not_found() => return Ok(()),
             Err(e) => return Err(e),
         }
-        let descs = &mut self.descs;
-        visit(&self.buf, &mut |g, f, v| emit_field(descs, source, g, f, v, out))
-            .map_err(|e| CollectError::parse(path, e))
+        let (descs, layout) = (&mut self.descs, &mut self.layouts[which]);
+        let mut i = 0;
+        let visited = visit(&self.buf, &mut |g, f, v| {
+            let field = layout.field(i, descs, source, g, f);
+            i += 1;
+            out.push0(field.desc, v as f64 * field.scale);
+        });
+        layout.0.truncate(i);
+        visited.map_err(|e| CollectError::parse(path, e))
     }
 }
 
@@ -131,9 +170,41 @@ impl Collector for Netstat {
     fn collect(&mut self, ctx: &CollectContext, out: &mut Emitter) -> Result<(), CollectError> {
         let table: Visit = |b, f| visit_mib_table(b, f);
         let snmp6: Visit = |b, f| visit_snmp6(b, f);
-        self.read(ctx, "net/snmp", "/proc/net/snmp", table, false, out)?;
-        self.read(ctx, "net/netstat", "/proc/net/netstat", table, false, out)?;
+        self.read(ctx, 0, "net/snmp", "/proc/net/snmp", table, false, out)?;
+        self.read(ctx, 1, "net/netstat", "/proc/net/netstat", table, false, out)?;
         // snmp6 is absent when IPv6 is disabled.
-        self.read(ctx, "net/snmp6", "/proc/net/snmp6", snmp6, true, out)
+        self.read(ctx, 2, "net/snmp6", "/proc/net/snmp6", snmp6, true, out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn run(c: &mut Netstat, tree: &str) -> Vec<(String, String, Vec<Option<f64>>)> {
+        let root = format!("{}/tests/fixtures/proc/{tree}", env!("CARGO_MANIFEST_DIR"));
+        let ctx = CollectContext::new(&root, "/sys");
+        let mut out = Emitter::new();
+        c.collect(&ctx, &mut out).expect("collect");
+        out.into_families()
+            .into_iter()
+            .map(|f| {
+                let values = f.samples.iter().map(|s| s.value.as_f64()).collect();
+                (f.desc.name.to_string(), f.desc.help.to_string(), values)
+            })
+            .collect()
+    }
+
+    /// A collector that remembers last tick's field order reports exactly what a
+    /// fresh one reports when the files change under it (a kernel with more
+    /// fields, and back).
+    #[test]
+    fn a_changed_field_layout_reads_like_a_fresh_start() {
+        let mut kept = Netstat::default();
+        for tree in ["host1", "future-kernel", "host1", "host1", "future-kernel"] {
+            let fresh = run(&mut Netstat::default(), tree);
+            assert!(fresh.len() > 100, "{tree}: {} families", fresh.len());
+            assert_eq!(run(&mut kept, tree), fresh, "{tree}");
+        }
     }
 }

@@ -8,9 +8,11 @@
 //! known before any connection), then UDP (v4, v6). A kernel without the legacy
 //! request gets the per-family requests instead: TCP listeners (v4, v6), TCP
 //! without listeners (v4, v6). Dumps that provably cannot return a socket are
-//! skipped (see [`Occupancy`]): on an idle host the TCP walk is most of the
-//! collector's cost, and the kernel pays it for every namespace's sockets
-//! whatever this one holds. Each socket is folded into fixed-size
+//! skipped, and where only listeners can exist just the listening hash is dumped
+//! (see [`Occupancy`] and [`TcpWalk`]): on an idle host the walk of the
+//! established hash is most of the collector's cost, and the kernel pays it for
+//! every namespace's sockets whatever this one holds, even when the only socket
+//! is the daemon's own `/metrics` listener. Each socket is folded into fixed-size
 //! aggregates the moment its netlink message is parsed; nothing per socket is kept
 //! or allocated. Label strings are built only for the capped output.
 //!
