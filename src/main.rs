@@ -11,13 +11,12 @@ fn main() -> ExitCode {
         _ => "warn".to_string(),
     };
     cli::init_logging(&log);
-    // One async worker: the async side only waits (ticks, scrapes served from the
-    // encoded snapshot, OTLP pushes) while collection and rules run on blocking
-    // threads. A second worker added cross-worker wake-ups to every tick (~10 vs 8
-    // context switches, ~0.15 ms CPU per idle tick); node_exporter likewise
-    // defaults to GOMAXPROCS=1.
+    // Two async workers although one would save ~0.15 ms of wake-ups per idle tick:
+    // async handlers (/api/v1/events, the notifier, rule reloads) take the engine
+    // lock that a rules evaluation holds for up to ~20 ms, and with one worker
+    // scrapes and OTLP pushes would wait behind them.
     let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(1)
+        .worker_threads(2)
         .max_blocking_threads(16)
         .enable_all()
         .build()

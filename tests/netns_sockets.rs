@@ -528,10 +528,13 @@ fn sockets_skip_only_provably_empty_dumps() {
         let tcp = "netsight_tcp_connections";
         let udp = "netsight_udp_sockets";
 
-        // First tick: no walk has proved the namespace empty of SYN_RECV requests yet.
+        // First ticks: a walk proves nothing until the TCP counters have held
+        // still for a whole tick (a SYN is counted before its request is hashed).
         let walked = run_sockets(&mut s);
         assert_eq!(s.last_dumps(), (Full, [false, false]));
         assert_eq!(total(&walked, tcp, None), 0.0);
+        assert_eq!(run_sockets(&mut s), walked);
+        assert_eq!(s.last_dumps(), (Full, [false, false]));
         let skipped = run_sockets(&mut s);
         assert_eq!(s.last_dumps(), (Skipped, [false, false]));
         assert_eq!(skipped, walked, "a skipped tick reports what an empty walk reports");
@@ -579,7 +582,15 @@ fn sockets_skip_only_provably_empty_dumps() {
         assert_eq!(total(&e, tcp, Some("established")), 2.0);
         drop(c);
         drop(a);
-        let e = run_sockets(&mut s);
+        // The closes settle through softirq processing; wait for TIME_WAIT.
+        let deadline = Instant::now() + Duration::from_secs(5);
+        let e = loop {
+            let e = run_sockets(&mut s);
+            if total(&e, tcp, Some("time_wait")) == 1.0 || Instant::now() > deadline {
+                break e;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        };
         assert_eq!(s.last_dumps().0, Full);
         assert_eq!(total(&e, tcp, Some("time_wait")), 1.0);
         assert_eq!(total(&e, tcp, Some("listen")), 1.0);
@@ -606,6 +617,7 @@ fn a_request_socket_from_outside_makes_the_listener_tick_walk() {
     let s = server.enter(move || {
         let mut s = netsight::collect::sockets::Sockets::new(&cfg.collectors.sockets);
         run_sockets(&mut s);
+        run_sockets(&mut s);
         let e = run_sockets(&mut s);
         assert_eq!(s.last_dumps().0, netsight::collect::sockets::TcpWalk::Listeners);
         assert_eq!(total(&e, "netsight_tcp_connections", Some("listen")), 1.0);
@@ -621,4 +633,64 @@ fn a_request_socket_from_outside_makes_the_listener_tick_walk() {
     assert_eq!(total(&e, "netsight_tcp_connections", Some("syn_recv")), 1.0, "{e:?}");
     assert_eq!(total(&e, "netsight_tcp_connections", None), 2.0, "{e:?}");
     drop((c, held));
+}
+
+/// A socket no counter announces (connected in TCP_REPAIR mode, as CRIU restores
+/// connections: no SYN, no `ActiveOpens`) still raises sockstat's `inuse` above
+/// the listeners found, so a tick planned as listeners-only walks the rest too.
+#[test]
+fn a_socket_the_counters_miss_still_makes_the_listener_tick_walk() {
+    use netsight::collect::sockets::TcpWalk::{Full, Listeners};
+    let ns = Netns::new("nskip-rep");
+    ns.enter(|| {
+        let cfg = netsight::config::Config::from_yaml_over_defaults("<test>", NO_PROCESSES).expect("defaults");
+        let mut s = netsight::collect::sockets::Sockets::new(&cfg.collectors.sockets);
+        let l = listener("127.0.0.1:0", 8);
+        for _ in 0..3 {
+            run_sockets(&mut s);
+        }
+        assert_eq!(s.last_dumps().0, Listeners);
+        let repaired = repair_mode_connection(l.local_addr().expect("addr").port());
+        let e = run_sockets(&mut s);
+        assert_eq!(s.last_dumps().0, Full);
+        assert_eq!(total(&e, "netsight_tcp_connections", Some("established")), 1.0, "{e:?}");
+        assert_eq!(total(&e, "netsight_tcp_connections", Some("listen")), 1.0, "{e:?}");
+        drop((repaired, l));
+    });
+}
+
+/// A TCP socket put in ESTABLISHED by connect() in repair mode: nothing is sent.
+fn repair_mode_connection(port: u16) -> OwnedFd {
+    use std::os::fd::FromRawFd;
+    // SAFETY: plain socket calls on a descriptor we own; every struct passed is
+    // ours and sized as the kernel expects.
+    unsafe {
+        let fd = libc::socket(libc::AF_INET, libc::SOCK_STREAM, 0);
+        assert!(fd >= 0, "socket: {}", std::io::Error::last_os_error());
+        let owned = OwnedFd::from_raw_fd(fd);
+        let on: libc::c_int = 1;
+        let rc = libc::setsockopt(
+            fd,
+            libc::IPPROTO_TCP,
+            libc::TCP_REPAIR,
+            (&on as *const libc::c_int).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        );
+        assert_eq!(rc, 0, "TCP_REPAIR: {}", std::io::Error::last_os_error());
+        let addr = libc::sockaddr_in {
+            sin_family: libc::AF_INET as libc::sa_family_t,
+            sin_port: port.to_be(),
+            sin_addr: libc::in_addr {
+                s_addr: u32::from(std::net::Ipv4Addr::LOCALHOST).to_be(),
+            },
+            sin_zero: [0; 8],
+        };
+        let rc = libc::connect(
+            fd,
+            (&addr as *const libc::sockaddr_in).cast(),
+            std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t,
+        );
+        assert_eq!(rc, 0, "connect in repair mode: {}", std::io::Error::last_os_error());
+        owned
+    }
 }

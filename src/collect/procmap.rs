@@ -156,8 +156,16 @@ pub struct ScanStats {
     pub cpu: Duration,
 }
 
-/// A lazy map ([`ProcMap::lazy`]) is rebuilt at least every this many intervals.
+/// A lazy map ([`ProcMap::lazy`]) is rebuilt at least every this many intervals,
+/// and at least every [`MAX_ADAPTIVE_REFRESH`] (unless the interval is longer).
 pub const LAZY_MAX_AGE: u32 = 10;
+
+fn lazy_max_age(interval: Duration) -> Duration {
+    interval
+        .saturating_mul(LAZY_MAX_AGE)
+        .min(MAX_ADAPTIVE_REFRESH)
+        .max(interval)
+}
 
 /// The adaptive interval never exceeds this (unless `process_refresh` does):
 /// attribution of new sockets should not go stale for longer.
@@ -233,7 +241,7 @@ impl ProcMap {
         let interval = self.interval();
         let due = match self.last {
             None => true,
-            Some(t) if self.lazy && !self.missing => t.elapsed() >= interval.saturating_mul(LAZY_MAX_AGE),
+            Some(t) if self.lazy && !self.missing => t.elapsed() >= lazy_max_age(interval),
             Some(t) => t.elapsed() >= interval,
         };
         if due {
@@ -244,9 +252,12 @@ impl ProcMap {
 
     /// Makes rescans lazy: due only when a socket was missing from the map since
     /// the last scan ([`Self::note_unattributed`]), or after [`LAZY_MAX_AGE`]
-    /// intervals. A map that attributes every socket is complete; only a comm
-    /// changed by exec, or an fd passed to another process, can make it stale,
-    /// and the age bound limits that.
+    /// intervals (at most [`MAX_ADAPTIVE_REFRESH`]). A map that attributes every
+    /// socket is complete; only a comm changed by exec, or an fd passed to another
+    /// process, can make it stale, and the age bound limits that. Sockets no
+    /// process visibly holds (kernel sockets, processes netsight may not inspect)
+    /// are missing on every tick, so on such hosts the map is rebuilt every
+    /// interval, as without laziness.
     pub fn lazy(mut self, lazy: bool) -> Self {
         self.lazy = lazy;
         self
@@ -564,13 +575,17 @@ mod tests {
         assert!(!m.refresh_if_due(&root), "the rescan cleared it");
         m.note_unattributed();
         assert!(!m.refresh_if_due(&root), "missing, but within the interval");
-        // The age bound: LAZY_MAX_AGE intervals.
-        let mut m = ProcMap::new(Duration::from_millis(5)).lazy(true);
+        // The age bound: LAZY_MAX_AGE intervals (1 s here), at most
+        // MAX_ADAPTIVE_REFRESH unless the interval itself is longer.
+        let mut m = ProcMap::new(Duration::from_millis(100)).lazy(true);
         assert!(m.refresh_if_due(&root));
-        std::thread::sleep(Duration::from_millis(10));
-        assert!(!m.refresh_if_due(&root), "one interval old: not due");
-        std::thread::sleep(Duration::from_millis(5 * u64::from(LAZY_MAX_AGE)));
-        assert!(m.refresh_if_due(&root), "ten intervals old: due");
+        std::thread::sleep(Duration::from_millis(150));
+        assert!(!m.refresh_if_due(&root), "1.5 intervals old: not due");
+        std::thread::sleep(Duration::from_millis(100 * u64::from(LAZY_MAX_AGE)));
+        assert!(m.refresh_if_due(&root), "more than ten intervals old: due");
+        assert_eq!(lazy_max_age(Duration::from_secs(30)), Duration::from_secs(300));
+        assert_eq!(lazy_max_age(Duration::from_secs(300)), MAX_ADAPTIVE_REFRESH);
+        assert_eq!(lazy_max_age(Duration::from_secs(3600)), Duration::from_secs(3600));
         // Not lazy: every interval.
         let mut m = ProcMap::new(Duration::ZERO);
         assert!(m.refresh_if_due(&root));

@@ -437,10 +437,8 @@ impl Sockets {
             }
         };
         self.last_dumps = (walk, plan.udp);
-        if walk != TcpWalk::Skipped || outcome.is_err() {
-            let found = outcome.is_ok().then_some((fold.listeners, fold.others));
-            self.tcp_proofs = self.tcp_proofs.after(occ.tcp_counters, found);
-        }
+        let found = outcome.is_ok().then_some((fold.listeners, fold.others));
+        self.tcp_proofs = self.tcp_proofs.after(occ.tcp_counters, found);
         let outcome = outcome.map_err(DumpFailed::into_collect)?;
         if let Some(e) = outcome.udp_unsupported {
             // No udp_diag: keep the TCP metrics rather than failing the tick.
@@ -1011,6 +1009,7 @@ mod tests {
         TcpProofs {
             empty_since: empty,
             listeners_only_since: listeners_only,
+            last_counters: listeners_only,
         }
     }
 
@@ -1083,8 +1082,9 @@ mod tests {
             Some(SNMP),
         );
         assert!(o.tcp_inuse_is_only([2, 1]));
-        // A full socket no counter announced (restored in repair mode), or a
-        // listener opened or closed between the count and the dump: walk.
+        // A full socket no counter announced (restored in repair mode), or (most
+        // of the time) a listener opened or closed between the count and the
+        // dump: walk.
         assert!(!o.tcp_inuse_is_only([1, 1]));
         assert!(!o.tcp_inuse_is_only([3, 1]));
         assert!(!o.tcp_inuse_is_only([2, 0]));
@@ -1094,15 +1094,28 @@ mod tests {
     #[test]
     fn proofs_follow_what_the_dumps_found() {
         let c = Some((7, 40));
-        let none = TcpProofs::default();
-        assert_eq!(none.after(c, Some(([0, 0], 0))), proofs(c, c));
-        assert_eq!(none.after(c, Some(([1, 0], 0))), proofs(None, c));
+        let seen = |last| TcpProofs {
+            last_counters: last,
+            ..TcpProofs::default()
+        };
+        // The counters must have held still for a tick before a walk proves anything.
+        assert_eq!(TcpProofs::default().after(c, Some(([0, 0], 0))), seen(c));
+        assert_eq!(seen(Some((7, 39))).after(c, Some(([0, 0], 0))), seen(c));
+        assert_eq!(seen(c).after(c, Some(([0, 0], 0))), proofs(c, c));
+        assert_eq!(seen(c).after(c, Some(([1, 0], 0))), proofs(None, c));
         // Listeners came and no segment arrived: the namespace's emptiness stands.
         assert_eq!(proofs(c, c).after(c, Some(([1, 0], 0))), proofs(c, c));
-        assert_eq!(proofs(Some((7, 39)), c).after(c, Some(([1, 0], 0))), proofs(None, c));
-        assert_eq!(proofs(c, c).after(c, Some(([1, 0], 1))), none);
-        assert_eq!(proofs(c, c).after(c, None), none);
-        assert_eq!(none.after(None, Some(([0, 0], 0))), none);
+        assert_eq!(
+            TcpProofs {
+                empty_since: Some((7, 39)),
+                ..proofs(None, c)
+            }
+            .after(c, Some(([1, 0], 0))),
+            proofs(None, c)
+        );
+        assert_eq!(proofs(c, c).after(c, Some(([1, 0], 1))), seen(c));
+        assert_eq!(proofs(c, c).after(c, None), seen(c));
+        assert_eq!(seen(None).after(None, Some(([0, 0], 0))), seen(None));
     }
 
     #[test]

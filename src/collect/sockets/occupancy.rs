@@ -64,8 +64,9 @@ pub enum TcpWalk {
     /// listeners. Planned as [`TcpPlan::ListenersFirst`], confirmed by the count.
     Listeners,
     /// Every TCP hash table. The established hash is sized by the host's RAM
-    /// (262,144 buckets on a 24 GiB host), shared by every namespace, and walking
-    /// its empty buckets is most of an idle tick's cost.
+    /// (262,144 buckets on a 24 GiB host) and shared by every namespace (unless
+    /// `net.ipv4.tcp_child_ehash_entries` gave this one its own), and walking its
+    /// empty buckets is most of an idle tick's cost.
     Full,
 }
 
@@ -103,25 +104,39 @@ pub(super) struct TcpProofs {
     pub(super) empty_since: Option<(i64, i64)>,
     /// ...that it held no TCP socket but listeners (an empty namespace included).
     pub(super) listeners_only_since: Option<(i64, i64)>,
+    /// The counters read on the last tick.
+    pub(super) last_counters: Option<(i64, i64)>,
 }
 
 impl TcpProofs {
     /// After a tick's TCP dumps (`None`: they failed) that found `listeners` and
-    /// `others` sockets, with `counters` read before them. A proof made at the
-    /// same counters still holds: an empty namespace that gained listeners and
-    /// lost them again, with no segment in between, is empty.
+    /// `others` sockets, with `counters` read before them (a skipped tick found
+    /// nothing).
+    ///
+    /// A proof is made only when the counters also equal the previous tick's:
+    /// the kernel counts a SYN in `InSegs` before it hashes the request socket,
+    /// so a walk that starts just after the count may pass that request's bucket
+    /// before the insertion. With the counters unchanged for a whole tick, every
+    /// SYN they count was handled long before this tick's walk began. A proof
+    /// made at the same counters still holds: an empty namespace that gained
+    /// listeners and lost them again, with no segment in between, is empty.
     pub(super) fn after(&self, counters: Option<(i64, i64)>, found: Option<([u64; 2], u64)>) -> TcpProofs {
+        let settled = counters.is_some() && counters == self.last_counters;
         let still = |proof: Option<(i64, i64)>| proof.filter(|_| proof == counters);
         match found {
-            Some((listeners, 0)) => TcpProofs {
+            Some((listeners, 0)) if settled => TcpProofs {
                 empty_since: if listeners == [0, 0] {
                     counters
                 } else {
                     still(self.empty_since)
                 },
                 listeners_only_since: counters,
+                last_counters: counters,
             },
-            _ => TcpProofs::default(),
+            _ => TcpProofs {
+                last_counters: counters,
+                ..TcpProofs::default()
+            },
         }
     }
 }
@@ -142,7 +157,13 @@ impl TcpProofs {
 ///   socket at all: skip TCP.
 /// - `tw` 0, unchanged since dumps that found only listeners: dump the listening
 ///   hash; walk the rest only if `inuse` then counts more than the listeners found.
-/// - Otherwise walk everything. Any change makes the next tick walk again.
+/// - Otherwise walk everything. Any change makes the next tick walk again, and
+///   a walk proves nothing until the counters have held still for a tick
+///   ([`TcpProofs::after`]).
+///
+/// One window is left open: a repair-mode socket created while a listener opens
+/// (or closes) between the `inuse` read and the listener dump can balance the
+/// count for that tick. The next tick's count shows it.
 pub(super) fn plan(occ: &Occupancy, proofs: &TcpProofs) -> Plan {
     let unchanged_since = |proof: Option<(i64, i64)>| occ.tcp_counters.is_some() && occ.tcp_counters == proof;
     let tcp = if occ.tcp_hashes_hold_no_counted_socket() && unchanged_since(proofs.empty_since) {
