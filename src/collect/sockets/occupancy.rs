@@ -178,3 +178,142 @@ pub(super) fn plan(occ: &Occupancy, proofs: &TcpProofs) -> Plan {
         udp: occ.udp_inuse.map(|n| n != Some(0)),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const EMPTY4: &[u8] = b"sockets: used 3\nTCP: inuse 0 orphan 0 tw 0 alloc 0 mem 0\nUDP: inuse 0 mem 0\n";
+    const EMPTY6: &[u8] = b"TCP6: inuse 0\nUDP6: inuse 0\nUDPLITE6: inuse 0\n";
+    const SNMP: &[u8] = b"Tcp: RtoAlgorithm ActiveOpens PassiveOpens InSegs\nTcp: 1 7 0 40\n";
+
+    #[test]
+    fn occupancy_reads_the_counts_of_both_families() {
+        let v4 = include_bytes!("../../../tests/fixtures/proc/host1/net/sockstat");
+        let v6 = include_bytes!("../../../tests/fixtures/proc/host1/net/sockstat6");
+        let snmp = include_bytes!("../../../tests/fixtures/proc/host1/net/snmp");
+        let o = Occupancy::parse(Some(v4), Some(v6), Some(snmp));
+        assert_eq!(o.tcp_inuse, [Some(1), Some(0)]);
+        assert_eq!(o.tcp_tw, Some(0));
+        assert_eq!(o.tcp_counters, Some((28, 2472)));
+        assert_eq!(o.udp_inuse, [Some(0), Some(0)]);
+        // No sockstat6 (IPv6 disabled): the IPv6 counts are unknown, not zero.
+        let o = Occupancy::parse(Some(v4), None, None);
+        assert_eq!(o.tcp_inuse, [Some(1), None]);
+        assert_eq!(o.udp_inuse, [Some(0), None]);
+        assert_eq!(o.tcp_counters, None);
+    }
+
+    fn proofs(empty: Option<(i64, i64)>, listeners_only: Option<(i64, i64)>) -> TcpProofs {
+        TcpProofs {
+            empty_since: empty,
+            listeners_only_since: listeners_only,
+            last_counters: listeners_only,
+        }
+    }
+
+    #[test]
+    fn plan_skips_only_provably_empty_dumps() {
+        let empty = Occupancy::parse(Some(EMPTY4), Some(EMPTY6), Some(SNMP));
+        let quiet = proofs(Some((7, 40)), Some((7, 40)));
+        assert_eq!(
+            plan(&empty, &quiet),
+            Plan {
+                tcp: TcpPlan::Skip,
+                udp: [false, false]
+            }
+        );
+        // No dump has found the namespace empty yet (first ticks, or the last
+        // dumps found sockets or failed): a SYN_RECV request could exist.
+        assert_eq!(plan(&empty, &TcpProofs::default()).tcp, TcpPlan::Full);
+        // Only listeners were found since: the listening hash shows whether any is left.
+        assert_eq!(plan(&empty, &proofs(None, Some((7, 40)))).tcp, TcpPlan::ListenersFirst);
+        // A segment arrived (it may have been a SYN) or a connect() happened.
+        for moved in [(7, 39), (6, 40)] {
+            assert_eq!(plan(&empty, &proofs(Some(moved), Some(moved))).tcp, TcpPlan::Full);
+        }
+        // A listener or connection in either family: the listeners are dumped
+        // first; TIME_WAIT sockets need the full walk.
+        for (v4, v6, tcp) in [
+            (
+                &b"TCP: inuse 1 orphan 0 tw 0\nUDP: inuse 0\n"[..],
+                EMPTY6,
+                TcpPlan::ListenersFirst,
+            ),
+            (EMPTY4, &b"TCP6: inuse 2\nUDP6: inuse 0\n"[..], TcpPlan::ListenersFirst),
+            (
+                &b"TCP: inuse 0 orphan 0 tw 1\nUDP: inuse 0\n"[..],
+                EMPTY6,
+                TcpPlan::Full,
+            ),
+        ] {
+            let o = Occupancy::parse(Some(v4), Some(v6), Some(SNMP));
+            assert_eq!(plan(&o, &quiet).tcp, tcp, "{o:?}");
+            assert_eq!(plan(&o, &quiet).udp, [false, false]);
+            assert_eq!(plan(&o, &proofs(None, Some((7, 41)))).tcp, TcpPlan::Full, "{o:?}");
+        }
+        // UDP per family.
+        let o = Occupancy::parse(Some(EMPTY4), Some(b"TCP6: inuse 0\nUDP6: inuse 3\n"), Some(SNMP));
+        assert_eq!(
+            plan(&o, &quiet),
+            Plan {
+                tcp: TcpPlan::Skip,
+                udp: [false, true]
+            }
+        );
+        // Unreadable files or counters: every dump runs.
+        assert_eq!(plan(&Occupancy::default(), &quiet), Plan::ALL);
+        assert_eq!(
+            plan(&Occupancy::parse(Some(EMPTY4), Some(EMPTY6), None), &quiet).tcp,
+            TcpPlan::Full
+        );
+        assert_eq!(
+            plan(&Occupancy::parse(Some(EMPTY4), None, Some(SNMP)), &quiet).tcp,
+            TcpPlan::Full
+        );
+    }
+
+    #[test]
+    fn the_listeners_must_account_for_every_counted_socket() {
+        let o = Occupancy::parse(
+            Some(b"TCP: inuse 2 orphan 0 tw 0\n"),
+            Some(b"TCP6: inuse 1\n"),
+            Some(SNMP),
+        );
+        assert!(o.tcp_inuse_is_only([2, 1]));
+        // A full socket no counter announced (restored in repair mode), or (most
+        // of the time) a listener opened or closed between the count and the
+        // dump: walk.
+        assert!(!o.tcp_inuse_is_only([1, 1]));
+        assert!(!o.tcp_inuse_is_only([3, 1]));
+        assert!(!o.tcp_inuse_is_only([2, 0]));
+        assert!(!Occupancy::parse(Some(b"TCP: inuse 2 orphan 0 tw 0\n"), None, Some(SNMP)).tcp_inuse_is_only([2, 0]));
+    }
+
+    #[test]
+    fn proofs_follow_what_the_dumps_found() {
+        let c = Some((7, 40));
+        let seen = |last| TcpProofs {
+            last_counters: last,
+            ..TcpProofs::default()
+        };
+        // The counters must have held still for a tick before a walk proves anything.
+        assert_eq!(TcpProofs::default().after(c, Some(([0, 0], 0))), seen(c));
+        assert_eq!(seen(Some((7, 39))).after(c, Some(([0, 0], 0))), seen(c));
+        assert_eq!(seen(c).after(c, Some(([0, 0], 0))), proofs(c, c));
+        assert_eq!(seen(c).after(c, Some(([1, 0], 0))), proofs(None, c));
+        // Listeners came and no segment arrived: the namespace's emptiness stands.
+        assert_eq!(proofs(c, c).after(c, Some(([1, 0], 0))), proofs(c, c));
+        assert_eq!(
+            TcpProofs {
+                empty_since: Some((7, 39)),
+                ..proofs(None, c)
+            }
+            .after(c, Some(([1, 0], 0))),
+            proofs(None, c)
+        );
+        assert_eq!(proofs(c, c).after(c, Some(([1, 0], 1))), seen(c));
+        assert_eq!(proofs(c, c).after(c, None), seen(c));
+        assert_eq!(seen(None).after(None, Some(([0, 0], 0))), seen(None));
+    }
+}
