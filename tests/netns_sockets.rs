@@ -23,17 +23,22 @@ fn listener(addr: &str, backlog: i32) -> TcpListener {
 }
 
 fn set_defer_accept(l: &TcpListener, secs: i32) {
+    set_tcp_option(l.as_raw_fd(), libc::TCP_DEFER_ACCEPT, secs, "TCP_DEFER_ACCEPT");
+}
+
+/// Sets an `IPPROTO_TCP` int option on `fd`, failing the test on an error.
+fn set_tcp_option(fd: std::os::fd::RawFd, option: libc::c_int, value: libc::c_int, name: &str) {
     // SAFETY: setsockopt reads an int we own, with its size.
     let rc = unsafe {
         libc::setsockopt(
-            l.as_raw_fd(),
+            fd,
             libc::IPPROTO_TCP,
-            libc::TCP_DEFER_ACCEPT,
-            (&secs as *const i32).cast(),
-            std::mem::size_of::<i32>() as libc::socklen_t,
+            option,
+            (&value as *const libc::c_int).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
         )
     };
-    assert_eq!(rc, 0, "TCP_DEFER_ACCEPT: {}", std::io::Error::last_os_error());
+    assert_eq!(rc, 0, "{name}: {}", std::io::Error::last_os_error());
 }
 
 fn read_eof(s: &mut TcpStream) {
@@ -668,15 +673,7 @@ fn repair_mode_connection(port: u16) -> OwnedFd {
         let fd = libc::socket(libc::AF_INET, libc::SOCK_STREAM, 0);
         assert!(fd >= 0, "socket: {}", std::io::Error::last_os_error());
         let owned = OwnedFd::from_raw_fd(fd);
-        let on: libc::c_int = 1;
-        let rc = libc::setsockopt(
-            fd,
-            libc::IPPROTO_TCP,
-            libc::TCP_REPAIR,
-            (&on as *const libc::c_int).cast(),
-            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
-        );
-        assert_eq!(rc, 0, "TCP_REPAIR: {}", std::io::Error::last_os_error());
+        set_tcp_option(fd, libc::TCP_REPAIR, 1, "TCP_REPAIR");
         let addr = libc::sockaddr_in {
             sin_family: libc::AF_INET as libc::sa_family_t,
             sin_port: port.to_be(),
