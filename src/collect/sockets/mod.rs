@@ -387,8 +387,7 @@ impl Sockets {
         if !occ.tcp_walk_might_shrink() {
             return occ;
         }
-        let s = read(&psnmp, snmp).map(|()| snmp.as_slice());
-        Occupancy::parse(v4, v6, s)
+        occ.with_tcp_counters(read(&psnmp, snmp).map(|()| snmp.as_slice()))
     }
 
     /// Which dumps the last tick ran: (TCP, [UDP IPv4, UDP IPv6]). For tests and

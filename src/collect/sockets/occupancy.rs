@@ -27,12 +27,21 @@ impl Occupancy {
     pub fn parse(sockstat: Option<&[u8]>, sockstat6: Option<&[u8]>, snmp: Option<&[u8]>) -> Occupancy {
         let v4 = |proto, field| sockstat.and_then(|b| sockstat_value(b, proto, field));
         let v6 = |proto, field| sockstat6.and_then(|b| sockstat_value(b, proto, field));
-        let tcp = |field| snmp.and_then(|b| mib_value(b, "Tcp", field));
         Occupancy {
             tcp_inuse: [v4("TCP", "inuse"), v6("TCP6", "inuse")],
             tcp_tw: v4("TCP", "tw"),
-            tcp_counters: tcp("ActiveOpens").zip(tcp("InSegs")),
+            tcp_counters: None,
             udp_inuse: [v4("UDP", "inuse"), v6("UDP6", "inuse")],
+        }
+        .with_tcp_counters(snmp)
+    }
+
+    /// The same counts with `Tcp: ActiveOpens` and `InSegs` from `snmp`'s bytes.
+    pub fn with_tcp_counters(self, snmp: Option<&[u8]>) -> Occupancy {
+        let tcp = |field| snmp.and_then(|b| mib_value(b, "Tcp", field));
+        Occupancy {
+            tcp_counters: tcp("ActiveOpens").zip(tcp("InSegs")),
+            ..self
         }
     }
 
