@@ -1,6 +1,6 @@
 //! Kernel parameters that diagnosis quotes ("net.core.somaxconn: 128 → 4096").
 
-use super::{CollectContext, CollectError, Collector};
+use super::{CollectContext, CollectError, Collector, KeptFiles};
 use crate::catalog::{CollectorDoc, MetricDesc, MetricKind};
 use crate::parse::sysctl::parse_sysctl_values;
 use crate::snapshot::Emitter;
@@ -213,18 +213,17 @@ pub static DOC: CollectorDoc = CollectorDoc {
     dynamic: &[],
 };
 
-/// Every parameter's file stays open and is re-read at offset 0 each tick: the
-/// kernel formats the current value on every read of a `/proc/sys` file, so the
-/// values are as fresh as with a fresh `open`, and the tick skips 29 path lookups
-/// and opens (an open `/proc/sys` file keeps the namespace it was opened in, which
-/// is the daemon's: it never changes namespace).
+/// Every parameter's file stays open ([`KeptFiles`]) and is re-read at offset 0
+/// each tick: the kernel formats the current value on every read of a
+/// `/proc/sys` file, so the values are as fresh as with a fresh `open`, and the
+/// tick skips 29 path lookups and opens (an open `/proc/sys` file keeps the
+/// namespace it was opened in, which is the daemon's: it never changes
+/// namespace). An absent file is tried again every tick, so a module loaded
+/// later shows up.
 #[derive(Default)]
 pub struct Sysctl {
-    /// Root the files were opened under (a fixture tree in tests).
-    root: std::path::PathBuf,
-    /// One per [`PARAMS`] entry; `None` while the file is absent or after a failed
-    /// read (opened again on the next tick, so a module loaded later shows up).
-    files: Vec<Option<std::fs::File>>,
+    files: KeptFiles,
+    buf: Vec<u8>,
 }
 
 impl Collector for Sysctl {
@@ -233,18 +232,13 @@ impl Collector for Sysctl {
     }
 
     fn collect(&mut self, ctx: &CollectContext, out: &mut Emitter) -> Result<(), CollectError> {
-        if self.files.len() != PARAMS.len() || self.root != ctx.procfs {
-            self.root = ctx.procfs.clone();
-            self.files = PARAMS.iter().map(|_| None).collect();
-        }
         let mut read_any = false;
-        let mut buf = [0u8; 512];
-        for (p, file) in PARAMS.iter().zip(&mut self.files) {
-            let path = || ctx.proc_path(&format!("sys/{}", p.path));
-            let Some(bytes) = read_value(file, path, &mut buf) else {
+        for p in PARAMS {
+            let path = ctx.proc_path(&format!("sys/{}", p.path));
+            if self.files.read_into(&path, &mut self.buf).is_err() {
                 continue;
-            };
-            let Ok(vals) = parse_sysctl_values(&bytes) else {
+            }
+            let Ok(vals) = parse_sysctl_values(&self.buf) else {
                 continue;
             };
             read_any = true;
@@ -256,6 +250,8 @@ impl Collector for Sysctl {
                 }
             }
         }
+        // Files of another root (a test switching fixture trees) are closed.
+        self.files.close_unread();
         if !read_any {
             return Err(CollectError::Unavailable(format!(
                 "no parameter readable under {}",
@@ -263,48 +259,6 @@ impl Collector for Sysctl {
             )));
         }
         Ok(())
-    }
-}
-
-/// The current contents of one parameter's file, opening it when `file` is
-/// `None`. A read error (the table was unregistered, e.g. its module unloaded)
-/// closes the file and tries a fresh open once, so a reloaded module is read in
-/// the same tick. A value that fills the buffer is read whole the ordinary way.
-fn read_value<'a>(
-    file: &mut Option<std::fs::File>,
-    path: impl Fn() -> std::path::PathBuf,
-    buf: &'a mut [u8; 512],
-) -> Option<std::borrow::Cow<'a, [u8]>> {
-    let mut n = None;
-    for fresh in [false, true] {
-        if fresh || file.is_none() {
-            *file = std::fs::File::open(path()).ok();
-        }
-        let f = file.as_ref()?;
-        match read_at_start(f, buf) {
-            Some(len) => {
-                n = Some(len);
-                break;
-            }
-            None => *file = None,
-        }
-    }
-    let n = n?;
-    if n < buf.len() {
-        return buf.get(..n).map(std::borrow::Cow::Borrowed);
-    }
-    std::fs::read(path()).ok().map(std::borrow::Cow::Owned)
-}
-
-/// One `pread` at offset 0, retried on EINTR.
-fn read_at_start(f: &std::fs::File, buf: &mut [u8]) -> Option<usize> {
-    use std::os::unix::fs::FileExt;
-    loop {
-        match f.read_at(buf, 0) {
-            Ok(n) => return Some(n),
-            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
-            Err(_) => return None,
-        }
     }
 }
 
