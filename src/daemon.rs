@@ -164,9 +164,35 @@ pub fn scheduler_with(cfg: &Config, extra: Vec<Box<dyn collect::Collector>>) -> 
     ))
 }
 
+/// Runs the collection loop on a thread of its own until `stop` is set.
+///
+/// The loop has its own single-threaded runtime rather than sharing the HTTP
+/// workers: on the shared runtime an idle tick woke an async worker for the
+/// timer, a blocking thread for the collectors, a worker again, a blocking
+/// thread for the rules and a worker again (about ten context switches a tick,
+/// rotating over the blocking pool's threads, each cold). Here the tick wakes
+/// this thread and the one blocking thread the collectors share; the rules run
+/// on this thread, which nothing else needs, and scrapes never wait for it.
+pub fn spawn_collection(
+    sched: Scheduler,
+    shared: Arc<Shared>,
+    cfg: Config,
+    stop: tokio::sync::watch::Receiver<bool>,
+) -> std::io::Result<std::thread::JoinHandle<()>> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .thread_name("netsight-collect")
+        .max_blocking_threads(16)
+        .build()?;
+    std::thread::Builder::new()
+        .name("netsight-collect".into())
+        .spawn(move || runtime.block_on(run_collection(sched, shared, cfg, stop)))
+}
+
 /// Collects every `interval` until `stop` is set, reloading rules on request or
-/// when a configured rule file changes.
-pub async fn run_collection(
+/// when a configured rule file changes. Runs on a dedicated thread
+/// ([`spawn_collection`]): it blocks that thread while the rules evaluate.
+async fn run_collection(
     mut sched: Scheduler,
     shared: Arc<Shared>,
     cfg: Config,
@@ -184,9 +210,7 @@ pub async fn run_collection(
         }
         ticks += 1;
         if ticks % save_every == 0 {
-            let s = shared.clone();
-            let rc = cfg.rules.clone();
-            let _ = tokio::task::spawn_blocking(move || s.save_state(&rc)).await;
+            shared.save_state(&cfg.rules);
         }
         let current = rules::sources::fingerprint(&cfg.rules.paths);
         if shared.reload_requested.swap(false, Ordering::AcqRel) || current != fingerprint {
@@ -194,9 +218,7 @@ pub async fn run_collection(
             shared.reload_rules(&cfg.rules);
         }
         let snap = sched.tick().await;
-        let shared2 = shared.clone();
-        // Rule evaluation is CPU work: keep it off the async workers.
-        let _ = tokio::task::spawn_blocking(move || shared2.process(snap)).await;
+        shared.process(snap);
     }
     shared.save_state(&cfg.rules);
 }

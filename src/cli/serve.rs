@@ -7,7 +7,7 @@ use tokio::net::TcpListener;
 use tokio::signal::unix::{signal, SignalKind};
 
 use super::{load_config, ServeArgs};
-use crate::daemon::{run_collection, scheduler_with, Shared};
+use crate::daemon::{scheduler_with, spawn_collection, Shared};
 
 pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     let mut cfg = load_config(&args.common)?;
@@ -55,7 +55,8 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     let shared = Arc::new(Shared::new(cfg.history_points, engine));
     shared.restore_state(&cfg.rules);
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    let collection = tokio::spawn(run_collection(sched, shared.clone(), cfg.clone(), stop_rx));
+    let collection =
+        spawn_collection(sched, shared.clone(), cfg.clone(), stop_rx).context("cannot start the collection thread")?;
     let otlp = otlp.map(|o| o.start(shared.clone())).transpose()?;
     let notifier = notifier.map(|n| n.start(shared.clone()));
     let mut hup = signal(SignalKind::hangup())?;
@@ -79,7 +80,9 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     };
     crate::export::http::serve_with(listener, shared, web, shutdown).await?;
     let _ = stop_tx.send(true);
-    let _ = collection.await;
+    if !matches!(tokio::task::spawn_blocking(move || collection.join()).await, Ok(Ok(()))) {
+        tracing::error!("the collection thread panicked");
+    }
     if let Some(o) = otlp {
         o.shutdown().await;
     }
