@@ -68,13 +68,49 @@ impl CollectContext {
 /// file stays bound to the network namespace it was opened in; netsight never
 /// changes namespace after start (the sockets collector, which must match its
 /// sock_diag socket's namespace, opens both together).
-#[derive(Default)]
+///
+/// An absent file is looked up again only every [`ABSENT_RETRY`]: inside a
+/// network namespace the host-wide `/proc/sys/net/ipv4/tcp_mem`-style files do
+/// not exist, and failing path lookups of them were ~5 % of an idle tick. A
+/// module loaded later shows its files within that time.
 pub struct KeptFiles {
     /// File and whether it was read since the last [`KeptFiles::close_unread`].
     files: rustc_hash::FxHashMap<PathBuf, (std::fs::File, bool)>,
+    /// Paths found absent, and when.
+    absent: rustc_hash::FxHashMap<PathBuf, std::time::Instant>,
+    absent_retry: std::time::Duration,
+}
+
+/// How long an absent file is taken to stay absent.
+pub const ABSENT_RETRY: std::time::Duration = std::time::Duration::from_secs(30);
+
+impl Default for KeptFiles {
+    fn default() -> Self {
+        KeptFiles::retrying_absent_after(ABSENT_RETRY)
+    }
+}
+
+/// How a kept file is read to its end.
+#[derive(Clone, Copy, PartialEq)]
+enum ReadMode {
+    /// Until a read returns 0: seq_file files (`/proc/net/*`) may return a
+    /// short read before their end.
+    UntilEof,
+    /// One read shorter than the buffer is the whole value: sysfs attributes
+    /// and `/proc/sys` parameters are formatted whole on the first read, and the
+    /// second read that only confirms the end doubled their cost.
+    Attribute,
 }
 
 impl KeptFiles {
+    pub fn retrying_absent_after(absent_retry: std::time::Duration) -> Self {
+        KeptFiles {
+            files: Default::default(),
+            absent: Default::default(),
+            absent_retry,
+        }
+    }
+
     /// Closes the files not read since the last call (devices that went away).
     pub fn close_unread(&mut self) {
         self.files.retain(|_, (_, read)| std::mem::take(read));
@@ -82,14 +118,34 @@ impl KeptFiles {
 
     /// Opens `path` now if it is not open yet.
     pub fn open(&mut self, path: &Path) -> Result<(), CollectError> {
-        if !self.files.contains_key(path) {
-            let f = std::fs::File::open(path).map_err(|source| CollectError::Io {
-                path: path.to_path_buf(),
-                source,
-            })?;
-            self.files.insert(path.to_path_buf(), (f, false));
+        if self.files.contains_key(path) {
+            return Ok(());
         }
-        Ok(())
+        let not_found = |path: &Path| CollectError::Io {
+            path: path.to_path_buf(),
+            source: io::ErrorKind::NotFound.into(),
+        };
+        if let Some(since) = self.absent.get(path) {
+            if since.elapsed() < self.absent_retry {
+                return Err(not_found(path));
+            }
+            self.absent.remove(path);
+        }
+        match std::fs::File::open(path) {
+            Ok(f) => {
+                self.files.insert(path.to_path_buf(), (f, false));
+                Ok(())
+            }
+            Err(source) => {
+                if source.kind() == io::ErrorKind::NotFound {
+                    self.absent.insert(path.to_path_buf(), std::time::Instant::now());
+                }
+                Err(CollectError::Io {
+                    path: path.to_path_buf(),
+                    source,
+                })
+            }
+        }
     }
 
     pub fn is_open(&self, path: &Path) -> bool {
@@ -99,8 +155,18 @@ impl KeptFiles {
     /// The whole current contents of `path` into `buf` (replacing what it held).
     /// A file whose kept descriptor fails to read (the entry was removed, e.g. a
     /// module unloaded) is opened afresh once; an absent file is an `Io` error
-    /// (kind `NotFound`) and is tried again on the next call.
+    /// (kind `NotFound`).
     pub fn read_into(&mut self, path: &Path, buf: &mut Vec<u8>) -> Result<(), CollectError> {
+        self.read_with(path, buf, ReadMode::UntilEof)
+    }
+
+    /// [`KeptFiles::read_into`] for a sysfs attribute or a `/proc/sys`
+    /// parameter, which the kernel returns whole in one read.
+    pub fn read_attribute_into(&mut self, path: &Path, buf: &mut Vec<u8>) -> Result<(), CollectError> {
+        self.read_with(path, buf, ReadMode::Attribute)
+    }
+
+    fn read_with(&mut self, path: &Path, buf: &mut Vec<u8>, mode: ReadMode) -> Result<(), CollectError> {
         for fresh in [false, true] {
             if fresh {
                 self.files.remove(path);
@@ -110,7 +176,7 @@ impl KeptFiles {
                 continue;
             };
             *read = true;
-            match read_all_at_start(f, buf) {
+            match read_all_at_start(f, buf, mode) {
                 Ok(()) => return Ok(()),
                 // The attribute has no value now (sysfs `carrier` and `speed` of a
                 // link that is down): the file itself is fine, keep it.
@@ -135,7 +201,7 @@ impl KeptFiles {
 }
 
 /// Reads `f` from offset 0 to its end with `pread`, into `buf`.
-fn read_all_at_start(f: &std::fs::File, buf: &mut Vec<u8>) -> io::Result<()> {
+fn read_all_at_start(f: &std::fs::File, buf: &mut Vec<u8>, mode: ReadMode) -> io::Result<()> {
     use std::os::unix::fs::FileExt;
     if buf.len() < 4096 {
         buf.resize(4096, 0);
@@ -148,9 +214,14 @@ fn read_all_at_start(f: &std::fs::File, buf: &mut Vec<u8>) -> io::Result<()> {
         let Some(spare) = buf.get_mut(len..) else {
             return Err(io::Error::other("read past the buffer"));
         };
+        let room = spare.len();
         match f.read_at(spare, len as u64) {
             Ok(0) => {
                 buf.truncate(len);
+                return Ok(());
+            }
+            Ok(n) if len == 0 && n < room && mode == ReadMode::Attribute => {
+                buf.truncate(n);
                 return Ok(());
             }
             Ok(n) => len += n,
@@ -324,7 +395,7 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("netsight-kept-{}", std::process::id()));
         std::fs::create_dir_all(&dir).expect("mkdir");
         let p = dir.join("f");
-        let mut k = KeptFiles::default();
+        let mut k = KeptFiles::retrying_absent_after(std::time::Duration::ZERO);
         let mut buf = Vec::new();
         assert!(k.read_into(&p, &mut buf).is_err_and(|e| e.is_not_found()));
         std::fs::write(&p, "one\n").expect("write");
@@ -341,6 +412,48 @@ mod tests {
         let proc = Path::new("/proc/self/stat");
         k.read_into(proc, &mut buf).expect("read /proc");
         assert!(buf.starts_with(std::process::id().to_string().as_bytes()));
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    /// An absent file is not looked up again until the retry time has passed.
+    #[test]
+    fn an_absent_file_is_looked_up_again_only_after_the_retry_time() {
+        let dir = std::env::temp_dir().join(format!("netsight-absent-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("mkdir");
+        let p = dir.join("appears");
+        let mut k = KeptFiles::retrying_absent_after(std::time::Duration::from_millis(300));
+        let mut buf = Vec::new();
+        assert!(k.read_into(&p, &mut buf).is_err_and(|e| e.is_not_found()));
+        std::fs::write(&p, "1\n").expect("write");
+        assert!(
+            k.read_into(&p, &mut buf).is_err_and(|e| e.is_not_found()),
+            "still taken as absent"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(350));
+        k.read_into(&p, &mut buf).expect("looked up again after the retry time");
+        assert_eq!(buf, b"1\n");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    /// Attributes are read whole, whatever their size, from sysfs, /proc/sys and
+    /// plain files (fixtures).
+    #[test]
+    fn attributes_are_read_whole() {
+        let dir = std::env::temp_dir().join(format!("netsight-attr-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("mkdir");
+        let p = dir.join("big");
+        let big = "7 ".repeat(6_000);
+        std::fs::write(&p, &big).expect("write");
+        let mut k = KeptFiles::default();
+        let mut buf = Vec::new();
+        k.read_attribute_into(&p, &mut buf).expect("read");
+        assert_eq!(buf, big.as_bytes());
+        let mut whole = Vec::new();
+        for f in ["/proc/sys/net/ipv4/ip_local_port_range", "/sys/class/net/lo/mtu"] {
+            let expected = std::fs::read(f).expect("read");
+            k.read_attribute_into(Path::new(f), &mut whole).expect("read attribute");
+            assert_eq!(whole, expected, "{f}");
+        }
         let _ = std::fs::remove_dir_all(&dir);
     }
 }

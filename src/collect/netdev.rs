@@ -283,7 +283,7 @@ impl Netdev {
 impl DevFiles {
     fn read_attr<'b>(&mut self, ctx: &CollectContext, dev: &str, attr: &str, buf: &'b mut Vec<u8>) -> Option<&'b [u8]> {
         self.files
-            .read_into(&ctx.sys_path(&format!("class/net/{dev}/{attr}")), buf)
+            .read_attribute_into(&ctx.sys_path(&format!("class/net/{dev}/{attr}")), buf)
             .ok()
             .map(|()| buf.as_slice())
     }

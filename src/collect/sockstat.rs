@@ -163,7 +163,7 @@ impl Sockstat {
 fn limits(ctx: &CollectContext, files: &mut KeptFiles, buf: &mut Vec<u8>, out: &mut Emitter) {
     let page = page_size();
     let mut read = |rel: &str| {
-        files.read_into(&ctx.proc_path(rel), buf).ok()?;
+        files.read_attribute_into(&ctx.proc_path(rel), buf).ok()?;
         parse_sysctl_values(buf).ok()
     };
     for (rel, desc) in [

@@ -218,8 +218,8 @@ pub static DOC: CollectorDoc = CollectorDoc {
 /// `/proc/sys` file, so the values are as fresh as with a fresh `open`, and the
 /// tick skips 29 path lookups and opens (an open `/proc/sys` file keeps the
 /// namespace it was opened in, which is the daemon's: it never changes
-/// namespace). An absent file is tried again every tick, so a module loaded
-/// later shows up.
+/// namespace). An absent file is looked up again after [`super::ABSENT_RETRY`],
+/// so a module loaded later shows up within that time.
 #[derive(Default)]
 pub struct Sysctl {
     files: KeptFiles,
@@ -235,7 +235,7 @@ impl Collector for Sysctl {
         let mut read_any = false;
         for p in PARAMS {
             let path = ctx.proc_path(&format!("sys/{}", p.path));
-            if self.files.read_into(&path, &mut self.buf).is_err() {
+            if self.files.read_attribute_into(&path, &mut self.buf).is_err() {
                 continue;
             }
             let Ok(vals) = parse_sysctl_values(&self.buf) else {
@@ -286,7 +286,10 @@ mod tests {
         let core = dir.join("sys/net/core");
         std::fs::create_dir_all(&core).expect("mkdir");
         let ctx = CollectContext::new(&dir, "/sys");
-        let mut c = Sysctl::default();
+        let mut c = Sysctl {
+            files: KeptFiles::retrying_absent_after(std::time::Duration::ZERO),
+            buf: Vec::new(),
+        };
 
         let mut out = Emitter::new();
         assert!(matches!(c.collect(&ctx, &mut out), Err(CollectError::Unavailable(_))));

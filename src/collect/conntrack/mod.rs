@@ -223,7 +223,7 @@ impl Conntrack {
     /// One value of `/proc/sys/net/netfilter/<name>`, from a kept-open file.
     fn sysctl(&mut self, ctx: &CollectContext, name: &str) -> Result<f64, CollectError> {
         let path = ctx.proc_path(&format!("sys/net/netfilter/{name}"));
-        self.files.read_into(&path, &mut self.buf)?;
+        self.files.read_attribute_into(&path, &mut self.buf)?;
         let vals = parse_sysctl_values(&self.buf).map_err(|e| CollectError::parse(path, e))?;
         Ok(vals.first().copied().unwrap_or_default() as f64)
     }
@@ -231,6 +231,9 @@ impl Conntrack {
     pub fn new(cfg: &ConntrackConfig) -> Conntrack {
         Conntrack {
             cfg: cfg.clone(),
+            // The module's files appear when it loads: looked up every tick so
+            // the collector comes up on the next tick, not up to 30 s later.
+            files: KeptFiles::retrying_absent_after(std::time::Duration::ZERO),
             ..Conntrack::default()
         }
     }
