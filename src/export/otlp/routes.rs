@@ -351,11 +351,7 @@ mod tests {
 
     fn family(name: &str) -> Family {
         let desc = catalog::find(name).unwrap_or_else(|| panic!("{name} in catalog"));
-        Family {
-            desc: desc.into(),
-            samples: Vec::new(),
-            dynamic_labels: None,
-        }
+        Family::new(desc)
     }
 
     #[test]
@@ -391,11 +387,7 @@ mod tests {
     fn every_catalog_name_is_a_valid_instrument_name() {
         for doc in catalog::all_collectors() {
             for m in doc.metrics {
-                let f = Family {
-                    desc: (*m).into(),
-                    samples: Vec::new(),
-                    dynamic_labels: None,
-                };
+                let f = Family::new(*m);
                 if let Some(r) = route(&f) {
                     assert!(valid_name(&r.name), "{} → {}", m.name, r.name);
                 }
