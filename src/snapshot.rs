@@ -181,7 +181,7 @@ const STATIC_SLOTS: usize = 32;
 /// The key of a family name in the emitter's and the snapshot's indexes. Names
 /// are ours (catalog and kernel field names), not adversarial input, so the
 /// cheap Fx hash is fine; a collision costs a scan, never a wrong family.
-fn name_key(name: &str) -> u64 {
+pub fn name_key(name: &str) -> u64 {
     use std::hash::BuildHasher;
     FxBuildHasher.hash_one(name)
 }
@@ -234,40 +234,65 @@ impl Emitter {
             let i = self.statics[slot].1;
             return &mut self.families[i];
         }
+        let key = name_key(&desc.name);
+        let idx = self.family_index(desc, key, addr);
+        if addr != 0 {
+            self.statics[slot] = (addr, idx);
+        }
+        &mut self.families[idx]
+    }
+
+    /// The index of the family named `desc.name` (whose [`name_key`] is `key`),
+    /// created if new.
+    fn family_index(&mut self, desc: DescRef, key: u64, addr: usize) -> usize {
         // Rows of one dynamic family are usually pushed one after another.
         let last = self.families.len().wrapping_sub(1);
-        if addr == 0 && self.families.last().is_some_and(|f| f.desc.name == desc.name) {
-            return &mut self.families[last];
+        if addr == 0
+            && self
+                .families
+                .last()
+                .is_some_and(|f| f.key == key && f.desc.name == desc.name)
+        {
+            return last;
         }
-        let key = name_key(&desc.name);
         let found = match self.index.get(&key) {
             Some(&i) if self.families[i].desc.name == desc.name => Some(i),
             Some(_) => self.families.iter().position(|f| f.desc.name == desc.name),
             None => None,
         };
-        let idx = match found {
-            Some(i) => i,
-            None => {
-                let i = self.families.len();
-                self.index.entry(key).or_insert(i);
-                // A family without labels holds one sample: room for exactly one,
-                // not the four an empty Vec grows to on its first push (netstat's
-                // ~400 families a tick would each take 4 samples' room).
-                let single = usize::from(desc.labels.is_empty());
-                let cap = self.hints.iter().find(|h| addr != 0 && h.0 == addr).map_or(single, |h| h.1);
-                self.families.push(Family {
-                    desc,
-                    samples: Vec::with_capacity(cap),
-                    dynamic_labels: None,
-                    key,
-                });
-                i
-            }
-        };
-        if addr != 0 {
-            self.statics[slot] = (addr, idx);
+        if let Some(i) = found {
+            return i;
         }
-        &mut self.families[idx]
+        let i = self.families.len();
+        self.index.entry(key).or_insert(i);
+        // A family without labels holds one sample: room for exactly one,
+        // not the four an empty Vec grows to on its first push (netstat's
+        // ~400 families a tick would each take 4 samples' room).
+        let single = usize::from(desc.labels.is_empty());
+        let cap = self
+            .hints
+            .iter()
+            .find(|h| addr != 0 && h.0 == addr)
+            .map_or(single, |h| h.1);
+        self.families.push(Family {
+            desc,
+            samples: Vec::with_capacity(cap),
+            dynamic_labels: None,
+            key,
+        });
+        i
+    }
+
+    /// [`Emitter::push0`] of a run-time descriptor whose [`name_key`] the caller
+    /// keeps: a new family is then made without reading its name (netstat's ~400
+    /// names a tick, each in memory the tick has not touched yet).
+    pub fn push0_keyed(&mut self, desc: &Arc<MetricDesc>, key: u64, value: f64) {
+        debug_assert_eq!(key, name_key(&desc.name));
+        let i = self.family_index(DescRef::Owned(desc.clone()), key, 0);
+        self.families[i].samples.push(Sample {
+            labels: no_labels(),
+            value: Value::Scalar(value),
+        });
     }
 
     /// Records one scalar sample. `labels` must match the descriptor's label names.

@@ -2,13 +2,14 @@
 //! `/proc/net/snmp6`), unknown future fields included, typed: counters get `_total`,
 //! the few gauges (`Tcp CurrEstab`, `RtoMin`…) do not.
 
+use std::path::PathBuf;
 use std::sync::Arc;
 
 use super::{CollectContext, CollectError, Collector, KeptFiles};
 use crate::catalog::{CollectorDoc, DynamicFamily, MetricDesc, MetricKind};
-use crate::parse::netstat::{visit_mib_table, visit_snmp6};
-use crate::parse::{snake_case, ParseError};
-use crate::snapshot::Emitter;
+use crate::parse::netstat::{visit_mib_rows, visit_snmp6};
+use crate::parse::snake_case;
+use crate::snapshot::{name_key, Emitter};
 use rustc_hash::FxHashMap;
 
 pub static DOC: CollectorDoc = CollectorDoc {
@@ -61,10 +62,12 @@ type Descs = FxHashMap<String, FxHashMap<String, Field>>;
 #[derive(Clone)]
 struct Field {
     desc: Arc<MetricDesc>,
+    /// [`name_key`] of the descriptor's name ([`Emitter::push0_keyed`]).
+    key: u64,
     scale: f64,
 }
 
-/// A file's fields in the order the kernel printed them last tick. The order
+/// snmp6's fields (one per line) in the order the kernel printed them last tick. The order
 /// only changes with the kernel (or a module adding a table), so a tick checks
 /// each field against its predecessor at the same position (two short string
 /// compares) instead of hashing its names into [`Descs`].
@@ -87,11 +90,37 @@ impl Layout {
     }
 }
 
+/// A table file's rows as printed last tick: group, header line (the field
+/// names) and each field's descriptor. A row whose header line is unchanged has
+/// the same fields in the same order, so one comparison of the line replaces a
+/// comparison per field.
+#[derive(Default)]
+struct Rows(Vec<(Box<str>, Box<str>, Vec<Field>)>);
+
+impl Rows {
+    /// The fields of row `i`, described afresh (and the rows after it dropped)
+    /// when the file changed there.
+    fn fields(&mut self, i: usize, descs: &mut Descs, source: &str, group: &str, header: &str) -> &[Field] {
+        let same = self.0.get(i).is_some_and(|(g, h, _)| **g == *group && **h == *header);
+        if !same {
+            self.0.truncate(i);
+            let fields = header
+                .split_whitespace()
+                .map(|f| describe(descs, source, group, f))
+                .collect();
+            self.0.push((group.into(), header.into(), fields));
+        }
+        self.0.get(i).map_or(&[], |(_, _, f)| f.as_slice())
+    }
+}
+
 #[derive(Default)]
 pub struct Netstat {
     descs: Descs,
-    /// snmp, netstat, snmp6.
-    layouts: [Layout; 3],
+    /// snmp, netstat.
+    tables: [Rows; 2],
+    /// snmp6, one field per line.
+    snmp6: Layout,
     files: KeptFiles,
     buf: Vec<u8>,
 }
@@ -119,6 +148,7 @@ fn describe(descs: &mut Descs, source: &str, group: &str, field: &str) -> Field 
         otel_name: format!("netsight.netstat.{}.{}", group.to_ascii_lowercase(), snake_case(field)).into(),
     };
     let known = Field {
+        key: name_key(&desc.name),
         desc: Arc::new(desc),
         scale,
     };
@@ -129,33 +159,46 @@ fn describe(descs: &mut Descs, source: &str, group: &str, field: &str) -> Field 
     known
 }
 
-type Visit = fn(&[u8], &mut dyn FnMut(&str, &str, i64)) -> Result<(), ParseError>;
-
 impl Netstat {
-    /// Reads and emits one file; `Ok(false)` when it is absent and `optional`.
-    #[allow(clippy::too_many_arguments)]
-    fn read(
-        &mut self,
-        ctx: &CollectContext,
-        which: usize,
-        rel: &str,
-        source: &str,
-        visit: Visit,
-        optional: bool,
-        out: &mut Emitter,
-    ) -> Result<(), CollectError> {
+    /// Reads `rel` into the buffer; `Ok(None)` when it is absent and `optional`.
+    fn read_file(&mut self, ctx: &CollectContext, rel: &str, optional: bool) -> Result<Option<PathBuf>, CollectError> {
         let path = ctx.proc_path(rel);
         match self.files.read_into(&path, &mut self.buf) {
-            Ok(()) => {}
-            Err(e) if optional && e.is_not_found() => return Ok(()),
-            Err(e) => return Err(e),
+            Ok(()) => Ok(Some(path)),
+            Err(e) if optional && e.is_not_found() => Ok(None),
+            Err(e) => Err(e),
         }
-        let (descs, layout) = (&mut self.descs, &mut self.layouts[which]);
+    }
+
+    /// Reads and emits `/proc/net/snmp` (`which` 0) or `/proc/net/netstat` (1).
+    fn read_table(&mut self, ctx: &CollectContext, which: usize, out: &mut Emitter) -> Result<(), CollectError> {
+        let (rel, source) = [("net/snmp", "/proc/net/snmp"), ("net/netstat", "/proc/net/netstat")][which];
+        let Some(path) = self.read_file(ctx, rel, false)? else {
+            return Ok(());
+        };
+        let (descs, rows) = (&mut self.descs, &mut self.tables[which]);
         let mut i = 0;
-        let visited = visit(&self.buf, &mut |g, f, v| {
-            let field = layout.field(i, descs, source, g, f);
+        let visited = visit_mib_rows(&self.buf, |group, header, values| {
+            for (field, v) in rows.fields(i, descs, source, group, header).iter().zip(values) {
+                out.push0_keyed(&field.desc, field.key, *v as f64 * field.scale);
+            }
             i += 1;
-            out.push0(field.desc, v as f64 * field.scale);
+        });
+        rows.0.truncate(i);
+        visited.map_err(|e| CollectError::parse(path, e))
+    }
+
+    /// Reads and emits `/proc/net/snmp6`, absent when IPv6 is disabled.
+    fn read_snmp6(&mut self, ctx: &CollectContext, out: &mut Emitter) -> Result<(), CollectError> {
+        let Some(path) = self.read_file(ctx, "net/snmp6", true)? else {
+            return Ok(());
+        };
+        let (descs, layout) = (&mut self.descs, &mut self.snmp6);
+        let mut i = 0;
+        let visited = visit_snmp6(&self.buf, |g, f, v| {
+            let field = layout.field(i, descs, "/proc/net/snmp6", g, f);
+            i += 1;
+            out.push0_keyed(&field.desc, field.key, v as f64 * field.scale);
         });
         layout.0.truncate(i);
         visited.map_err(|e| CollectError::parse(path, e))
@@ -168,12 +211,9 @@ impl Collector for Netstat {
     }
 
     fn collect(&mut self, ctx: &CollectContext, out: &mut Emitter) -> Result<(), CollectError> {
-        let table: Visit = |b, f| visit_mib_table(b, f);
-        let snmp6: Visit = |b, f| visit_snmp6(b, f);
-        self.read(ctx, 0, "net/snmp", "/proc/net/snmp", table, false, out)?;
-        self.read(ctx, 1, "net/netstat", "/proc/net/netstat", table, false, out)?;
-        // snmp6 is absent when IPv6 is disabled.
-        self.read(ctx, 2, "net/snmp6", "/proc/net/snmp6", snmp6, true, out)
+        self.read_table(ctx, 0, out)?;
+        self.read_table(ctx, 1, out)?;
+        self.read_snmp6(ctx, out)
     }
 }
 
