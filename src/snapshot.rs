@@ -283,12 +283,13 @@ impl Emitter {
         i
     }
 
-    /// [`Emitter::push0`] of a run-time descriptor whose [`name_key`] the caller
-    /// keeps: a new family is then made without reading its name (netstat's ~400
-    /// names a tick, each in memory the tick has not touched yet).
-    pub fn push0_keyed(&mut self, desc: &Arc<MetricDesc>, key: u64, value: f64) {
+    /// [`Emitter::push0`] of one of many descriptors whose [`name_key`] the
+    /// caller keeps: a new family is then made without reading its name
+    /// (netstat's ~400 names a tick, each in memory the tick has not touched
+    /// yet), and without taking a slot of the static-descriptor cache.
+    pub fn push0_keyed(&mut self, desc: &'static MetricDesc, key: u64, value: f64) {
         debug_assert_eq!(key, name_key(&desc.name));
-        let i = self.family_index(DescRef::Owned(desc.clone()), key, 0);
+        let i = self.family_index(DescRef::Static(desc), key, 0);
         self.families[i].samples.push(Sample {
             labels: no_labels(),
             value: Value::Scalar(value),

@@ -3,7 +3,6 @@
 //! the few gauges (`Tcp CurrEstab`, `RtoMin`…) do not.
 
 use std::path::PathBuf;
-use std::sync::Arc;
 
 use super::{CollectContext, CollectError, Collector, KeptFiles};
 use crate::catalog::{CollectorDoc, DynamicFamily, MetricDesc, MetricKind};
@@ -61,7 +60,7 @@ type Descs = FxHashMap<String, FxHashMap<String, Field>>;
 /// A field's descriptor and unit conversion.
 #[derive(Clone)]
 struct Field {
-    desc: Arc<MetricDesc>,
+    desc: &'static MetricDesc,
     /// [`name_key`] of the descriptor's name ([`Emitter::push0_keyed`]).
     key: u64,
     scale: f64,
@@ -149,7 +148,7 @@ fn describe(descs: &mut Descs, source: &str, group: &str, field: &str) -> Field 
     };
     let known = Field {
         key: name_key(&desc.name),
-        desc: Arc::new(desc),
+        desc: MetricDesc::intern(desc),
         scale,
     };
     descs
@@ -180,7 +179,7 @@ impl Netstat {
         let mut i = 0;
         let visited = visit_mib_rows(&self.buf, |group, header, values| {
             for (field, v) in rows.fields(i, descs, source, group, header).iter().zip(values) {
-                out.push0_keyed(&field.desc, field.key, *v as f64 * field.scale);
+                out.push0_keyed(field.desc, field.key, *v as f64 * field.scale);
             }
             i += 1;
         });
@@ -198,7 +197,7 @@ impl Netstat {
         let visited = visit_snmp6(&self.buf, |g, f, v| {
             let field = layout.field(i, descs, "/proc/net/snmp6", g, f);
             i += 1;
-            out.push0_keyed(&field.desc, field.key, v as f64 * field.scale);
+            out.push0_keyed(field.desc, field.key, v as f64 * field.scale);
         });
         layout.0.truncate(i);
         visited.map_err(|e| CollectError::parse(path, e))

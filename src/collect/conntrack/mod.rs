@@ -169,8 +169,9 @@ pub struct Conntrack {
     /// anyway, so a missing capability shows as `breakdown_available 0` at once
     /// rather than only when the first entry appears.
     dump_ok: bool,
-    /// The per-CPU statistics socket, kept across ticks ([`netlink_rows`]).
-    stats_socket: Option<Socket>,
+    /// The per-CPU statistics socket and its receive buffer, kept across ticks
+    /// ([`netlink_rows`]).
+    stats_socket: Option<(Socket, Vec<u8>)>,
     /// nf_conntrack_{count,max,buckets}, kept open ([`KeptFiles`]).
     files: KeptFiles,
     buf: Vec<u8>,
@@ -429,19 +430,21 @@ fn read_proc_stats(ctx: &CollectContext, rel: &str) -> Result<Vec<Row>, String> 
 /// missing, dropped after any failure so the next tick starts on a clean one):
 /// opening a netlink socket per dump was a third of the collector's idle cost,
 /// and transient sockets showed in sockstat's `sockets: used`.
-fn netlink_rows(kept: &mut Option<Socket>) -> Result<(Vec<Row>, Option<DumpError>), DumpError> {
-    let sock = match kept {
+/// The receive buffer is kept too: a fresh 64 KiB one per dump grew and
+/// trimmed the heap every tick.
+fn netlink_rows(kept: &mut Option<(Socket, Vec<u8>)>) -> Result<(Vec<Row>, Option<DumpError>), DumpError> {
+    let (sock, buf) = match kept {
         Some(s) => s,
-        None => kept.insert(open_stats_socket()?),
+        None => kept.insert((open_stats_socket()?, Vec::with_capacity(RECV_BUFFER))),
     };
-    let r = netlink_rows_on(sock);
+    let r = netlink_rows_on(sock, buf);
     if !matches!(r, Ok((_, None))) {
         *kept = None;
     }
     r
 }
 
-fn netlink_rows_on(sock: &mut Socket) -> Result<(Vec<Row>, Option<DumpError>), DumpError> {
+fn netlink_rows_on(sock: &mut Socket, buf: &mut Vec<u8>) -> Result<(Vec<Row>, Option<DumpError>), DumpError> {
     let named = |dump: StatsDump, cpus: Vec<CpuStats>| -> Vec<Row> {
         cpus.into_iter()
             .map(|c| Row {
@@ -456,9 +459,9 @@ fn netlink_rows_on(sock: &mut Socket) -> Result<(Vec<Row>, Option<DumpError>), D
     };
     let mut rows = named(
         StatsDump::Conntrack,
-        dump_stats_cpu_on(sock, StatsDump::Conntrack, None)?,
+        dump_stats_cpu_on(sock, buf, StatsDump::Conntrack, None)?,
     );
-    match dump_stats_cpu_on(sock, StatsDump::Expect, None) {
+    match dump_stats_cpu_on(sock, buf, StatsDump::Expect, None) {
         Ok(exp) => {
             for e in named(StatsDump::Expect, exp) {
                 match rows.iter_mut().find(|r| r.cpu == e.cpu) {
@@ -496,11 +499,16 @@ fn io_err(op: &'static str) -> impl FnOnce(io::Error) -> DumpError {
 
 static SEQ: AtomicU32 = AtomicU32::new(1);
 
+/// Room for one statistics datagram (the kernel sends at most a page's worth,
+/// or 32 KiB on large-page systems).
+const RECV_BUFFER: usize = 64 * 1024;
+
 /// Runs one per-CPU statistics dump over a fresh `NETLINK_NETFILTER` socket in the
 /// calling thread's network namespace. When `raw` is given, every received datagram
 /// is appended to it (used to capture test fixtures).
 pub fn dump_stats_cpu(dump: StatsDump, raw: Option<&mut Vec<u8>>) -> Result<Vec<CpuStats>, DumpError> {
-    dump_stats_cpu_on(&mut open_stats_socket()?, dump, raw)
+    let mut buf = Vec::with_capacity(RECV_BUFFER);
+    dump_stats_cpu_on(&mut open_stats_socket()?, &mut buf, dump, raw)
 }
 
 /// A `NETLINK_NETFILTER` socket for [`dump_stats_cpu_on`].
@@ -516,6 +524,7 @@ fn open_stats_socket() -> Result<Socket, DumpError> {
 /// still hold the rest of the failed dump: drop it.
 fn dump_stats_cpu_on(
     sock: &mut Socket,
+    buf: &mut Vec<u8>,
     dump: StatsDump,
     mut raw: Option<&mut Vec<u8>>,
 ) -> Result<Vec<CpuStats>, DumpError> {
@@ -530,10 +539,9 @@ fn dump_stats_cpu_on(
     }
 
     let mut cpus = Vec::new();
-    let mut buf: Vec<u8> = Vec::with_capacity(64 * 1024);
     for _ in 0..MAX_DATAGRAMS {
         buf.clear();
-        let n = match sock.recv(&mut buf, libc::MSG_TRUNC) {
+        let n = match sock.recv(buf, libc::MSG_TRUNC) {
             Ok(n) => n,
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
@@ -551,9 +559,9 @@ fn dump_stats_cpu_on(
             });
         }
         if let Some(raw) = raw.as_deref_mut() {
-            raw.extend_from_slice(&buf);
+            raw.extend_from_slice(buf);
         }
-        let chunk = parse_stats_cpu_reply(&buf, dump, Some(seq))?;
+        let chunk = parse_stats_cpu_reply(buf, dump, Some(seq))?;
         cpus.extend(chunk.cpus);
         if chunk.done {
             return Ok(cpus);
