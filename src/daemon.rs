@@ -82,12 +82,16 @@ impl Shared {
         lock(&self.engine)
     }
 
-    /// Records history, runs the rules and publishes the result.
+    /// Records history, runs the rules and publishes the result. A panic in the
+    /// rules is contained: the snapshot is published without their outputs and the
+    /// next tick runs them again.
     pub fn process(&self, mut snapshot: Snapshot) {
-        {
+        let outputs = contain_panic("rule evaluation", || {
             let mut hist = lock(&self.history);
             hist.record(&snapshot);
-            let outputs = lock(&self.engine).evaluate(&snapshot, &hist);
+            lock(&self.engine).evaluate(&snapshot, &hist)
+        });
+        if let Some(outputs) = outputs {
             snapshot.extend(outputs);
         }
         self.publish(snapshot);
@@ -101,15 +105,18 @@ impl Shared {
         }
     }
 
-    /// Writes learned baselines to the configured state file, if any.
+    /// Writes learned baselines to the configured state file, if any. A panic while
+    /// saving is contained like one in the rules.
     pub fn save_state(&self, cfg: &RulesConfig) {
         let Some(path) = &cfg.state_file else { return };
-        let engine = self.engine();
-        let hist = lock(&self.history);
-        match rules::persist::save(path, &engine, &hist) {
-            Ok(()) => tracing::debug!(path = %path.display(), "baseline state saved"),
-            Err(e) => tracing::warn!(path = %path.display(), error = %e, "cannot save baseline state"),
-        }
+        contain_panic("saving baseline state", || {
+            let engine = self.engine();
+            let hist = lock(&self.history);
+            match rules::persist::save(path, &engine, &hist) {
+                Ok(()) => tracing::debug!(path = %path.display(), "baseline state saved"),
+                Err(e) => tracing::warn!(path = %path.display(), error = %e, "cannot save baseline state"),
+            }
+        });
     }
 
     /// Restores learned baselines saved by an earlier run; a missing file is normal,
@@ -143,6 +150,27 @@ impl Shared {
                 self.engine().reload_failed();
                 false
             }
+        }
+    }
+}
+
+/// Runs `f`, turning a panic into `None` and an error log.
+///
+/// The collection thread runs the rules and the state saving itself; before it had
+/// a thread of its own a panic there ended one blocking task, and it must not now
+/// end collection for good. The mutexes such a panic poisons are recovered by
+/// [`lock`]; the rules' state is left as the panic left it and the next tick goes on.
+fn contain_panic<T>(what: &str, f: impl FnOnce() -> T) -> Option<T> {
+    match std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)) {
+        Ok(v) => Some(v),
+        Err(payload) => {
+            let message = payload
+                .downcast_ref::<&str>()
+                .map(|s| s.to_string())
+                .or_else(|| payload.downcast_ref::<String>().cloned())
+                .unwrap_or_else(|| "a non-text panic".to_string());
+            tracing::error!(panic = %message, "{what} panicked; collection goes on");
+            None
         }
     }
 }
@@ -186,7 +214,12 @@ pub fn spawn_collection(
         .build()?;
     std::thread::Builder::new()
         .name("netsight-collect".into())
-        .spawn(move || runtime.block_on(run_collection(sched, shared, cfg, stop)))
+        .spawn(move || {
+            runtime.block_on(run_collection(sched, shared, cfg, stop));
+            // A collector still hung past its budget holds a blocking thread that
+            // dropping the runtime would wait for; the state is saved, so leave it.
+            runtime.shutdown_background();
+        })
 }
 
 /// Collects every `interval` until `stop` is set, reloading rules on request or
@@ -229,6 +262,74 @@ const SAVE_PERIOD: std::time::Duration = std::time::Duration::from_secs(60);
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::collect::{CollectError, Collector};
+    use crate::snapshot::Emitter;
+    use std::time::{Duration, Instant};
+
+    #[test]
+    fn a_contained_panic_becomes_none_and_the_caller_goes_on() {
+        assert_eq!(contain_panic("test", || 7), Some(7));
+        let r: Option<()> = contain_panic("test", || panic!("rule bug"));
+        assert_eq!(r, None);
+        // A lock the panic poisoned is still usable afterwards.
+        let m = Mutex::new(1);
+        let _ = contain_panic("test", || {
+            let _g = m.lock();
+            panic!("while holding the lock")
+        });
+        assert!(m.is_poisoned());
+        *lock(&m) += 1;
+        assert_eq!(*lock(&m), 2);
+    }
+
+    /// Stands in for a collector stuck in the kernel: its run outlives the test.
+    struct Stuck;
+    impl Collector for Stuck {
+        fn name(&self) -> &'static str {
+            "stuck"
+        }
+        fn collect(&mut self, _: &collect::CollectContext, _: &mut Emitter) -> Result<(), CollectError> {
+            std::thread::sleep(Duration::from_secs(20));
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn the_collection_thread_stops_promptly_while_a_collector_hangs() {
+        let mut cfg = Config::embedded().expect("embedded config");
+        cfg.interval = Duration::from_millis(200);
+        let sched = Scheduler::new(
+            vec![Box::new(Stuck)],
+            CollectContext::new("/proc", "/sys"),
+            cfg.interval,
+            Duration::from_millis(50),
+            100.0,
+        );
+        let shared = Arc::new(Shared::new(4, Engine::new(Default::default())));
+        let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+        let thread = spawn_collection(sched, shared.clone(), cfg, stop_rx).expect("thread starts");
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while shared.latest().snapshot.families.is_empty() {
+            assert!(
+                Instant::now() < deadline,
+                "no snapshot published while a collector hangs"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let up = shared
+            .latest()
+            .snapshot
+            .value("netsight_collector_up", &[("collector", "stuck")]);
+        assert_eq!(up, Some(0.0), "a collector past its budget is reported down");
+        let stopping = Instant::now();
+        stop_tx.send(true).expect("the thread is listening");
+        thread.join().expect("the collection thread did not panic");
+        assert!(
+            stopping.elapsed() < Duration::from_secs(5),
+            "stopping waited {:?} for the hung collector",
+            stopping.elapsed()
+        );
+    }
 
     #[test]
     fn a_snapshot_is_encoded_once_and_shared_by_every_scrape() {

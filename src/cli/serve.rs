@@ -1,6 +1,7 @@
 //! `netsight serve`: the daemon.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::Context;
 use tokio::net::TcpListener;
@@ -78,16 +79,40 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
             _ = int.recv() => tracing::info!("SIGINT: shutting down"),
         }
     };
-    crate::export::http::serve_with(listener, shared, web, shutdown).await?;
+    // The result waits until collection has stopped and saved its state.
+    let served = crate::export::http::serve_with(listener, shared, web, shutdown).await;
     let _ = stop_tx.send(true);
-    if !matches!(tokio::task::spawn_blocking(move || collection.join()).await, Ok(Ok(()))) {
-        tracing::error!("the collection thread panicked");
-    }
+    stop_collection(collection).await;
     if let Some(o) = otlp {
         o.shutdown().await;
     }
     if let Some(n) = notifier {
         n.shutdown().await;
     }
-    Ok(())
+    served
+}
+
+/// How long shutdown waits for the collection thread's last tick and state save.
+const COLLECTION_STOP_GRACE: Duration = Duration::from_secs(10);
+
+/// Waits for the collection thread to end, at most [`COLLECTION_STOP_GRACE`]. The
+/// join runs on a detached thread: a blocking task would hold the runtime's
+/// shutdown for as long as the join blocks.
+async fn stop_collection(collection: std::thread::JoinHandle<()>) {
+    let (done_tx, done_rx) = tokio::sync::oneshot::channel();
+    let joiner = std::thread::Builder::new().name("netsight-join".into()).spawn(move || {
+        let _ = done_tx.send(collection.join().is_ok());
+    });
+    if let Err(e) = joiner {
+        tracing::warn!(error = %e, "cannot wait for the collection thread; exiting without it");
+        return;
+    }
+    match tokio::time::timeout(COLLECTION_STOP_GRACE, done_rx).await {
+        Ok(Ok(true)) => {}
+        Ok(_) => tracing::error!("the collection thread panicked"),
+        Err(_) => tracing::warn!(
+            grace = ?COLLECTION_STOP_GRACE,
+            "the collection thread did not stop in time; exiting without its last state save"
+        ),
+    }
 }
