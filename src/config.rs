@@ -130,7 +130,7 @@ pub struct Collectors {
     pub softnet: Toggle,
     pub conntrack: ConntrackConfig,
     pub sockets: SocketsConfig,
-    pub sysctl: Toggle,
+    pub sysctl: SysctlConfig,
     pub nftables: NftablesConfig,
 }
 
@@ -186,6 +186,17 @@ impl Default for NftablesConfig {
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
+pub struct SysctlConfig {
+    pub enabled: bool,
+    /// How often the parameters are read (at least one tick). They are settings,
+    /// changed by hand or by a deploy, not counters: a slower cadence saves most
+    /// of the collector's cost, and the last values are served in between.
+    #[serde(deserialize_with = "duration")]
+    pub interval: Duration,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct Toggle {
     pub enabled: bool,
 }
@@ -196,6 +207,21 @@ pub struct NetdevConfig {
     pub enabled: bool,
     pub include: Option<String>,
     pub exclude: Option<String>,
+    /// Where interface counters and link state come from.
+    pub source: NetdevSource,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum NetdevSource {
+    /// rtnetlink on the live kernel, falling back to procfs when the dump fails;
+    /// procfs when `--path.procfs` points at a captured tree.
+    Auto,
+    /// One `RTM_GETLINK` dump per tick (`IFLA_STATS64`, operstate, carrier, MTU…);
+    /// sysfs only for `speed`.
+    Netlink,
+    /// `/proc/net/dev` plus sysfs attributes per device.
+    Procfs,
 }
 
 #[derive(Debug, Clone, Deserialize)]

@@ -26,6 +26,7 @@ use netsight::netlink::ctnetlink::{
     parse_ct_dump, parse_stats_cpu_reply, protocol_name, state_name, CtnlError, StatsDump,
 };
 use netsight::netlink::nftables::{self, attrs, parse_reply, ExprClass, Item, Ruleset};
+use netsight::netlink::rtnetlink::{parse_getlink_dump, RTM_NEWLINK};
 use netsight::netlink::sock_diag::{parse_inet_diag_msg, parse_messages, DiagError, Progress, AF_INET, AF_INET6};
 use netsight::netlink::tcp_info;
 
@@ -257,6 +258,16 @@ fn ct_dump(b: &[u8]) -> Outcome {
     ctnl(r.map(|done| Outcome::Ok { done, items: n }))
 }
 
+/// What the netdev collector does with each link.
+fn getlink(b: &[u8]) -> Outcome {
+    let mut n = 0;
+    let r = parse_getlink_dump(b, None, |l| {
+        n += 1;
+        let _ = (l.name.len(), l.stats.map(|s| s.rx_bytes));
+    });
+    ctnl(r.map(|done| Outcome::Ok { done, items: n }))
+}
+
 /// What the sockets collector does with each socket.
 fn sock_diag(b: &[u8]) -> Outcome {
     let mut n = 0;
@@ -368,6 +379,13 @@ static SEEDS: &[Seed] = &[
         parse: ct_dump,
         reply_type: 0x0100,
         fixed: 4,
+    },
+    Seed {
+        name: "getlink_dump",
+        bytes: include_bytes!("fixtures/netlink/getlink_dump.bin"),
+        parse: getlink,
+        reply_type: RTM_NEWLINK,
+        fixed: 16,
     },
     Seed {
         name: "tcp4_dump",

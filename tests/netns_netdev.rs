@@ -87,6 +87,22 @@ fn collect(ns: &Netns, extra: &[&str]) -> Snapshot {
     s
 }
 
+/// A config file choosing the netdev source, removed when dropped.
+struct SourceConfig(tempfile::NamedTempFile);
+
+impl SourceConfig {
+    fn path_str(&self) -> &str {
+        self.0.path().to_str().expect("utf-8 temp path")
+    }
+}
+
+fn source_config(source: &str) -> SourceConfig {
+    use std::io::Write;
+    let mut f = tempfile::Builder::new().suffix(".yaml").tempfile().expect("tempfile");
+    writeln!(f, "collectors: {{netdev: {{source: {source}}}}}").expect("write config");
+    SourceConfig(f)
+}
+
 fn ip_links(ns: &Netns) -> Vec<Value> {
     let v: Value = serde_json::from_str(&ns.ip(&["-s", "-s", "-j", "link", "show"])).expect("ip -j");
     v.as_array().expect("array").clone()
@@ -296,6 +312,15 @@ fn netdev_equals_ip_link_after_known_traffic() {
     udp_burst(&a, &a, "127.0.0.1", "127.0.0.1", 30, 10);
     std::thread::sleep(Duration::from_millis(200));
 
+    // Both sources report the same, exactly: rtnetlink (the default on a live
+    // kernel) and /proc/net/dev plus sysfs.
+    for source in ["procfs", "netlink"] {
+        let cfg = source_config(source);
+        let (s, l) = quiet_read(&a, &["--config", cfg.path_str()]);
+        assert_matches_ip(&a, &s, &l);
+        let (s, l) = quiet_read(&b, &["--config", cfg.path_str()]);
+        assert_matches_ip(&b, &s, &l);
+    }
     let (sa, la) = quiet_read(&a, &[]);
     assert_matches_ip(&a, &sa, &la);
     let (sb, lb) = quiet_read(&b, &[]);
@@ -329,6 +354,13 @@ fn interface_set_down_and_drops() {
     });
     std::thread::sleep(Duration::from_millis(100));
 
+    for source in ["procfs", "netlink"] {
+        let cfg = source_config(source);
+        let (s, l) = quiet_read(&b, &["--config", cfg.path_str()]);
+        assert_matches_ip(&b, &s, &l);
+        let (s, l) = quiet_read(&a, &["--config", cfg.path_str()]);
+        assert_matches_ip(&a, &s, &l);
+    }
     let (sb, lb) = quiet_read(&b, &[]);
     assert_matches_ip(&b, &sb, &lb);
     let d = [("device", "veth0b")];

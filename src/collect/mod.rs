@@ -260,6 +260,13 @@ impl CollectError {
 pub trait Collector: Send + 'static {
     fn name(&self) -> &'static str;
     fn collect(&mut self, ctx: &CollectContext, out: &mut Emitter) -> Result<(), CollectError>;
+
+    /// The shortest interval between two runs: the scheduler runs the collector
+    /// every so many ticks and repeats its last samples in between. Zero: every
+    /// tick.
+    fn min_interval(&self) -> std::time::Duration {
+        std::time::Duration::ZERO
+    }
 }
 
 /// Builds every collector the configuration enables.
@@ -285,7 +292,7 @@ pub fn build_enabled(cfg: &Config) -> anyhow::Result<Vec<Box<dyn Collector>>> {
         out.push(Box::new(sockets::Sockets::new(&c.sockets)));
     }
     if c.sysctl.enabled {
-        out.push(Box::new(sysctl::Sysctl::default()));
+        out.push(Box::new(sysctl::Sysctl::new(c.sysctl.interval)));
     }
     if c.nftables.enabled {
         out.push(Box::new(nftables::Nftables::new(&c.nftables)?));

@@ -1,14 +1,21 @@
-//! Interfaces: every `/proc/net/dev` counter plus link attributes from sysfs.
+//! Interfaces: every `/proc/net/dev` counter and the link state, from one
+//! rtnetlink `RTM_GETLINK` dump a tick on the live kernel (sysfs only for
+//! `speed`), or from `/proc/net/dev` plus sysfs attributes under a captured
+//! `--path.procfs` tree, when the dump fails (`source: auto`) or when configured.
+//! Both sources give the same series with the same values.
+
+use std::borrow::Cow;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use regex::Regex;
-
-use std::sync::Arc;
-
 use rustc_hash::FxHashMap;
 
+use super::conntrack::{next_seq, DumpError, NfnlSocket};
 use super::{CollectContext, CollectError, Collector, KeptFiles};
 use crate::catalog::{CollectorDoc, MetricDesc, MetricKind};
-use crate::config::NetdevConfig;
+use crate::config::{NetdevConfig, NetdevSource};
+use crate::netlink::rtnetlink::{getlink_dump_request, parse_getlink_dump, Link, LinkStats};
 use crate::parse::netdev::{parse_proc_net_dev, parse_speed_bits, parse_u64_attr, OPERSTATES};
 use crate::snapshot::{Emitter, LabelValue, LabelValues};
 
@@ -208,7 +215,7 @@ pub static INFO: MetricDesc = MetricDesc::new(
 
 pub static DOC: CollectorDoc = CollectorDoc {
     collector: "netdev",
-    source: "/proc/net/dev, /sys/class/net/<device>/{operstate,carrier,carrier_changes,speed,mtu,tx_queue_len,type,statistics/rx_missed_errors}",
+    source: "rtnetlink RTM_GETLINK (IFLA_STATS64, IFLA_OPERSTATE, IFLA_CARRIER, IFLA_CARRIER_CHANGES, IFLA_MTU, IFLA_TXQLEN) and /sys/class/net/<device>/speed; or /proc/net/dev and /sys/class/net/<device>/{operstate,carrier,carrier_changes,speed,mtu,tx_queue_len,type,statistics/rx_missed_errors}",
     capabilities: "none",
     metrics: &[
         &RX_BYTES, &RX_PACKETS, &RX_ERRS, &RX_DROP, &RX_FIFO, &RX_FRAME, &RX_COMPRESSED,
@@ -222,7 +229,15 @@ pub static DOC: CollectorDoc = CollectorDoc {
 pub struct Netdev {
     include: Option<Regex>,
     exclude: Option<Regex>,
-    /// /proc/net/dev, kept open ([`KeptFiles`]).
+    source: NetdevSource,
+    /// rtnetlink source: the socket (kept across ticks), the last dump, and each
+    /// device's sysfs `speed`, which no link dump carries.
+    link_socket: Option<NfnlSocket>,
+    links: Vec<Link<'static>>,
+    speeds: FxHashMap<u32, SpeedFile>,
+    /// The rtnetlink failure already logged (`auto` falls back to procfs then).
+    fallback_logged: Option<String>,
+    /// procfs source: /proc/net/dev, kept open ([`KeptFiles`]).
     proc: KeptFiles,
     buf: Vec<u8>,
     /// Kept across ticks: a fresh 4 KiB buffer per tick cost an allocation, a
@@ -245,12 +260,99 @@ struct DevFiles {
     seen: bool,
 }
 
+/// A device's sysfs `speed` under the rtnetlink source, re-read only when it can
+/// have changed: the device is new or renamed, its operstate or carrier count
+/// moved (renegotiation drops the carrier), or [`SPEED_REFRESH`] passed (a bond's
+/// speed follows its ports without a carrier change). Reading `speed` runs the
+/// driver's ethtool query under the RTNL lock, which a tick should not take for
+/// every device of a busy host.
+struct SpeedFile {
+    name: String,
+    files: KeptFiles,
+    value: Option<f64>,
+    read_at: Instant,
+    operstate: Option<u8>,
+    carrier_changes: Option<u32>,
+    seen: bool,
+}
+
+/// The longest a cached link speed is reported without re-reading it.
+pub const SPEED_REFRESH: Duration = Duration::from_secs(30);
+
+/// One device's values, from either source.
+struct Device<'a> {
+    name: &'a str,
+    /// In [`COUNTERS`] order, with `/proc/net/dev`'s sums.
+    counters: [u64; 16],
+    rx_missed: Option<u64>,
+    operstate: &'a str,
+    link_type: Option<u64>,
+    carrier: Option<u64>,
+    carrier_changes: Option<u64>,
+    speed: Option<f64>,
+    mtu: Option<u64>,
+    txqlen: Option<u64>,
+}
+
+static COUNTERS: [&MetricDesc; 16] = [
+    &RX_BYTES,
+    &RX_PACKETS,
+    &RX_ERRS,
+    &RX_DROP,
+    &RX_FIFO,
+    &RX_FRAME,
+    &RX_COMPRESSED,
+    &RX_MULTICAST,
+    &TX_BYTES,
+    &TX_PACKETS,
+    &TX_ERRS,
+    &TX_DROP,
+    &TX_FIFO,
+    &TX_COLLS,
+    &TX_CARRIER,
+    &TX_COMPRESSED,
+];
+
+/// The counters as `/proc/net/dev` sums them (`dev_seq_printf_stats`), so both
+/// sources report the same values.
+fn proc_net_dev_counters(s: &LinkStats) -> [u64; 16] {
+    let sum = |xs: &[u64]| xs.iter().fold(0u64, |a, &x| a.wrapping_add(x));
+    [
+        s.rx_bytes,
+        s.rx_packets,
+        s.rx_errors,
+        sum(&[s.rx_dropped, s.rx_missed_errors]),
+        s.rx_fifo_errors,
+        sum(&[s.rx_length_errors, s.rx_over_errors, s.rx_crc_errors, s.rx_frame_errors]),
+        s.rx_compressed,
+        s.multicast,
+        s.tx_bytes,
+        s.tx_packets,
+        s.tx_errors,
+        s.tx_dropped,
+        s.tx_fifo_errors,
+        s.collisions,
+        sum(&[
+            s.tx_carrier_errors,
+            s.tx_aborted_errors,
+            s.tx_window_errors,
+            s.tx_heartbeat_errors,
+        ]),
+        s.tx_compressed,
+    ]
+}
+
 impl Netdev {
     pub fn new(cfg: &NetdevConfig) -> anyhow::Result<Self> {
         let compile = |r: &Option<String>| r.as_deref().map(Regex::new).transpose();
         Ok(Netdev {
             include: compile(&cfg.include)?,
             exclude: compile(&cfg.exclude)?,
+            source: cfg.source,
+            link_socket: None,
+            links: Vec::new(),
+            speeds: FxHashMap::default(),
+            fallback_logged: None,
             proc: KeptFiles::default(),
             buf: Vec::new(),
             attr_buf: Vec::new(),
@@ -258,9 +360,8 @@ impl Netdev {
         })
     }
 
-    fn wanted(&self, name: &str) -> bool {
-        self.include.as_ref().is_none_or(|r| r.is_match(name))
-            && !self.exclude.as_ref().is_some_and(|r| r.is_match(name))
+    fn wanted(include: &Option<Regex>, exclude: &Option<Regex>, name: &str) -> bool {
+        include.as_ref().is_none_or(|r| r.is_match(name)) && !exclude.as_ref().is_some_and(|r| r.is_match(name))
     }
 
     /// The attribute files of `dev`, reopened if the name now belongs to another
@@ -282,6 +383,155 @@ impl Netdev {
         d.seen = true;
         d
     }
+
+    /// One whole link dump into `self.links` (nothing is emitted from a dump that
+    /// fails half-way, so the procfs fallback does not double a device).
+    fn dump_links(&mut self) -> Result<(), DumpError> {
+        let sock = match &mut self.link_socket {
+            Some(s) => s,
+            None => self
+                .link_socket
+                .insert(NfnlSocket::open_protocol(netlink_sys::protocols::NETLINK_ROUTE)?),
+        };
+        let seq = next_seq();
+        let links = &mut self.links;
+        links.clear();
+        let r = sock.exchange(&getlink_dump_request(seq), None, |datagram| {
+            parse_getlink_dump(datagram, Some(seq), |l| {
+                links.push(Link {
+                    name: Cow::Owned(l.name.into_owned()),
+                    ..l
+                })
+            })
+        });
+        if r.is_err() {
+            // The socket may still hold the rest of the failed dump.
+            self.link_socket = None;
+        }
+        r
+    }
+
+    fn collect_netlink(&mut self, ctx: &CollectContext, out: &mut Emitter) -> Result<(), DumpError> {
+        self.dump_links()?;
+        let mut buf = std::mem::take(&mut self.attr_buf);
+        let Netdev {
+            include,
+            exclude,
+            links,
+            speeds,
+            ..
+        } = self;
+        links.sort_by(|a, b| a.name.cmp(&b.name));
+        for l in links.iter() {
+            if !Self::wanted(include, exclude, &l.name) {
+                continue;
+            }
+            let stats = l.stats.unwrap_or_default();
+            let speed = link_speed(speeds, ctx, l, &mut buf);
+            emit_device(
+                out,
+                &Device {
+                    name: &l.name,
+                    counters: proc_net_dev_counters(&stats),
+                    rx_missed: l.stats.map(|s| s.rx_missed_errors),
+                    operstate: l
+                        .operstate
+                        .and_then(|s| OPERSTATES.get(usize::from(s)))
+                        .copied()
+                        .unwrap_or("unknown"),
+                    link_type: Some(u64::from(l.link_type)),
+                    // sysfs `carrier` (and so the procfs source) has none while
+                    // the device is administratively down.
+                    carrier: l.carrier.filter(|_| l.admin_up).map(u64::from),
+                    carrier_changes: l.carrier_changes.map(u64::from),
+                    speed,
+                    mtu: l.mtu.map(u64::from),
+                    txqlen: l.txqlen.map(u64::from),
+                },
+            );
+        }
+        speeds.retain(|_, s| std::mem::take(&mut s.seen));
+        self.attr_buf = buf;
+        Ok(())
+    }
+
+    fn collect_procfs(&mut self, ctx: &CollectContext, out: &mut Emitter) -> Result<(), CollectError> {
+        let path = ctx.proc_path("net/dev");
+        self.proc.read_into(&path, &mut self.buf)?;
+        let devs = parse_proc_net_dev(&self.buf).map_err(|e| CollectError::parse(path, e))?;
+        let mut attr_buf = std::mem::take(&mut self.attr_buf);
+        for d in &devs {
+            if !Self::wanted(&self.include, &self.exclude, &d.name) {
+                continue;
+            }
+            let counters = [
+                d.recv_bytes,
+                d.recv_packets,
+                d.recv_errs,
+                d.recv_drop,
+                d.recv_fifo,
+                d.recv_frame,
+                d.recv_compressed,
+                d.recv_multicast,
+                d.sent_bytes,
+                d.sent_packets,
+                d.sent_errs,
+                d.sent_drop,
+                d.sent_fifo,
+                d.sent_colls,
+                d.sent_carrier,
+                d.sent_compressed,
+            ];
+            let files = self.dev_files(ctx, &d.name);
+            sysfs_device(files, ctx, &d.name, counters, &mut attr_buf, out);
+        }
+        self.attr_buf = attr_buf;
+        // Devices that are gone (or filtered out) release their files.
+        self.devs.retain(|_, d| std::mem::take(&mut d.seen));
+        Ok(())
+    }
+}
+
+/// The device's sysfs `speed`, read again only when it may have changed
+/// ([`SpeedFile`]).
+fn link_speed(
+    speeds: &mut FxHashMap<u32, SpeedFile>,
+    ctx: &CollectContext,
+    l: &Link,
+    buf: &mut Vec<u8>,
+) -> Option<f64> {
+    let now = Instant::now();
+    let s = speeds.entry(l.index).or_insert_with(|| SpeedFile {
+        name: String::new(),
+        files: KeptFiles::default(),
+        value: None,
+        read_at: now,
+        operstate: None,
+        carrier_changes: None,
+        seen: false,
+    });
+    let renamed = s.name != l.name;
+    if renamed {
+        s.name = l.name.to_string();
+        s.files = KeptFiles::default();
+    }
+    if renamed
+        || s.operstate != l.operstate
+        || s.carrier_changes != l.carrier_changes
+        || now.duration_since(s.read_at) >= SPEED_REFRESH
+    {
+        let path = ctx.sys_path(&format!("class/net/{}/speed", l.name));
+        s.value = s
+            .files
+            .read_attribute_into(&path, buf)
+            .ok()
+            .and_then(|()| parse_speed_bits(buf));
+        s.read_at = now;
+        s.operstate = l.operstate;
+        s.carrier_changes = l.carrier_changes;
+    }
+    s.seen = true;
+    s.value
 }
 
 impl DevFiles {
@@ -299,89 +549,97 @@ impl Collector for Netdev {
     }
 
     fn collect(&mut self, ctx: &CollectContext, out: &mut Emitter) -> Result<(), CollectError> {
-        let path = ctx.proc_path("net/dev");
-        self.proc.read_into(&path, &mut self.buf)?;
-        let devs = parse_proc_net_dev(&self.buf).map_err(|e| CollectError::parse(path, e))?;
-        let mut attr_buf = std::mem::take(&mut self.attr_buf);
-        for d in &devs {
-            if !self.wanted(&d.name) {
-                continue;
+        let netlink = match self.source {
+            NetdevSource::Auto => ctx.is_live(),
+            NetdevSource::Netlink => true,
+            NetdevSource::Procfs => false,
+        };
+        if netlink {
+            match self.collect_netlink(ctx, out) {
+                Ok(()) => {
+                    self.fallback_logged = None;
+                    return Ok(());
+                }
+                Err(e) if self.source == NetdevSource::Netlink => {
+                    return Err(CollectError::Netlink(format!("RTM_GETLINK dump: {e}")));
+                }
+                Err(e) => {
+                    let why = e.to_string();
+                    if self.fallback_logged.as_ref() != Some(&why) {
+                        tracing::warn!(error = %why, "netdev: rtnetlink link dump failed; reading /proc/net/dev and sysfs instead");
+                        self.fallback_logged = Some(why);
+                    }
+                }
             }
-            // One shared label set per device rather than a Vec and an Arc per sample.
-            let labels: LabelValues = Arc::from([LabelValue::from(d.name.as_str())]);
-            let l = || labels.clone();
-            for (desc, v) in [
-                (&RX_BYTES, d.recv_bytes),
-                (&RX_PACKETS, d.recv_packets),
-                (&RX_ERRS, d.recv_errs),
-                (&RX_DROP, d.recv_drop),
-                (&RX_FIFO, d.recv_fifo),
-                (&RX_FRAME, d.recv_frame),
-                (&RX_COMPRESSED, d.recv_compressed),
-                (&RX_MULTICAST, d.recv_multicast),
-                (&TX_BYTES, d.sent_bytes),
-                (&TX_PACKETS, d.sent_packets),
-                (&TX_ERRS, d.sent_errs),
-                (&TX_DROP, d.sent_drop),
-                (&TX_FIFO, d.sent_fifo),
-                (&TX_COLLS, d.sent_colls),
-                (&TX_CARRIER, d.sent_carrier),
-                (&TX_COMPRESSED, d.sent_compressed),
-            ] {
-                out.push(desc, l(), v as f64);
-            }
-            let files = self.dev_files(ctx, &d.name);
-            sysfs_attributes(files, ctx, &d.name, &mut attr_buf, out);
         }
-        self.attr_buf = attr_buf;
-        // Devices that are gone (or filtered out) release their files.
-        self.devs.retain(|_, d| std::mem::take(&mut d.seen));
-        Ok(())
+        self.collect_procfs(ctx, out)
     }
 }
 
-/// sysfs attributes are best effort: a device can vanish between the two reads,
-/// and `carrier`/`speed` return EINVAL while the link is down.
-fn sysfs_attributes(files: &mut DevFiles, ctx: &CollectContext, dev: &str, buf: &mut Vec<u8>, out: &mut Emitter) {
-    let dev_label = LabelValue::from(dev);
+fn emit_device(out: &mut Emitter, d: &Device) {
+    let dev_label = LabelValue::from(d.name);
+    // One shared label set per device rather than a Vec and an Arc per sample.
     let labels: LabelValues = Arc::from([dev_label.clone()]);
     let l = || labels.clone();
+    for (desc, v) in COUNTERS.iter().zip(d.counters) {
+        out.push(*desc, l(), v as f64);
+    }
+    out.push(&UP, l(), if d.operstate == "up" { 1.0 } else { 0.0 });
+    for state in OPERSTATES {
+        out.push(
+            &OPERSTATE,
+            [dev_label.clone(), LabelValue::from(state)],
+            (state == d.operstate) as u8 as f64,
+        );
+    }
+    let ty = d.link_type.map(|t| t.to_string()).unwrap_or_default();
+    out.push(&INFO, [dev_label, ty.into(), LabelValue::from(d.operstate)], 1.0);
+    for (desc, v) in [(&CARRIER, d.carrier), (&CARRIER_CHANGES, d.carrier_changes)] {
+        if let Some(v) = v {
+            out.push(desc, l(), v as f64);
+        }
+    }
+    if let Some(v) = d.speed {
+        out.push(&SPEED, l(), v);
+    }
+    for (desc, v) in [(&MTU, d.mtu), (&TXQLEN, d.txqlen), (&RX_MISSED, d.rx_missed)] {
+        if let Some(v) = v {
+            out.push(desc, l(), v as f64);
+        }
+    }
+}
+
+/// The procfs source's link attributes, best effort: a device can vanish between
+/// the two reads, and `carrier`/`speed` return EINVAL while the link is down.
+fn sysfs_device(
+    files: &mut DevFiles,
+    ctx: &CollectContext,
+    dev: &str,
+    counters: [u64; 16],
+    buf: &mut Vec<u8>,
+    out: &mut Emitter,
+) {
     let operstate = files
         .read_attr(ctx, dev, "operstate", buf)
         .and_then(|b| std::str::from_utf8(b).ok())
         .map(|s| s.trim().to_string())
         .unwrap_or_else(|| "unknown".to_string());
-    out.push(&UP, l(), if operstate == "up" { 1.0 } else { 0.0 });
-    for state in OPERSTATES {
-        out.push(
-            &OPERSTATE,
-            [dev_label.clone(), LabelValue::from(state)],
-            (state == operstate) as u8 as f64,
-        );
-    }
-    // Read before the closure below takes `files` (-1 and EINVAL mean unknown).
+    // -1 and EINVAL mean unknown.
     let speed = files.read_attr(ctx, dev, "speed", buf).and_then(parse_speed_bits);
     let mut attr_u64 = |a: &str| files.read_attr(ctx, dev, a, buf).and_then(parse_u64_attr);
-    let ty = attr_u64("type").map(|t| t.to_string()).unwrap_or_default();
-    out.push(&INFO, [dev_label, ty.into(), operstate.into()], 1.0);
-    if let Some(v) = attr_u64("carrier") {
-        out.push(&CARRIER, l(), v as f64);
-    }
-    if let Some(v) = attr_u64("carrier_changes") {
-        out.push(&CARRIER_CHANGES, l(), v as f64);
-    }
-    if let Some(v) = speed {
-        out.push(&SPEED, l(), v);
-    }
-    if let Some(v) = attr_u64("mtu") {
-        out.push(&MTU, l(), v as f64);
-    }
-    if let Some(v) = attr_u64("tx_queue_len") {
-        out.push(&TXQLEN, l(), v as f64);
-    }
-    if let Some(v) = attr_u64("statistics/rx_missed_errors") {
-        out.push(&RX_MISSED, l(), v as f64);
-    }
+    let device = Device {
+        name: dev,
+        counters,
+        link_type: attr_u64("type"),
+        carrier: attr_u64("carrier"),
+        carrier_changes: attr_u64("carrier_changes"),
+        speed,
+        mtu: attr_u64("mtu"),
+        txqlen: attr_u64("tx_queue_len"),
+        rx_missed: attr_u64("statistics/rx_missed_errors"),
+        operstate: &operstate,
+    };
+    emit_device(out, &device);
 }
 
 #[cfg(test)]
@@ -416,6 +674,7 @@ mod tests {
             enabled: true,
             include: None,
             exclude: None,
+            source: NetdevSource::Auto,
         })
         .expect("netdev");
         assert_eq!(mtu(&mut c, &ctx, "eth0"), Some(1500.0));

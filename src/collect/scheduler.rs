@@ -75,6 +75,8 @@ struct Slot {
     cpu_avg: f64,
     runs: u32,
     every: u32,
+    /// The least `every` the collector accepts ([`Collector::min_interval`]).
+    floor: u32,
     countdown: u32,
     logged_error: Option<String>,
 }
@@ -127,7 +129,11 @@ impl Scheduler {
     ) -> Self {
         let slots = collectors
             .into_iter()
-            .map(|c| Slot {
+            .map(|c| {
+                let floor = ticks_at_least(c.min_interval(), interval);
+                (c, floor)
+            })
+            .map(|(c, floor)| Slot {
                 name: c.name(),
                 collector: Arc::new(Mutex::new(c)),
                 running: Arc::new(AtomicBool::new(false)),
@@ -138,7 +144,8 @@ impl Scheduler {
                 last_wall: 0.0,
                 cpu_avg: 0.0,
                 runs: 0,
-                every: 1,
+                every: floor,
+                floor,
                 countdown: 0,
                 logged_error: None,
             })
@@ -271,10 +278,10 @@ impl Scheduler {
                 "collector exceeds the CPU budget; lowering its cadence"
             );
         }
-        for slot in self.slots.iter_mut().filter(|s| s.every > 1) {
+        for slot in self.slots.iter_mut().filter(|s| s.every > s.floor) {
             let gain = share(slot);
             if total + gain < self.cpu_budget * 0.5 {
-                slot.every /= 2;
+                slot.every = (slot.every / 2).max(slot.floor);
                 total += gain;
                 tracing::info!(
                     collector = slot.name,
@@ -322,6 +329,16 @@ impl Scheduler {
         families.extend(tail.into_families());
         Snapshot::new(taken_at, families)
     }
+}
+
+/// Ticks of `interval` that span at least `min` (one at least).
+fn ticks_at_least(min: Duration, interval: Duration) -> u32 {
+    if interval.is_zero() {
+        return 1;
+    }
+    let n = min.as_secs_f64() / interval.as_secs_f64();
+    // Rounded, so 30 s at 4 s ticks is every 8th tick, not 7.5 rounded down.
+    (n.ceil() as u32).clamp(1, MAX_SKIP)
 }
 
 /// Runs one collector in a blocking task of its own.
@@ -584,5 +601,51 @@ mod tests {
                 .unwrap_or(0.0);
         }
         assert!(interval >= 4.0, "cadence stayed at {interval}s");
+    }
+
+    /// Runs every 3rd tick at most, however much budget there is.
+    struct Settings(u32);
+    impl Collector for Settings {
+        fn name(&self) -> &'static str {
+            "settings"
+        }
+        fn collect(&mut self, _: &CollectContext, out: &mut Emitter) -> Result<(), CollectError> {
+            self.0 += 1;
+            out.push0(&FAST_RUNS, f64::from(self.0));
+            Ok(())
+        }
+        fn min_interval(&self) -> Duration {
+            Duration::from_millis(2500)
+        }
+    }
+
+    /// A collector's minimum interval is a floor on its cadence: it runs on the
+    /// first tick and then every ceil(2.5 s / 1 s) = 3 ticks, its samples repeated
+    /// in between, and an ample budget does not raise the cadence above it.
+    #[tokio::test]
+    async fn a_minimum_interval_spaces_the_runs_and_repeats_the_samples() {
+        let mut sched = Scheduler::new(
+            vec![Box::new(Settings(0))],
+            CollectContext::new("/nonexistent", "/nonexistent"),
+            Duration::from_secs(1),
+            Duration::from_secs(1),
+            100.0,
+        );
+        let mut seen = Vec::new();
+        for _ in 0..10 {
+            let snap = sched.tick().await;
+            seen.push(snap.value("test_fast_runs", &[]).expect("repeated between runs"));
+            assert_eq!(
+                snap.value("netsight_collector_interval_seconds", &[("collector", "settings")]),
+                Some(3.0)
+            );
+        }
+        assert_eq!(seen, [1.0, 1.0, 1.0, 2.0, 2.0, 2.0, 3.0, 3.0, 3.0, 4.0]);
+        assert_eq!(ticks_at_least(Duration::from_secs(30), Duration::from_secs(4)), 8);
+        assert_eq!(ticks_at_least(Duration::ZERO, Duration::from_secs(5)), 1);
+        assert_eq!(
+            ticks_at_least(Duration::from_secs(3600), Duration::from_secs(1)),
+            MAX_SKIP
+        );
     }
 }

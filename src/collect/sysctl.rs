@@ -224,11 +224,26 @@ pub static DOC: CollectorDoc = CollectorDoc {
 pub struct Sysctl {
     files: KeptFiles,
     buf: Vec<u8>,
+    interval: std::time::Duration,
+}
+
+impl Sysctl {
+    /// Read at most every `interval` (the scheduler repeats the last values).
+    pub fn new(interval: std::time::Duration) -> Self {
+        Sysctl {
+            interval,
+            ..Sysctl::default()
+        }
+    }
 }
 
 impl Collector for Sysctl {
     fn name(&self) -> &'static str {
         "sysctl"
+    }
+
+    fn min_interval(&self) -> std::time::Duration {
+        self.interval
     }
 
     fn collect(&mut self, ctx: &CollectContext, out: &mut Emitter) -> Result<(), CollectError> {
@@ -288,7 +303,7 @@ mod tests {
         let ctx = CollectContext::new(&dir, "/sys");
         let mut c = Sysctl {
             files: KeptFiles::retrying_absent_after(std::time::Duration::ZERO),
-            buf: Vec::new(),
+            ..Sysctl::default()
         };
 
         let mut out = Emitter::new();

@@ -488,66 +488,22 @@ fn flow_from(l3: u8, body: &[u8]) -> Result<Flow, String> {
 /// `NLMSG_DONE` is seen. When `seq` is given every message must carry it.
 pub fn parse_ct_dump(bytes: &[u8], seq: Option<u32>, mut on_flow: impl FnMut(&Flow)) -> Result<bool, CtnlError> {
     let new_type = (u16::from(NFNL_SUBSYS_CTNETLINK) << 8) | u16::from(IPCTNL_MSG_CT_NEW);
-    let mut offset = 0;
-    while offset < bytes.len() {
-        let rest = &bytes[offset..];
-        if rest.len() < NLMSG_HDRLEN {
-            return Err(CtnlError::malformed(offset, format!("{} trailing bytes", rest.len())));
+    let walked = super::walk_messages(bytes, seq, |header, payload| {
+        let offset = header.offset;
+        if header.kind != new_type {
+            return Err(CtnlError::malformed(
+                offset,
+                format!("message type {:#06x}, expected {new_type:#06x}", header.kind),
+            ));
         }
-        let len = u32::from_ne_bytes([rest[0], rest[1], rest[2], rest[3]]) as usize;
-        let ty = u16::from_ne_bytes([rest[4], rest[5]]);
-        let msg_seq = u32::from_ne_bytes([rest[8], rest[9], rest[10], rest[11]]);
-        if len < NLMSG_HDRLEN {
-            return Err(CtnlError::malformed(offset, format!("message length {len}")));
+        if payload.len() < 4 {
+            return Err(CtnlError::malformed(offset, "short nfgenmsg"));
         }
-        let Some(one) = rest.get(..len) else {
-            return Err(CtnlError::malformed(offset, "message longer than buffer"));
-        };
-        if let Some(seq) = seq {
-            if msg_seq != seq {
-                return Err(CtnlError::malformed(
-                    offset,
-                    format!("sequence number {msg_seq} instead of {seq}"),
-                ));
-            }
-        }
-        let payload = &one[NLMSG_HDRLEN..];
-        match ty {
-            // NLMSG_NOOP
-            1 => {}
-            // NLMSG_ERROR
-            2 => {
-                let code = payload
-                    .get(..4)
-                    .map(|b| i32::from_ne_bytes([b[0], b[1], b[2], b[3]]))
-                    .ok_or_else(|| CtnlError::malformed(offset, "short NLMSG_ERROR"))?;
-                if code != 0 {
-                    return Err(CtnlError::Kernel {
-                        errno: code.saturating_abs(),
-                    });
-                }
-            }
-            // NLMSG_DONE
-            3 => return Ok(true),
-            // NLMSG_OVERRUN
-            4 => return Err(CtnlError::malformed(offset, "NLMSG_OVERRUN")),
-            ty if ty == new_type => {
-                if payload.len() < 4 {
-                    return Err(CtnlError::malformed(offset, "short nfgenmsg"));
-                }
-                let flow = flow_from(payload[0], &payload[4..]).map_err(|m| CtnlError::malformed(offset, m))?;
-                on_flow(&flow);
-            }
-            ty => {
-                return Err(CtnlError::malformed(
-                    offset,
-                    format!("message type {ty:#06x}, expected {new_type:#06x}"),
-                ))
-            }
-        }
-        offset = offset.saturating_add((len + 3) & !3).min(bytes.len());
-    }
-    Ok(false)
+        let flow = flow_from(payload[0], &payload[4..]).map_err(|m| CtnlError::malformed(offset, m))?;
+        on_flow(&flow);
+        Ok(super::Walk::Continue)
+    })?;
+    Ok(walked.done)
 }
 
 #[cfg(test)]

@@ -26,8 +26,7 @@ use std::borrow::Cow;
 use std::fmt;
 
 use netlink_packet_core::{
-    DecodeError, NetlinkHeader, NetlinkMessage, NetlinkPayload, ParseableParametrized, NLM_F_DUMP, NLM_F_DUMP_INTR,
-    NLM_F_REQUEST,
+    DecodeError, NetlinkHeader, NetlinkMessage, NetlinkPayload, ParseableParametrized, NLM_F_DUMP, NLM_F_REQUEST,
 };
 use netlink_packet_netfilter::nftables::{
     ChainAttribute, ChainMessage, GenAttribute, GenMessage, Hook, NfTablesMessage, RuleMessage, SetElementList,
@@ -59,12 +58,11 @@ pub const NFT_OBJECT_COUNTER: u32 = 1;
 pub const NFT_SET_ANONYMOUS: u32 = 0x1;
 pub const NFT_SET_MAP: u32 = 0x8;
 
-const NLMSG_HDRLEN: usize = 16;
 const NFGENMSG_LEN: usize = 4;
-const NLMSG_NOOP: u16 = 1;
-const NLMSG_ERROR: u16 = 2;
-const NLMSG_DONE: u16 = 3;
-const NLMSG_OVERRUN: u16 = 4;
+#[cfg(test)]
+use super::{NLMSG_DONE, NLMSG_ERROR, NLMSG_OVERRUN};
+#[cfg(test)]
+use netlink_packet_core::NLM_F_DUMP_INTR;
 
 // Rule attributes (enum nft_rule_attributes).
 const NFTA_RULE_TABLE: u16 = 1;
@@ -777,68 +775,27 @@ fn malformed(offset: usize, message: impl Into<String>) -> CtnlError {
 /// `NFT_MSG_<reply>` (one of the `NFT_MSG_NEW*` constants). Messages after
 /// `NLMSG_DONE` are ignored; when `seq` is given every message must carry it.
 pub fn parse_reply(bytes: &[u8], reply: u8, seq: Option<u32>) -> Result<Chunk, CtnlError> {
-    let mut chunk = Chunk::default();
-    let mut offset = 0;
-    while offset < bytes.len() {
-        let rest = &bytes[offset..];
-        if rest.len() < NLMSG_HDRLEN {
-            return Err(malformed(offset, format!("{} trailing bytes", rest.len())));
+    let mut items = Vec::new();
+    let walked = super::walk_messages(bytes, seq, |header, payload| {
+        if header.kind != nft_type(reply) {
+            return Err(malformed(
+                header.offset,
+                format!("message type {:#06x}, expected {:#06x}", header.kind, nft_type(reply)),
+            ));
         }
-        let len = u32::from_ne_bytes([rest[0], rest[1], rest[2], rest[3]]) as usize;
-        let ty = u16::from_ne_bytes([rest[4], rest[5]]);
-        let flags = u16::from_ne_bytes([rest[6], rest[7]]);
-        let msg_seq = u32::from_ne_bytes([rest[8], rest[9], rest[10], rest[11]]);
-        if len < NLMSG_HDRLEN {
-            return Err(malformed(offset, format!("message length {len}")));
-        }
-        let Some(one) = rest.get(..len) else {
-            return Err(malformed(offset, "message longer than buffer"));
-        };
-        if let Some(seq) = seq {
-            if msg_seq != seq {
-                return Err(malformed(offset, format!("sequence number {msg_seq} instead of {seq}")));
-            }
-        }
-        if flags & NLM_F_DUMP_INTR != 0 {
-            chunk.interrupted = true;
-        }
-        let payload = &one[NLMSG_HDRLEN..];
-        match ty {
-            NLMSG_DONE => {
-                chunk.done = true;
-                return Ok(chunk);
-            }
-            NLMSG_ERROR => {
-                let code = payload
-                    .get(..4)
-                    .map(|b| i32::from_ne_bytes([b[0], b[1], b[2], b[3]]))
-                    .ok_or_else(|| malformed(offset, "short NLMSG_ERROR"))?;
-                if code != 0 {
-                    return Err(CtnlError::Kernel {
-                        errno: code.saturating_abs(),
-                    });
-                }
-            }
-            NLMSG_NOOP => {}
-            NLMSG_OVERRUN => return Err(malformed(offset, "NLMSG_OVERRUN")),
-            ty if ty == nft_type(reply) => {
-                let item = parse_message(reply, payload).map_err(|m| malformed(offset, m))?;
-                if reply == NFT_MSG_NEWGEN {
-                    // GETGEN is answered by one message, without NLMSG_DONE.
-                    chunk.done = true;
-                }
-                chunk.items.push(item);
-            }
-            ty => {
-                return Err(malformed(
-                    offset,
-                    format!("message type {ty:#06x}, expected {:#06x}", nft_type(reply)),
-                ))
-            }
-        }
-        offset = offset.saturating_add((len + 3) & !3).min(bytes.len());
-    }
-    Ok(chunk)
+        items.push(parse_message(reply, payload).map_err(|m| malformed(header.offset, m))?);
+        // GETGEN is answered by one message, without NLMSG_DONE.
+        Ok(if reply == NFT_MSG_NEWGEN {
+            super::Walk::Done
+        } else {
+            super::Walk::Continue
+        })
+    })?;
+    Ok(Chunk {
+        items,
+        done: walked.done,
+        interrupted: walked.interrupted,
+    })
 }
 
 fn decode(e: DecodeError) -> String {

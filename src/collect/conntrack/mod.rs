@@ -588,7 +588,13 @@ pub struct NfnlSocket {
 
 impl NfnlSocket {
     pub fn open() -> Result<NfnlSocket, DumpError> {
-        let mut sock = Socket::new(NETLINK_NETFILTER).map_err(io_err("socket"))?;
+        Self::open_protocol(NETLINK_NETFILTER)
+    }
+
+    /// The same exchange over another netlink protocol (`NETLINK_ROUTE` for link
+    /// dumps).
+    pub fn open_protocol(protocol: isize) -> Result<NfnlSocket, DumpError> {
+        let mut sock = Socket::new(protocol).map_err(io_err("socket"))?;
         sock.bind_auto().map_err(io_err("bind"))?;
         sock.connect(&SocketAddr::new(0, 0)).map_err(io_err("connect"))?;
         set_recv_timeout(&sock, RECV_TIMEOUT).map_err(io_err("setsockopt(SO_RCVTIMEO)"))?;
