@@ -135,10 +135,13 @@ pub struct Sample {
     pub value: Value,
 }
 
+/// A family's samples: one is held inline (most families have one sample).
+pub type Samples = smallvec::SmallVec<[Sample; 1]>;
+
 #[derive(Clone, Debug)]
 pub struct Family {
     pub desc: DescRef,
-    pub samples: Vec<Sample>,
+    pub samples: Samples,
     /// Label names decided at run time (the rule engine's outputs carry the union of
     /// the loaded rules' group labels); `None` means the descriptor's `labels`.
     pub dynamic_labels: Option<Arc<[String]>>,
@@ -154,7 +157,7 @@ impl Family {
         Family {
             key: name_key(&desc.name),
             desc,
-            samples: Vec::new(),
+            samples: Samples::new(),
             dynamic_labels: None,
         }
     }
@@ -218,6 +221,18 @@ impl Emitter {
         Self::default()
     }
 
+    /// Families made so far.
+    pub fn family_count(&self) -> usize {
+        self.families.len()
+    }
+
+    /// Room for `n` more families, so a collector that knows how many it makes
+    /// (netstat: ~400) does not regrow and rehash as it goes.
+    pub fn reserve_families(&mut self, n: usize) {
+        self.families.reserve(n);
+        self.index.reserve(n);
+    }
+
     /// Reserves room for `n` samples of `desc` when its family is created (the
     /// family still only appears once something is pushed to it).
     pub fn size_hint(&mut self, desc: &'static MetricDesc, n: usize) {
@@ -276,7 +291,7 @@ impl Emitter {
             .map_or(single, |h| h.1);
         self.families.push(Family {
             desc,
-            samples: Vec::with_capacity(cap),
+            samples: Samples::with_capacity(cap),
             dynamic_labels: None,
             key,
         });

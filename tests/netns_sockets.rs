@@ -502,7 +502,7 @@ fn run_sockets(s: &mut netsight::collect::sockets::Sockets) -> Emitted {
     s.collect(&ctx, &mut out).expect("collect");
     out.into_families()
         .into_iter()
-        .map(|f| (f.desc.name.to_string(), f.samples))
+        .map(|f| (f.desc.name.to_string(), f.samples.into_vec()))
         .collect()
 }
 

@@ -122,6 +122,8 @@ pub struct Netstat {
     snmp6: Layout,
     files: KeptFiles,
     buf: Vec<u8>,
+    /// Families made last run: room for as many is reserved up front.
+    last_count: usize,
 }
 
 /// A field's descriptor, built the first time the field is seen.
@@ -210,9 +212,13 @@ impl Collector for Netstat {
     }
 
     fn collect(&mut self, ctx: &CollectContext, out: &mut Emitter) -> Result<(), CollectError> {
+        let before = out.family_count();
+        out.reserve_families(self.last_count);
         self.read_table(ctx, 0, out)?;
         self.read_table(ctx, 1, out)?;
-        self.read_snmp6(ctx, out)
+        self.read_snmp6(ctx, out)?;
+        self.last_count = out.family_count() - before;
+        Ok(())
     }
 }
 
