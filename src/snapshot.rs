@@ -169,6 +169,15 @@ impl Family {
         }
     }
 
+    /// Whether the family's label names are `names`, in order (without the
+    /// allocation of [`Family::label_names`]).
+    pub fn label_names_eq(&self, names: &[String]) -> bool {
+        match &self.dynamic_labels {
+            Some(own) => own.iter().eq(names.iter()),
+            None => self.desc.labels.iter().copied().eq(names.iter().map(String::as_str)),
+        }
+    }
+
     /// Index of label `name`, if the family has it.
     pub fn label_index(&self, name: &str) -> Option<usize> {
         match &self.dynamic_labels {

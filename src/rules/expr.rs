@@ -34,59 +34,12 @@ pub struct WindowCall {
 /// `zscore > 6`), evaluated without walking the evalexpr tree, which allocates an
 /// argument vector per node. Anything else, and any missing variable (to keep
 /// evalexpr's error text), goes through evalexpr.
-#[derive(Debug, Clone, PartialEq)]
-enum Fast {
-    Var(String),
-    Cmp(Cmp, Operand, Operand),
-}
-
-#[derive(Debug, Clone, Copy, PartialEq)]
-enum Cmp {
-    Gt,
-    Lt,
-    Geq,
-    Leq,
-}
-
-#[derive(Debug, Clone, PartialEq)]
-enum Operand {
-    Var(String),
-    Num(f64),
-}
-
-fn operand(n: &Node) -> Option<Operand> {
-    match unwrap_root(n).operator() {
-        Operator::VariableIdentifierRead { identifier } => Some(Operand::Var(identifier.clone())),
-        Operator::Const { value: Value::Int(i) } => Some(Operand::Num(*i as f64)),
-        Operator::Const { value: Value::Float(f) } => Some(Operand::Num(*f)),
-        _ => None,
-    }
-}
-
-fn fast_form(node: &Node) -> Option<Fast> {
-    let n = unwrap_root(node);
-    let cmp = match n.operator() {
-        Operator::VariableIdentifierRead { identifier } => return Some(Fast::Var(identifier.clone())),
-        Operator::Gt => Cmp::Gt,
-        Operator::Lt => Cmp::Lt,
-        Operator::Geq => Cmp::Geq,
-        Operator::Leq => Cmp::Leq,
-        _ => return None,
-    };
-    let [a, b] = n.children() else { return None };
-    let (a, b) = (operand(a)?, operand(b)?);
-    // Two constants: evalexpr compares integers as integers; leave it to evalexpr.
-    if matches!((&a, &b), (Operand::Num(_), Operand::Num(_))) {
-        return None;
-    }
-    Some(Fast::Cmp(cmp, a, b))
-}
-
 #[derive(Debug, Clone)]
 pub struct CompiledExpr {
     pub source: String,
     node: Node,
-    fast: Option<Fast>,
+    /// The allocation-free form, when the expression is within its subset.
+    fast: Option<super::fast::Fast>,
     pub calls: Vec<WindowCall>,
     /// Plain variables read (window calls' synthetic names excluded).
     pub variables: Vec<String>,
@@ -211,7 +164,7 @@ pub fn compile(source: &str) -> Result<CompiledExpr, ExprError> {
         .collect();
     variables.sort();
     variables.dedup();
-    let fast = fast_form(&node);
+    let fast = super::fast::compile(&node);
     Ok(CompiledExpr {
         source: source.to_string(),
         fast,
@@ -283,44 +236,16 @@ impl Context for Bindings<'_> {
     }
 }
 
-impl Bindings<'_> {
-    /// A bound variable as evalexpr would read it for a comparison (`as_number`);
-    /// `None` sends the caller to evalexpr.
-    fn number(&self, o: &Operand) -> Option<f64> {
-        match o {
-            Operand::Num(x) => Some(*x),
-            Operand::Var(v) => match self.get_value(v)? {
-                Value::Float(f) => Some(*f),
-                Value::Int(i) => Some(*i as f64),
-                _ => None,
-            },
-        }
-    }
-
-    /// The fast form's value: a number for `Var`, a boolean for `Cmp`.
-    fn fast(&self, f: &Fast) -> Option<Value> {
-        match f {
-            Fast::Var(v) => match self.get_value(v)? {
-                Value::Float(x) => Some(Value::Float(*x)),
-                _ => None,
-            },
-            Fast::Cmp(op, a, b) => {
-                let (a, b) = (self.number(a)?, self.number(b)?);
-                Some(Value::Boolean(match op {
-                    Cmp::Gt => a > b,
-                    Cmp::Lt => a < b,
-                    Cmp::Geq => a >= b,
-                    Cmp::Leq => a <= b,
-                }))
-            }
-        }
-    }
-}
-
 impl CompiledExpr {
     fn eval(&self, b: &Bindings) -> Result<Value, ExprError> {
-        if let Some(v) = self.fast.as_ref().and_then(|f| b.fast(f)) {
-            return Ok(v);
+        if let Some(f) = &self.fast {
+            let var = |name: &str| match b.get_value(name)? {
+                Value::Float(x) => Some(*x),
+                _ => None,
+            };
+            if let Some(v) = super::fast::eval(f, &var) {
+                return Ok(v.into_value());
+            }
         }
         self.node.eval_with_context(b).map_err(|e| err(e.to_string()))
     }
@@ -382,13 +307,13 @@ mod tests {
         assert!(compile("(1 + ").is_err());
     }
 
+    /// The allocation-free evaluator gives exactly evalexpr's value or hands over
+    /// to it: every expression of the default rule packs plus the subset's corner
+    /// cases (integer arithmetic and division, overflow, min/max of mixed types,
+    /// NaN and infinities, type errors, missing variables), under many bindings.
     #[test]
     fn fast_forms_agree_with_evalexpr() {
-        let mut b = Bindings::default();
-        b.set("value", 7.5);
-        b.set("baseline_upper", 7.5);
-        b.set("zscore", f64::NAN);
-        for src in [
+        let mut sources: Vec<String> = [
             "value",
             "value > baseline_upper",
             "value >= baseline_upper",
@@ -396,19 +321,131 @@ mod tests {
             "value <= 7",
             "8 > value",
             "zscore > 6",
-            "zscore <= 6",
             "(value) > (6.5)",
             "missing > 1",
             "value > missing",
-        ] {
-            let c = compile(src).expect("compile");
-            let slow = c.node.eval_with_context(&b).map_err(|e| err(e.to_string()));
-            assert_eq!(c.eval(&b), slow, "{src}");
+            "1 > 2",
+            "7 / 2",
+            "7 / 0",
+            "7.0 / 0",
+            "value / 0",
+            "-value",
+            "-7",
+            "9223372036854775807 + 1",
+            "-(0 - 9223372036854775807 - 1)",
+            "2 * 3 - 1 > value",
+            "max(value, 1)",
+            "min(value, 1)",
+            "max(value, zscore, 3)",
+            "min(1, 2)",
+            "max(value)",
+            "max(value > 1, 2)",
+            "value / max(limit, 1)",
+            "max(limit, 1) / 2",
+            "value > 1 && value < 9",
+            "value > 1 || missing > 2",
+            "!(value > 1)",
+            "!value",
+            "value && true",
+            "true || false",
+            "value + true",
+            "value > 1 && 3",
+            "value - min_over(value, \"30s\")",
+            "rate(value) / max(rate(out), 1)",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        let corner_cases = sources.len();
+        for pack in std::fs::read_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/rules")).expect("rules dir") {
+            let text = std::fs::read_to_string(pack.expect("entry").path()).expect("read pack");
+            let yaml: serde_yaml::Value = serde_yaml::from_str(&text).expect("yaml");
+            collect_exprs(&yaml, &mut sources);
         }
-        assert!(compile("value > 1").expect("compile").fast.is_some());
-        assert!(compile("rate(value)").expect("compile").fast.is_some());
-        assert!(compile("1 > 2").expect("compile").fast.is_none());
-        assert!(compile("value > 1 && value < 9").expect("compile").fast.is_none());
+        assert!(sources.len() > 60, "rule expressions found: {}", sources.len());
+        let values = [
+            0.0,
+            1.0,
+            -1.0,
+            0.5,
+            7.5,
+            1e19,
+            -1e19,
+            f64::NAN,
+            f64::INFINITY,
+            f64::NEG_INFINITY,
+        ];
+        let mut fast_used = 0;
+        for src in &sources {
+            let Ok(c) = compile(src) else { continue };
+            if c.fast.is_some() {
+                fast_used += 1;
+            }
+            let names: Vec<String> = c
+                .variables
+                .iter()
+                .cloned()
+                .chain(c.calls.iter().map(|w| w.synthetic.clone()))
+                .collect();
+            for (i, _) in values.iter().enumerate() {
+                for skip in [None, Some(i % names.len().max(1))] {
+                    let mut b = Bindings::default();
+                    for (k, name) in names.iter().enumerate() {
+                        if skip != Some(k) {
+                            b.set(name, values[(i + k * 3) % values.len()]);
+                        }
+                    }
+                    let slow = c.node.eval_with_context(&b).map_err(|e| err(e.to_string()));
+                    let got = c.eval(&b);
+                    let same = match (&got, &slow) {
+                        (Ok(Value::Float(x)), Ok(Value::Float(y))) => x.to_bits() == y.to_bits(),
+                        _ => got == slow,
+                    };
+                    assert!(
+                        same,
+                        "{src} with {:?}: fast {got:?}, evalexpr {slow:?}",
+                        b.iter().collect::<Vec<_>>()
+                    );
+                }
+            }
+        }
+        let slow_packs: Vec<&String> = sources[corner_cases..]
+            .iter()
+            .filter(|s| compile(s).is_ok_and(|c| c.fast.is_none()))
+            .collect();
+        assert!(
+            slow_packs.is_empty(),
+            "rule pack expressions evalexpr must evaluate: {slow_packs:?}"
+        );
+        assert!(fast_used > sources.len() / 2);
+        for fast in [
+            "value > 1",
+            "rate(value)",
+            "1 > 2",
+            "value > 1 && value < 9",
+            "value / max(limit, 1)",
+        ] {
+            assert!(compile(fast).expect("compile").fast.is_some(), "{fast}");
+        }
+        for slow in ["value == 1", "value % 2", "value ^ 2", "\"a\" < \"b\"", "floor(value)"] {
+            assert!(compile(slow).expect("compile").fast.is_none(), "{slow}");
+        }
+    }
+
+    /// Every `when`/`value`/`expr` string in a rule pack document.
+    fn collect_exprs(v: &serde_yaml::Value, out: &mut Vec<String>) {
+        match v {
+            serde_yaml::Value::Mapping(m) => {
+                for (k, v) in m {
+                    match (k.as_str(), v.as_str()) {
+                        (Some("when" | "value" | "expr"), Some(s)) => out.push(s.to_string()),
+                        _ => collect_exprs(v, out),
+                    }
+                }
+            }
+            serde_yaml::Value::Sequence(s) => s.iter().for_each(|v| collect_exprs(v, out)),
+            _ => {}
+        }
     }
 
     #[test]

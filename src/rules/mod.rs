@@ -6,6 +6,7 @@ pub mod detector;
 pub mod engine;
 pub mod events;
 pub mod expr;
+mod fast;
 pub mod load;
 pub mod schema;
 pub mod template;

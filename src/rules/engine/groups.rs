@@ -45,47 +45,93 @@ pub(super) struct GroupSpan {
     pub(super) len: usize,
 }
 
-/// A rule's series split into label groups, in flat vectors (a handful of
-/// allocations per rule and tick instead of several per group).
-pub(super) struct Discovered<'a> {
+/// A rule's series split into label groups, in flat vectors that one evaluation
+/// pass reuses from rule to rule ([`Scratch`]).
+pub(super) struct Discovered<'a, 's> {
     pub(super) fam: Option<&'a Family>,
     /// Group label names (shared by every group of the rule).
     pub(super) names: Arc<[String]>,
-    pub(super) groups: Vec<GroupSpan>,
+    pub(super) groups: &'s [GroupSpan],
     /// `names.len()` label values per group, in group order.
-    pub(super) values: Vec<&'a str>,
+    pub(super) values: &'s [&'a str],
     /// Samples of every group, grouped, in snapshot order within a group.
-    pub(super) samples: Vec<&'a Sample>,
+    pub(super) samples: &'s [&'a Sample],
 }
 
-/// Splits the rule's series into label groups (after matchers), without copying
-/// label strings: groups are keyed by a hash of their label values.
-pub(super) fn discover_groups<'a>(rule: &CompiledRule, snap: &'a Snapshot) -> Discovered<'a> {
-    let Some(fam) = snap.family(&rule.spec.series.metric) else {
-        return Discovered {
-            fam: None,
-            names: Arc::from(Vec::new()),
-            groups: Vec::new(),
-            values: Vec::new(),
-            samples: Vec::new(),
-        };
+/// Buffers [`discover_groups`] fills, kept for a whole evaluation pass: a handful
+/// of allocations per tick instead of per rule.
+#[derive(Default)]
+pub(super) struct Scratch<'a> {
+    index: HashMap<u64, usize, FxBuildHasher>,
+    groups: Vec<GroupSpan>,
+    values: Vec<&'a str>,
+    member: Vec<(usize, &'a Sample)>,
+    samples: Vec<&'a Sample>,
+    idx: Vec<Option<usize>>,
+    matchers: Vec<Option<usize>>,
+}
+
+/// The group label names of `rule` over `fam`, reusing the rule's last ones when
+/// they are the same (they are unless the rules or the family's labels changed).
+fn group_names(rule: &CompiledRule, fam: &Family, cached: &mut Option<Arc<[String]>>) -> Arc<[String]> {
+    let same = |c: &Arc<[String]>| match &rule.by {
+        Some(by) => c.iter().eq(by.iter()),
+        None => fam.label_names_eq(c),
     };
+    if let Some(c) = cached.as_ref().filter(|c| same(c)) {
+        return c.clone();
+    }
     let names: Arc<[String]> = match &rule.by {
         Some(by) => by.as_slice().into(),
         None => fam.label_names().iter().map(|s| s.to_string()).collect(),
     };
-    let idx: Vec<Option<usize>> = names.iter().map(|n| fam.label_index(n)).collect();
-    let matchers: Vec<(Option<usize>, &regex::Regex)> =
-        rule.matchers.iter().map(|(l, r)| (fam.label_index(l), r)).collect();
+    *cached = Some(names.clone());
+    names
+}
+
+/// Splits the rule's series into label groups (after matchers), without copying
+/// label strings: groups are keyed by a hash of their label values.
+pub(super) fn discover_groups<'a, 's>(
+    rule: &CompiledRule,
+    snap: &'a Snapshot,
+    names_cache: &mut Option<Arc<[String]>>,
+    scratch: &'s mut Scratch<'a>,
+) -> Discovered<'a, 's> {
+    let Scratch {
+        index,
+        groups,
+        values,
+        member,
+        samples,
+        idx,
+        matchers,
+    } = scratch;
+    index.clear();
+    groups.clear();
+    values.clear();
+    member.clear();
+    samples.clear();
+    let Some(fam) = snap.family(&rule.spec.series.metric) else {
+        return Discovered {
+            fam: None,
+            names: Arc::from(Vec::new()),
+            groups,
+            values,
+            samples,
+        };
+    };
+    let names = group_names(rule, fam, names_cache);
+    idx.clear();
+    idx.extend(names.iter().map(|n| fam.label_index(n)));
+    matchers.clear();
+    matchers.extend(rule.matchers.iter().map(|(l, _)| fam.label_index(l)));
     let label = |s: &'a Sample, i: Option<usize>| -> &'a str { i.and_then(|i| s.labels.get(i)).map_or("", |v| &**v) };
-    let n = fam.samples.len();
-    let mut index: HashMap<u64, usize, FxBuildHasher> = HashMap::with_capacity_and_hasher(n, FxBuildHasher);
-    let mut groups: Vec<GroupSpan> = Vec::with_capacity(n);
-    let mut values: Vec<&'a str> = Vec::with_capacity(n * names.len());
-    // (group, sample) in snapshot order; bucketed by group below.
-    let mut member: Vec<(usize, &'a Sample)> = Vec::with_capacity(n);
     for s in &fam.samples {
-        if !matchers.iter().all(|&(i, re)| re.is_match(label(s, i))) {
+        if !matchers
+            .iter()
+            .zip(&rule.matchers)
+            .all(|(&i, (_, re))| re.is_match(label(s, i)))
+        {
             continue;
         }
         let h = group_hash(idx.iter().map(|&i| label(s, i)));
@@ -102,13 +148,13 @@ pub(super) fn discover_groups<'a>(rule: &CompiledRule, snap: &'a Snapshot) -> Di
         member.push((gi, s));
     }
     let mut at = 0;
-    for g in &mut groups {
+    for g in groups.iter_mut() {
         g.start = at;
         at += g.len;
     }
     // Stable: a group's samples keep their snapshot order.
     member.sort_by_key(|m| m.0);
-    let samples: Vec<&'a Sample> = member.into_iter().map(|m| m.1).collect();
+    samples.extend(member.iter().map(|m| m.1));
     Discovered {
         fam: Some(fam),
         names,

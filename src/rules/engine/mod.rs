@@ -20,7 +20,7 @@ use super::load::{CompiledRule, RuleSet};
 use crate::snapshot::{Family, History, LabelValue, Snapshot};
 
 use eval::{annotation, step, Outcome};
-use groups::{discover_groups, group_hash, Group};
+use groups::{discover_groups, group_hash, Group, Scratch};
 use outputs::out_labels;
 pub use outputs::DOC;
 pub use state::GroupState;
@@ -43,6 +43,8 @@ pub struct Engine {
     last_eval_seconds: f64,
     reload_ok: bool,
     reload_time: f64,
+    /// Each rule's group label names as last used (reused while unchanged).
+    group_names: Vec<Option<std::sync::Arc<[String]>>>,
 }
 
 fn unix(t: SystemTime) -> f64 {
@@ -62,6 +64,7 @@ impl Engine {
             logged: HashSet::new(),
             events: EventLog::new(1000),
             last_eval_seconds: 0.0,
+            group_names: Vec::new(),
             reload_ok: true,
             reload_time: unix(SystemTime::now()),
         }
@@ -113,8 +116,9 @@ impl Engine {
         let started = Instant::now();
         let now = unix(snap.taken_at);
         self.tick += 1;
+        let mut scratch = Scratch::default();
         for i in 0..self.set.rules.len() {
-            self.evaluate_rule(i, snap, hist, now);
+            self.evaluate_rule(i, snap, hist, now, &mut scratch);
         }
         self.last_eval_seconds = started.elapsed().as_secs_f64();
         self.outputs()
@@ -127,9 +131,19 @@ impl Engine {
         }
     }
 
-    fn evaluate_rule(&mut self, ri: usize, snap: &Snapshot, hist: &History, now: f64) {
+    fn evaluate_rule<'a>(
+        &mut self,
+        ri: usize,
+        snap: &'a Snapshot,
+        hist: &History,
+        now: f64,
+        scratch: &mut Scratch<'a>,
+    ) {
         let tick = self.tick;
-        let found = discover_groups(&self.set.rules[ri], snap);
+        if self.group_names.len() != self.set.rules.len() {
+            self.group_names = vec![None; self.set.rules.len()];
+        }
+        let found = discover_groups(&self.set.rules[ri], snap, &mut self.group_names[ri], scratch);
         let width = found.names.len();
         for (gi, g) in found.groups.iter().enumerate() {
             let key = g.key;
