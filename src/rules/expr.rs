@@ -178,7 +178,9 @@ pub fn compile(source: &str) -> Result<CompiledExpr, ExprError> {
 /// static), so binding allocates nothing per evaluation.
 #[derive(Debug, Default, Clone)]
 pub struct Bindings<'a> {
-    vars: Vec<(&'a str, Value)>,
+    /// Inline up to 12 (value, the baseline variables and a few more): a group's
+    /// evaluation binds two sets and allocated both every tick.
+    vars: smallvec::SmallVec<[(&'a str, Value); 12]>,
 }
 
 /// Name equality; names usually come from the same compiled string, so comparing
@@ -193,7 +195,7 @@ impl<'a> Bindings<'a> {
     /// binding never regrows the vector.
     pub fn with_capacity(n: usize) -> Self {
         Bindings {
-            vars: Vec::with_capacity(n),
+            vars: smallvec::SmallVec::with_capacity(n),
         }
     }
 

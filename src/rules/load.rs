@@ -50,6 +50,8 @@ pub struct CompiledRule {
     /// The first output label values of every group (rule, severity, layer),
     /// allocated once per rule and shared by all its groups' output series.
     pub out_prefix: [LabelValue; 3],
+    /// `{rule="<name>"}` of the per-rule series, shared across ticks.
+    pub rule_label: crate::snapshot::LabelValues,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -283,6 +285,7 @@ fn compile_rule(spec: RuleSpec, cx: &mut Ctx) -> Option<CompiledRule> {
         causes,
         matchers,
         by,
+        rule_label: std::sync::Arc::from([LabelValue::from(spec.name.as_str())]),
         out_prefix: [
             LabelValue::from(spec.name.as_str()),
             LabelValue::from(spec.severity.as_str()),

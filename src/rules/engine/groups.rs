@@ -164,17 +164,20 @@ pub(super) fn discover_groups<'a, 's>(
     }
 }
 
+/// The samples a variable stands for in a group: usually one, kept inline.
+pub(super) type Selected<'a> = smallvec::SmallVec<[&'a Sample; 4]>;
+
 /// The series a variable stands for in a group: samples of `metric` that agree with
 /// the group on every label both have.
-pub(super) fn select<'a>(snap: &'a Snapshot, metric: &str, group: &Group) -> Option<(&'a Family, Vec<&'a Sample>)> {
+pub(super) fn select<'a>(snap: &'a Snapshot, metric: &str, group: &Group) -> Option<(&'a Family, Selected<'a>)> {
     let fam = snap.family(metric)?;
-    let shared: Vec<(usize, usize)> = group
+    let shared: smallvec::SmallVec<[(usize, usize); 4]> = group
         .names
         .iter()
         .enumerate()
         .filter_map(|(gi, n)| fam.label_index(n).map(|fi| (fi, gi)))
         .collect();
-    let samples: Vec<&Sample> = fam
+    let samples: Selected = fam
         .samples
         .iter()
         .filter(|s| {

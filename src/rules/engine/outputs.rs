@@ -205,13 +205,12 @@ impl Engine {
                     out.push_dynamic(&ROOT_CAUSE, &cause_names, l, 1.0);
                 }
             }
-            let name = [rule.out_prefix[0].clone()];
             out.push(
                 &RULE_ERRORS,
-                name.clone(),
+                rule.rule_label.clone(),
                 self.errors_total.get(&spec.name).copied().unwrap_or(0) as f64,
             );
-            out.push(&GROUPS, name, self.states[ri].len() as f64);
+            out.push(&GROUPS, rule.rule_label.clone(), self.states[ri].len() as f64);
         }
         out.push0(&EVAL_DURATION, self.last_eval_seconds);
         out.push0(&RULES_LOADED, self.set.rules.len() as f64);
