@@ -206,6 +206,13 @@ fn read_ruleset_on(
         };
         let mut interrupted = false;
         for dump in Dump::ALL {
+            // Chains, rules, sets and objects all live in a table: with none (most
+            // hosts without a firewall, every fresh namespace) their four dumps
+            // are skipped. A table added meanwhile moves the generation, and the
+            // read is retried below.
+            if dump != Dump::Tables && rs.tables.is_empty() {
+                continue;
+            }
             let seq = next_seq();
             let raw = capture.as_deref_mut().map(|c| c.slot(dump_name(dump)));
             sock.exchange(&dump_request(dump, seq), raw, |dg| {
