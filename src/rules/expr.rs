@@ -43,6 +43,10 @@ pub struct CompiledExpr {
     pub calls: Vec<WindowCall>,
     /// Plain variables read (window calls' synthetic names excluded).
     pub variables: Vec<String>,
+    /// The metric each of `variables` reads, then each call's series (`value` →
+    /// the rule's series, a `vars` name → its metric, else the name itself); set
+    /// by [`CompiledExpr::resolve`] so evaluation does no name lookups.
+    pub metrics: Vec<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
@@ -165,12 +169,14 @@ pub fn compile(source: &str) -> Result<CompiledExpr, ExprError> {
     variables.sort();
     variables.dedup();
     let fast = super::fast::compile(&node);
+    let metrics = variables.iter().chain(calls.iter().map(|c| &c.var)).cloned().collect();
     Ok(CompiledExpr {
         source: source.to_string(),
         fast,
         node,
         calls,
         variables,
+        metrics,
     })
 }
 
@@ -239,6 +245,18 @@ impl Context for Bindings<'_> {
 }
 
 impl CompiledExpr {
+    /// Resolves what every variable and window call reads: `series` for `value`,
+    /// `vars(name)` for a rule variable, the name itself otherwise (a metric).
+    pub fn resolve<'s>(&mut self, series: &str, vars: impl Fn(&str) -> Option<&'s str>) {
+        let names = self.variables.iter().chain(self.calls.iter().map(|c| &c.var));
+        self.metrics = names
+            .map(|v| match v.as_str() {
+                "value" => series.to_string(),
+                v => vars(v).unwrap_or(v).to_string(),
+            })
+            .collect();
+    }
+
     fn eval(&self, b: &Bindings) -> Result<Value, ExprError> {
         if let Some(f) = &self.fast {
             let var = |name: &str| match b.get_value(name)? {

@@ -232,7 +232,10 @@ fn compile_rule(spec: RuleSpec, cx: &mut Ctx) -> Option<CompiledRule> {
                 .map(|()| e)
                 .map_err(|m| super::expr::ExprError { message: m })
         }) {
-        Ok(e) => Some(e),
+        Ok(mut e) => {
+            e.resolve(&spec.series.metric, |v| spec.vars.get(v).map(String::as_str));
+            Some(e)
+        }
         Err(e) => {
             cx.error(
                 &name,

@@ -70,7 +70,6 @@ pub(super) fn sum(samples: &[&Sample]) -> f64 {
 /// data is missing (a new series without history, an absent metric): not an error.
 pub(super) fn bind<'a>(
     e: &'a CompiledExpr,
-    rule: &'a CompiledRule,
     group: &Group,
     snap: &Snapshot,
     hist: &History,
@@ -78,18 +77,12 @@ pub(super) fn bind<'a>(
     evidence: Option<&mut BTreeMap<String, f64>>,
 ) -> bool {
     let mut ev = evidence;
-    let metric_of = |var: &'a str| -> &'a str {
-        if var == "value" {
-            &rule.spec.series.metric
-        } else {
-            rule.spec.vars.get(var).map_or(var, String::as_str)
-        }
-    };
-    for v in &e.variables {
+    let (var_metrics, call_metrics) = e.metrics.split_at(e.variables.len().min(e.metrics.len()));
+    for (v, metric) in e.variables.iter().zip(var_metrics) {
         if b.get(v).is_some() {
             continue;
         }
-        let Some((_, samples)) = select(snap, metric_of(v), group) else {
+        let Some((_, samples)) = select(snap, metric, group) else {
             return false;
         };
         let x = sum(&samples);
@@ -98,11 +91,11 @@ pub(super) fn bind<'a>(
             ev.insert(v.clone(), x);
         }
     }
-    for c in &e.calls {
+    for (c, metric) in e.calls.iter().zip(call_metrics) {
         let found = if c.var == "value" {
             group.fam.and_then(|f| series_window(hist, f, group.own, c.func))
         } else {
-            select(snap, metric_of(&c.var), group).and_then(|(f, s)| series_window(hist, f, &s, c.func))
+            select(snap, metric, group).and_then(|(f, s)| series_window(hist, f, &s, c.func))
         };
         let Some(x) = found else { return false };
         b.set(&c.synthetic, x);
@@ -139,7 +132,7 @@ pub(super) fn step(
 ) -> Result<Option<Outcome>, String> {
     let mut b = Bindings::with_capacity(1 + rule.expr.calls.len() + rule.expr.variables.len());
     b.set("value", sum(group.own));
-    if !bind(&rule.expr, rule, group, snap, hist, &mut b, None) {
+    if !bind(&rule.expr, group, snap, hist, &mut b, None) {
         return Ok(None);
     }
     let value = rule.expr.eval_number(&b).map_err(|e| format!("expr: {e}"))?;
@@ -177,13 +170,13 @@ pub(super) fn step(
         cb.set("samples", st.baseline.as_ref().map_or(0, BaselineState::samples) as f64);
         estimate = Some(e);
     }
-    if !bind(&rule.when, rule, group, snap, hist, &mut cb, None) {
+    if !bind(&rule.when, group, snap, hist, &mut cb, None) {
         return Ok(None);
     }
     let fire = rule.when.eval_bool(&cb).map_err(|e| format!("when: {e}"))?;
     let resolve = match &rule.until {
         Some(u) => {
-            if !bind(u, rule, group, snap, hist, &mut cb, None) {
+            if !bind(u, group, snap, hist, &mut cb, None) {
                 return Ok(None);
             }
             u.eval_bool(&cb).map_err(|e| format!("until: {e}"))?
@@ -235,7 +228,7 @@ pub(super) fn find_cause<'a>(
         }
         if let Some(w) = &c.when {
             let mut b = base.clone();
-            if !bind(w, rule, group, snap, hist, &mut b, Some(&mut evidence)) {
+            if !bind(w, group, snap, hist, &mut b, Some(&mut evidence)) {
                 continue;
             }
             match w.eval_bool(&b) {
