@@ -175,12 +175,15 @@ pub struct Conntrack {
     /// nf_conntrack_{count,max,buckets}, kept open ([`KeptFiles`]).
     files: KeptFiles,
     buf: Vec<u8>,
+    /// `{cpu="N"}` label sets by CPU number, kept across ticks.
+    cpu_labels: Vec<Option<LabelValues>>,
 }
 
 /// One CPU's statistics with exported field names, from either source.
 struct Row {
     cpu: u32,
-    fields: Vec<(String, u64)>,
+    /// Known names are `'static`: a row allocates no name a tick.
+    fields: Vec<(std::borrow::Cow<'static, str>, u64)>,
 }
 
 impl Collector for Conntrack {
@@ -312,7 +315,7 @@ pub fn stat_totals(ctx: &CollectContext) -> Result<BTreeMap<String, u64>, String
     let mut totals = BTreeMap::new();
     for row in rows {
         for (field, v) in row.fields {
-            *totals.entry(field).or_insert(0u64) += v;
+            *totals.entry(field.into_owned()).or_insert(0u64) += v;
         }
     }
     Ok(totals)
@@ -377,22 +380,36 @@ impl Conntrack {
 
     fn emit_rows(&mut self, rows: Vec<Row>, out: &mut Emitter) {
         for row in rows {
-            let cpu: LabelValues = [row.cpu.to_string()].into_labels();
-            let mut seen = std::collections::HashSet::new();
-            // A repeated field (never sent by today's kernels) would be a duplicate series.
-            for (field, v) in row.fields.into_iter().filter(|(f, _)| seen.insert(f.clone())) {
+            let cpu = self.cpu_label(row.cpu);
+            for (i, (field, v)) in row.fields.iter().enumerate() {
+                // A repeated field (never sent by today's kernels) would be a
+                // duplicate series. A row has ~15 fields: a scan beats a set.
+                if row.fields[..i].iter().any(|(f, _)| f == field) {
+                    continue;
+                }
                 match STATS.iter().find(|(n, _)| *n == field) {
-                    Some((_, desc)) => out.push(*desc, &cpu, v as f64),
+                    Some((_, desc)) => out.push(*desc, &cpu, *v as f64),
                     None => {
                         let desc = self
                             .dynamic
-                            .entry(field)
+                            .entry(field.to_string())
                             .or_insert_with_key(|f| Arc::new(dynamic_desc(f)));
-                        out.push(desc.clone(), &cpu, v as f64);
+                        out.push(desc.clone(), &cpu, *v as f64);
                     }
                 }
             }
         }
+    }
+
+    /// The `{cpu="N"}` label set, made once per CPU.
+    fn cpu_label(&mut self, cpu: u32) -> LabelValues {
+        let i = cpu as usize;
+        if self.cpu_labels.len() <= i {
+            self.cpu_labels.resize_with(i + 1, || None);
+        }
+        self.cpu_labels[i]
+            .get_or_insert_with(|| [cpu.to_string()].into_labels())
+            .clone()
     }
 }
 
@@ -418,7 +435,7 @@ fn read_proc_stats(ctx: &CollectContext, rel: &str) -> Result<Vec<Row>, String> 
             fields: c
                 .fields
                 .into_iter()
-                .filter_map(|(n, v)| proc_stat_name(&n).map(|n| (n, v)))
+                .filter_map(|(n, v)| proc_stat_name(&n).map(|n| (n.into(), v)))
                 .collect(),
         })
         .collect())
@@ -452,7 +469,7 @@ fn netlink_rows_on(sock: &mut Socket, buf: &mut Vec<u8>) -> Result<(Vec<Row>, Op
                 fields: c
                     .attrs
                     .into_iter()
-                    .filter_map(|(a, v)| dump.stat_name(a).map(|n| (n.into_owned(), v)))
+                    .filter_map(|(a, v)| dump.stat_name(a).map(|n| (n, v)))
                     .collect(),
             })
             .collect()
