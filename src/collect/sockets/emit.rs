@@ -19,7 +19,11 @@ static STATE_LABELS: std::sync::LazyLock<StateLabels> = std::sync::LazyLock::new
     tcp_unknown: FAMILIES.iter().map(|f| [*f, "unknown"].into_labels()).collect(),
     udp: FAMILIES
         .iter()
-        .map(|f| (0..NSTATES as u8).map(|st| [*f, udp_state_name(st)].into_labels()).collect())
+        .map(|f| {
+            (0..NSTATES as u8)
+                .map(|st| [*f, udp_state_name(st)].into_labels())
+                .collect()
+        })
         .collect(),
 });
 
@@ -42,7 +46,11 @@ impl Sockets {
         let labels = &*STATE_LABELS;
         for fi in 0..FAMILIES.len() {
             for (k, (st, _)) in TCP_STATES.iter().enumerate() {
-                out.push(&TCP_CONNECTIONS, labels.tcp[fi][k].clone(), agg.tcp[fi][*st as usize] as f64);
+                out.push(
+                    &TCP_CONNECTIONS,
+                    labels.tcp[fi][k].clone(),
+                    agg.tcp[fi][*st as usize] as f64,
+                );
             }
             if agg.tcp[fi][0] > 0 {
                 out.push(&TCP_CONNECTIONS, labels.tcp_unknown[fi].clone(), agg.tcp[fi][0] as f64);
