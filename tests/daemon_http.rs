@@ -209,7 +209,13 @@ fn a_tiny_cpu_budget_slows_collectors_down_and_says_so() {
     let ns = Netns::new("ndh");
     let dir = tempfile::tempdir().expect("tempdir");
     let cfg = dir.path().join("budget.yaml");
-    std::fs::write(&cfg, "budget:\n  cpu_percent: 0.0001\n").expect("write");
+    // sysctl's own floor (30 s by default) set to one tick: every interval above
+    // 1 s below is the budget's doing.
+    std::fs::write(
+        &cfg,
+        "budget:\n  cpu_percent: 0.0001\ncollectors:\n  sysctl:\n    interval: 1s\n",
+    )
+    .expect("write");
     let cfg = cfg.to_string_lossy().into_owned();
     let mut d = start(&ns, &["--interval", "1s", "--config", &cfg]);
     let deadline = Instant::now() + Duration::from_secs(20);

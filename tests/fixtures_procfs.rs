@@ -243,7 +243,7 @@ fn host1_netdev_exact_values() {
         1.0
     );
     assert!(
-        s.samples("netsight_network_speed_bits_per_second", &[]).is_empty(),
+        s.samples("netsight_network_speed_bytes_per_second", &[]).is_empty(),
         "speed -1 or unreadable must be absent"
     );
     let states = s.samples("netsight_network_operstate", &[("device", "eth0")]);
@@ -770,7 +770,7 @@ fn sysfs_attributes_are_best_effort_and_exact() {
     let (s, _) = collect_json(&proc_fixture("host1"), tmp.path());
     assert_up(&s, &[], "edited sysfs");
     let v = |n: &str| s.try_value(n, &[("device", "eth0")]);
-    assert_eq!(v("netsight_network_speed_bits_per_second"), Some(1e10));
+    assert_eq!(v("netsight_network_speed_bytes_per_second"), Some(1.25e9));
     assert_eq!(v("netsight_network_receive_missed_errors_total"), Some(7.0));
     assert_eq!(v("netsight_network_mtu_bytes"), None);
     assert_eq!(v("netsight_network_carrier"), None);

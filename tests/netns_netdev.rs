@@ -260,9 +260,9 @@ fn assert_matches_ip(ns: &Netns, s: &Snapshot, links: &[Value]) {
             .then(|| String::from_utf8_lossy(&out.stdout).trim().parse::<i64>().ok())
             .flatten()
             .filter(|v| *v > 0)
-            .map(|v| v as f64 * 1e6);
+            .map(|v| v as f64 * 125_000.0);
         assert_eq!(
-            s.try_value("netsight_network_speed_bits_per_second", &[("device", dev)]),
+            s.try_value("netsight_network_speed_bytes_per_second", &[("device", dev)]),
             sysfs_speed,
             "{dev} speed"
         );

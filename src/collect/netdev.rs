@@ -181,10 +181,10 @@ pub static CARRIER: MetricDesc = MetricDesc::new(
     "netsight.network.carrier",
 );
 pub static SPEED: MetricDesc = MetricDesc::new(
-    "netsight_network_speed_bits_per_second",
+    "netsight_network_speed_bytes_per_second",
     G,
-    "bits",
-    "Negotiated link speed; absent when the driver reports none (-1).",
+    "bytes_per_second",
+    "Negotiated link speed in bytes per second (sysfs speed in Mb/s × 125,000); absent when the driver reports none (-1).",
     L,
     "netsight.network.speed",
 );
@@ -525,7 +525,8 @@ fn link_speed(
             .files
             .read_attribute_into(&path, buf)
             .ok()
-            .and_then(|()| parse_speed_bits(buf));
+            .and_then(|()| parse_speed_bits(buf))
+            .map(|bits| bits / 8.0);
         s.read_at = now;
         s.operstate = l.operstate;
         s.carrier_changes = l.carrier_changes;
@@ -625,7 +626,10 @@ fn sysfs_device(
         .map(|s| s.trim().to_string())
         .unwrap_or_else(|| "unknown".to_string());
     // -1 and EINVAL mean unknown.
-    let speed = files.read_attr(ctx, dev, "speed", buf).and_then(parse_speed_bits);
+    let speed = files
+        .read_attr(ctx, dev, "speed", buf)
+        .and_then(parse_speed_bits)
+        .map(|bits| bits / 8.0);
     let mut attr_u64 = |a: &str| files.read_attr(ctx, dev, a, buf).and_then(parse_u64_attr);
     let device = Device {
         name: dev,

@@ -51,6 +51,7 @@ pub(super) fn unit_of(prom_name: &str, unit: &str) -> Cow<'static, str> {
     Cow::Borrowed(match unit {
         "" => "",
         "bytes" => "By",
+        "bytes_per_second" => "By/s",
         "seconds" => "s",
         "packets" => "{packet}",
         "bits" if prom_name.ends_with("_per_second") => "bit/s",
@@ -373,8 +374,8 @@ mod tests {
         assert_eq!(r.inst, Inst::UpDown);
         let r = route(&family("netsight_collector_cpu_seconds_total")).unwrap();
         assert_eq!((r.inst, r.unit.as_ref()), (Inst::CounterF64, "s"));
-        let r = route(&family("netsight_network_speed_bits_per_second")).unwrap();
-        assert_eq!((r.inst, r.unit.as_ref()), (Inst::Gauge, "bit/s"));
+        let r = route(&family("netsight_network_speed_bytes_per_second")).unwrap();
+        assert_eq!((r.inst, r.unit.as_ref()), (Inst::Gauge, "By/s"));
         assert!(route(&family("netsight_tcp_rtt_seconds")).is_none());
         assert_eq!(route(&family("netsight_anomaly")).unwrap().name, "netsight.anomaly");
         assert_eq!(
