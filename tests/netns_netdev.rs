@@ -458,3 +458,51 @@ fn include_exclude_regexes_from_config_file() {
         String::from_utf8_lossy(&out.stdout)
     );
 }
+
+/// The exposition of a namespace whose interfaces report a link speed (a veth
+/// says 10,000 Mb/s) passes `promtool check metrics` without a word: a host
+/// with a NIC exports the speed series, which a `bits` name once failed.
+#[test]
+fn exposition_with_a_link_speed_passes_promtool() {
+    use std::io::Write;
+    use std::process::{Command, Stdio};
+    let (a, _b) = pair();
+    let bin = env!("CARGO_BIN_EXE_netsight");
+    let out = a.exec(&[
+        "timeout",
+        "-k",
+        "5",
+        "60",
+        bin,
+        "collect",
+        "--once",
+        "--format",
+        "prometheus",
+    ]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let text = String::from_utf8(out.stdout).expect("UTF-8 exposition");
+    assert!(
+        text.contains("netsight_network_speed_bytes_per_second{device=\"veth0a\"} 1250000000"),
+        "no speed series for the veth"
+    );
+    let mut promtool = Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("promtool must be installed (Debian package `prometheus`)");
+    promtool
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(text.as_bytes())
+        .expect("feed promtool");
+    let res = promtool.wait_with_output().expect("promtool");
+    assert!(
+        res.status.success() && res.stdout.is_empty() && res.stderr.is_empty(),
+        "promtool check metrics: {}{}",
+        String::from_utf8_lossy(&res.stdout),
+        String::from_utf8_lossy(&res.stderr)
+    );
+}
