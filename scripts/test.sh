@@ -56,6 +56,12 @@ fi
 # Conntrack tests need the module in the host kernel (namespaces then get their own table).
 modprobe nf_conntrack 2>/dev/null || true
 
+# Every package of the lock file, for every target platform: tests/licenses.rs
+# reads `cargo metadata --offline`, which needs them all (a build fetches only
+# this platform's).
+echo "== fetching crates"
+cargo fetch --locked
+
 echo "== format and lint"
 cargo fmt --check
 cargo clippy --all-targets --locked -- -D warnings

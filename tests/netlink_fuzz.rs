@@ -265,7 +265,7 @@ fn getlink(b: &[u8]) -> Outcome {
         n += 1;
         let _ = (l.name.len(), l.stats.map(|s| s.rx_bytes));
     });
-    ctnl(r.map(|done| Outcome::Ok { done, items: n }))
+    ctnl(r.map(|w| Outcome::Ok { done: w.done, items: n }))
 }
 
 /// What the sockets collector does with each socket.

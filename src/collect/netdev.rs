@@ -276,6 +276,9 @@ struct SpeedFile {
     seen: bool,
 }
 
+/// Link dumps taken before giving up on one the kernel keeps flagging interrupted.
+const DUMP_ATTEMPTS: usize = 3;
+
 /// The longest a cached link speed is reported without re-reading it.
 pub const SPEED_REFRESH: Duration = Duration::from_secs(30);
 
@@ -384,9 +387,34 @@ impl Netdev {
         d
     }
 
-    /// One whole link dump into `self.links` (nothing is emitted from a dump that
-    /// fails half-way, so the procfs fallback does not double a device).
+    /// One whole, consistent link dump into `self.links` (nothing is emitted
+    /// from a dump that fails half-way, so the procfs fallback does not double a
+    /// device). A dump the kernel flags interrupted (links came or went during
+    /// it) can repeat or miss a device: it is taken again, a few times at most.
     fn dump_links(&mut self) -> Result<(), DumpError> {
+        for _ in 0..DUMP_ATTEMPTS {
+            if self.dump_links_once()? {
+                continue;
+            }
+            // Each ifindex once, whatever the kernel sent.
+            self.links.sort_by_key(|l| l.index);
+            self.links.dedup_by_key(|l| l.index);
+            if let Some(l) = self.links.iter().find(|l| l.stats.is_none()) {
+                return Err(DumpError::Io {
+                    op: "RTM_GETLINK",
+                    source: std::io::Error::other(format!("link {} came without IFLA_STATS64", l.name)),
+                });
+            }
+            return Ok(());
+        }
+        Err(DumpError::Io {
+            op: "RTM_GETLINK",
+            source: std::io::Error::other(format!("the link list changed during each of {DUMP_ATTEMPTS} dumps")),
+        })
+    }
+
+    /// One dump; true when the kernel flagged it interrupted.
+    fn dump_links_once(&mut self) -> Result<bool, DumpError> {
         let sock = match &mut self.link_socket {
             Some(s) => s,
             None => self
@@ -396,19 +424,22 @@ impl Netdev {
         let seq = next_seq();
         let links = &mut self.links;
         links.clear();
+        let mut interrupted = false;
         let r = sock.exchange(&getlink_dump_request(seq), None, |datagram| {
-            parse_getlink_dump(datagram, Some(seq), |l| {
+            let walked = parse_getlink_dump(datagram, Some(seq), |l| {
                 links.push(Link {
                     name: Cow::Owned(l.name.into_owned()),
                     ..l
                 })
-            })
+            })?;
+            interrupted |= walked.interrupted;
+            Ok(walked.done)
         });
         if r.is_err() {
             // The socket may still hold the rest of the failed dump.
             self.link_socket = None;
         }
-        r
+        r.map(|()| interrupted)
     }
 
     fn collect_netlink(&mut self, ctx: &CollectContext, out: &mut Emitter) -> Result<(), DumpError> {
@@ -452,6 +483,9 @@ impl Netdev {
         }
         speeds.retain(|_, s| std::mem::take(&mut s.seen));
         self.attr_buf = buf;
+        // Files the procfs source kept open on a fallback tick are not needed now.
+        self.devs.clear();
+        self.proc = KeptFiles::default();
         Ok(())
     }
 
@@ -488,6 +522,8 @@ impl Netdev {
         self.attr_buf = attr_buf;
         // Devices that are gone (or filtered out) release their files.
         self.devs.retain(|_, d| std::mem::take(&mut d.seen));
+        // Speed files the netlink source kept are not needed while this one runs.
+        self.speeds.clear();
         Ok(())
     }
 }

@@ -280,7 +280,9 @@ impl Scheduler {
                 break;
             };
             let before = share(slot);
-            slot.every *= 2;
+            // Floors need not be powers of two (30 s at 5 s ticks is 6): capped
+            // at MAX_SKIP, or at the floor when that is higher.
+            slot.every = (slot.every * 2).min(MAX_SKIP.max(slot.floor));
             total -= before / 2.0;
             tracing::warn!(
                 collector = slot.name,
@@ -348,9 +350,10 @@ fn ticks_at_least(min: Duration, interval: Duration) -> u32 {
     if interval.is_zero() {
         return 1;
     }
-    let n = min.as_secs_f64() / interval.as_secs_f64();
-    // Rounded, so 30 s at 4 s ticks is every 8th tick, not 7.5 rounded down.
-    (n.ceil() as u32).clamp(1, MAX_SKIP)
+    // Rounded up in integers, so 30 s at 4 s ticks is every 8th tick (not 7.5
+    // rounded down) and an exact multiple is not pushed up by a float error.
+    let n = min.as_nanos().div_ceil(interval.as_nanos());
+    u32::try_from(n).unwrap_or(u32::MAX).clamp(1, MAX_SKIP)
 }
 
 /// Runs one collector in a blocking task of its own.

@@ -16,7 +16,7 @@ use netlink_packet_core::{NLM_F_DUMP, NLM_F_REQUEST};
 use netlink_packet_route::link::{LinkHeader, Stats64};
 
 use super::ctnetlink::CtnlError;
-use super::{walk_messages, Walk};
+use super::{walk_messages, Walk, Walked};
 
 pub const RTM_NEWLINK: u16 = 16;
 pub const RTM_GETLINK: u16 = 18;
@@ -71,14 +71,16 @@ pub fn getlink_dump_request(seq: u32) -> Vec<u8> {
 }
 
 /// Parses one received datagram of a reply to [`getlink_dump_request`] and calls
-/// `on_link` for every interface. Returns true once the dump is complete. When
-/// `seq` is given every message must carry it.
+/// `on_link` for every interface. Says whether the dump is complete and whether
+/// the kernel flagged it interrupted (links came or went during it: before
+/// Linux 6.6 a device can then be repeated or missed). When `seq` is given every
+/// message must carry it.
 pub fn parse_getlink_dump(
     bytes: &[u8],
     seq: Option<u32>,
     mut on_link: impl FnMut(Link<'_>),
-) -> Result<bool, CtnlError> {
-    let walked = walk_messages(bytes, seq, |header, payload| {
+) -> Result<Walked, CtnlError> {
+    walk_messages(bytes, seq, |header, payload| {
         if header.kind != RTM_NEWLINK {
             return Err(CtnlError::malformed(
                 header.offset,
@@ -87,9 +89,13 @@ pub fn parse_getlink_dump(
         }
         on_link(parse_link(payload).map_err(|m| CtnlError::malformed(header.offset, m))?);
         Ok(Walk::Continue)
-    })?;
-    Ok(walked.done)
+    })
 }
+
+/// `struct rtnl_link_stats64` up to `rx_compressed`/`tx_compressed` (23 fields,
+/// every kernel since 2.6.35): the fields netsight exports. Later kernels append
+/// `rx_nohandler` and `rx_otherhost_dropped`.
+const STATS64_MIN_LEN: usize = 23 * 8;
 
 fn parse_link(payload: &[u8]) -> Result<Link<'_>, String> {
     let head = LinkHeader::parse(payload).map_err(|e| e.to_string())?;
@@ -123,6 +129,12 @@ fn parse_link(payload: &[u8]) -> Result<Link<'_>, String> {
             IFLA_CARRIER_CHANGES => link.carrier_changes = Some(ne_u32(v, "IFLA_CARRIER_CHANGES")?),
             // Shorter from kernels before 6.9 (no rx_otherhost_dropped): the
             // missing tail reads as zero, as iproute2 does.
+            IFLA_STATS64 if v.len() < STATS64_MIN_LEN => {
+                return Err(format!(
+                    "IFLA_STATS64 of {} bytes, expected at least {STATS64_MIN_LEN}",
+                    v.len()
+                ));
+            }
             IFLA_STATS64 => link.stats = Some(Stats64::parse(v).map_err(|e| e.to_string())?),
             _ => {}
         }
@@ -158,14 +170,14 @@ mod tests {
 
     fn links(bytes: &[u8]) -> (Vec<Link<'static>>, bool) {
         let mut out = Vec::new();
-        let done = parse_getlink_dump(bytes, None, |l| {
+        let walked = parse_getlink_dump(bytes, None, |l| {
             out.push(Link {
                 name: Cow::Owned(l.name.into_owned()),
                 ..l
             })
         })
         .expect("parses");
-        (out, done)
+        (out, walked.done)
     }
 
     #[test]
@@ -238,6 +250,50 @@ mod tests {
         }
         assert!(done);
         assert_eq!(got, all);
+    }
+
+    /// NLM_F_DUMP_INTR, which the kernel may set on NLMSG_DONE only, is reported.
+    #[test]
+    fn an_interrupted_dump_says_so() {
+        let mut bytes = FIXTURE.to_vec();
+        let mut at = 0;
+        let mut last = 0;
+        while at < bytes.len() {
+            last = at;
+            let len = u32::from_ne_bytes([bytes[at], bytes[at + 1], bytes[at + 2], bytes[at + 3]]) as usize;
+            at += (len + 3) & !3;
+        }
+        assert_eq!(
+            u16::from_ne_bytes([bytes[last + 4], bytes[last + 5]]),
+            3,
+            "ends with NLMSG_DONE"
+        );
+        assert!(!parse_getlink_dump(&bytes, None, |_| {}).expect("parses").interrupted);
+        let flags = u16::from_ne_bytes([bytes[last + 6], bytes[last + 7]]) | 0x10;
+        bytes[last + 6..last + 8].copy_from_slice(&flags.to_ne_bytes());
+        let walked = parse_getlink_dump(&bytes, None, |_| {}).expect("parses");
+        assert!(walked.done && walked.interrupted);
+    }
+
+    /// A counters attribute shorter than the 23 fields netsight exports is an
+    /// error, not zeros that would read as a counter reset.
+    #[test]
+    fn short_counters_are_an_error() {
+        // The first message (lo): find its IFLA_STATS64 and shrink its length field.
+        let mut bytes = FIXTURE.to_vec();
+        let len = u32::from_ne_bytes([bytes[0], bytes[1], bytes[2], bytes[3]]) as usize;
+        let mut at = 16 + IFINFOMSG_LEN;
+        while at + 4 <= len {
+            let alen = usize::from(u16::from_ne_bytes([bytes[at], bytes[at + 1]]));
+            let kind = u16::from_ne_bytes([bytes[at + 2], bytes[at + 3]]) & 0x3fff;
+            if kind == IFLA_STATS64 {
+                bytes[at..at + 2].copy_from_slice(&(4u16 + 8 * 22).to_ne_bytes());
+                break;
+            }
+            at += (alen + 3) & !3;
+        }
+        let err = parse_getlink_dump(&bytes[..len], None, |_| {}).expect_err("short IFLA_STATS64");
+        assert!(err.to_string().contains("IFLA_STATS64"), "{err}");
     }
 
     #[test]

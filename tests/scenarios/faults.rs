@@ -259,7 +259,7 @@ pub fn saturation() -> Row {
         rule: "interface_saturation",
         labels: &[("device", "tap0")],
         cause: "link_full",
-        text: &["100000000"],
+        text: &["12500000"],
         allowed: &[
             "interface_bandwidth_spike",
             "tcp_retransmit_spike",
