@@ -182,26 +182,7 @@ fn live_host_exposition_passes_promtool() {
     let bin = env!("CARGO_BIN_EXE_netsight");
     let out = Command::new(bin).args(["collect", "--once"]).output().expect("run");
     assert!(out.status.success());
-    let mut child = Command::new("promtool")
-        .args(["check", "metrics"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("promtool must be installed (Debian package `prometheus`)");
-    child
-        .stdin
-        .take()
-        .expect("stdin")
-        .write_all(&out.stdout)
-        .expect("feed promtool");
-    let res = child.wait_with_output().expect("promtool");
-    assert!(
-        res.status.success() && res.stdout.is_empty() && res.stderr.is_empty(),
-        "promtool check metrics: {}{}",
-        String::from_utf8_lossy(&res.stdout),
-        String::from_utf8_lossy(&res.stderr)
-    );
+    common::assert_promtool_accepts(&out.stdout);
 }
 
 #[test]

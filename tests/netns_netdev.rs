@@ -464,8 +464,6 @@ fn include_exclude_regexes_from_config_file() {
 /// with a NIC exports the speed series, which a `bits` name once failed.
 #[test]
 fn exposition_with_a_link_speed_passes_promtool() {
-    use std::io::Write;
-    use std::process::{Command, Stdio};
     let (a, _b) = pair();
     let bin = env!("CARGO_BIN_EXE_netsight");
     let out = a.exec(&[
@@ -485,24 +483,5 @@ fn exposition_with_a_link_speed_passes_promtool() {
         text.contains("netsight_network_speed_bytes_per_second{device=\"veth0a\"} 1250000000"),
         "no speed series for the veth"
     );
-    let mut promtool = Command::new("promtool")
-        .args(["check", "metrics"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("promtool must be installed (Debian package `prometheus`)");
-    promtool
-        .stdin
-        .take()
-        .expect("stdin")
-        .write_all(text.as_bytes())
-        .expect("feed promtool");
-    let res = promtool.wait_with_output().expect("promtool");
-    assert!(
-        res.status.success() && res.stdout.is_empty() && res.stderr.is_empty(),
-        "promtool check metrics: {}{}",
-        String::from_utf8_lossy(&res.stdout),
-        String::from_utf8_lossy(&res.stderr)
-    );
+    common::assert_promtool_accepts(text.as_bytes());
 }

@@ -631,17 +631,17 @@ fn emit_device(out: &mut Emitter, d: &Device) {
     }
     let ty = d.link_type.map(|t| t.to_string()).unwrap_or_default();
     out.push(&INFO, [dev_label, ty.into(), LabelValue::from(d.operstate)], 1.0);
-    for (desc, v) in [(&CARRIER, d.carrier), (&CARRIER_CHANGES, d.carrier_changes)] {
+    let as_f64 = |v: Option<u64>| v.map(|v| v as f64);
+    for (desc, v) in [
+        (&CARRIER, as_f64(d.carrier)),
+        (&CARRIER_CHANGES, as_f64(d.carrier_changes)),
+        (&SPEED, d.speed),
+        (&MTU, as_f64(d.mtu)),
+        (&TXQLEN, as_f64(d.txqlen)),
+        (&RX_MISSED, as_f64(d.rx_missed)),
+    ] {
         if let Some(v) = v {
-            out.push(desc, l(), v as f64);
-        }
-    }
-    if let Some(v) = d.speed {
-        out.push(&SPEED, l(), v);
-    }
-    for (desc, v) in [(&MTU, d.mtu), (&TXQLEN, d.txqlen), (&RX_MISSED, d.rx_missed)] {
-        if let Some(v) = v {
-            out.push(desc, l(), v as f64);
+            out.push(desc, l(), v);
         }
     }
 }

@@ -155,3 +155,31 @@ impl Snapshot {
         (s.len() == 1).then(|| s[0]["value"].as_f64()).flatten()
     }
 }
+
+/// Asserts that `promtool check metrics` (Debian package `prometheus`) accepts
+/// `exposition` without a word: no error, no lint.
+#[allow(dead_code)] // not every test binary that includes `common` checks metrics
+pub fn assert_promtool_accepts(exposition: &[u8]) {
+    use std::io::Write;
+    use std::process::Stdio;
+    let mut child = Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("promtool must be installed (Debian package `prometheus`)");
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(exposition)
+        .expect("feed promtool");
+    let res = child.wait_with_output().expect("promtool");
+    assert!(
+        res.status.success() && res.stdout.is_empty() && res.stderr.is_empty(),
+        "promtool check metrics: {}{}",
+        String::from_utf8_lossy(&res.stdout),
+        String::from_utf8_lossy(&res.stderr)
+    );
+}
