@@ -6,6 +6,7 @@
 
 pub mod conntrack;
 pub mod netdev;
+pub mod netlink_socket;
 pub mod netstat;
 pub mod nftables;
 pub mod procmap;

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use regex::Regex;
 use rustc_hash::FxHashMap;
 
-use super::conntrack::{next_seq, DumpError, NfnlSocket};
+use super::netlink_socket::{next_seq, DumpError, NetlinkSocket};
 use super::{CollectContext, CollectError, Collector, KeptFiles};
 use crate::catalog::{CollectorDoc, MetricDesc, MetricKind};
 use crate::config::{NetdevConfig, NetdevSource};
@@ -232,7 +232,7 @@ pub struct Netdev {
     source: NetdevSource,
     /// rtnetlink source: the socket (kept across ticks), the last dump, and each
     /// device's sysfs `speed`, which no link dump carries.
-    link_socket: Option<NfnlSocket>,
+    link_socket: Option<NetlinkSocket>,
     links: Vec<Link<'static>>,
     speeds: FxHashMap<u32, SpeedFile>,
     /// The rtnetlink failure already logged (`auto` falls back to procfs then).
@@ -419,7 +419,7 @@ impl Netdev {
             Some(s) => s,
             None => self
                 .link_socket
-                .insert(NfnlSocket::open_protocol(netlink_sys::protocols::NETLINK_ROUTE)?),
+                .insert(NetlinkSocket::open_protocol(netlink_sys::protocols::NETLINK_ROUTE)?),
         };
         let seq = next_seq();
         let links = &mut self.links;

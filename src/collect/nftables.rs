@@ -22,7 +22,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use regex::Regex;
 
-use super::conntrack::{next_seq, DumpError, NfnlSocket};
+use super::netlink_socket::{next_seq, DumpError, NetlinkSocket};
 use super::{CollectContext, CollectError, Collector};
 use crate::catalog::{CollectorDoc, MetricDesc, MetricKind};
 use crate::config::NftablesConfig;
@@ -185,13 +185,13 @@ pub fn read_ruleset_capturing(capture: Option<&mut Capture>) -> Result<Ruleset, 
 /// counted from an element dump even when the kernel sends `NFTA_SET_COUNT` (the
 /// path older kernels take; the tests use it to check both agree).
 pub fn read_ruleset_with(capture: Option<&mut Capture>, count_elements: bool) -> Result<Ruleset, DumpError> {
-    read_ruleset_on(&mut NfnlSocket::open()?, capture, count_elements)
+    read_ruleset_on(&mut NetlinkSocket::open()?, capture, count_elements)
 }
 
 /// [`read_ruleset_with`] on a socket the caller keeps across reads. After an
 /// `Err` the socket may still hold the rest of a failed dump: drop it.
 fn read_ruleset_on(
-    sock: &mut NfnlSocket,
+    sock: &mut NetlinkSocket,
     mut capture: Option<&mut Capture>,
     count_elements: bool,
 ) -> Result<Ruleset, DumpError> {
@@ -266,7 +266,7 @@ fn dump_name(d: Dump) -> &'static str {
     }
 }
 
-fn generation(sock: &mut NfnlSocket, raw: Option<&mut Vec<u8>>) -> Result<u32, DumpError> {
+fn generation(sock: &mut NetlinkSocket, raw: Option<&mut Vec<u8>>) -> Result<u32, DumpError> {
     let seq = next_seq();
     let mut gen = None;
     sock.exchange(&getgen_request(seq), raw, |dg| {
@@ -354,7 +354,7 @@ pub struct Nftables {
     selected: HashSet<RuleKey>,
     selected_gen: Option<u32>,
     /// Kept across ticks ([`Collector::collect`]).
-    socket: Option<NfnlSocket>,
+    socket: Option<NetlinkSocket>,
 }
 
 impl Nftables {
@@ -532,7 +532,7 @@ impl Collector for Nftables {
             Some(s) => s,
             None => self
                 .socket
-                .insert(NfnlSocket::open().map_err(|e| CollectError::Unavailable(explain(&e)))?),
+                .insert(NetlinkSocket::open().map_err(|e| CollectError::Unavailable(explain(&e)))?),
         };
         let rs = match read_ruleset_on(sock, None, false) {
             Ok(rs) => rs,

@@ -167,6 +167,16 @@ fn lazy_max_age(interval: Duration) -> Duration {
         .max(interval)
 }
 
+/// A lazy map is scanned in full at least this often. Between full scans its
+/// age bound ([`lazy_max_age`]) only revalidates it: the comm of every process
+/// that owns a socket is read again, and any process gone or renamed (exec)
+/// brings the full scan forward. A full scan reads every fd of every process
+/// (~5 ms on an idle host, far more on a busy one) and, repeated every five
+/// minutes, was the largest share of an idle 5 s tick; the revalidation reads
+/// one small file per owning process. What it cannot see, a socket passed to
+/// another process whose first owner closed it and lives on, this bound limits.
+pub const LAZY_FULL_SCAN_AGE: Duration = Duration::from_secs(3600);
+
 /// The adaptive interval never exceeds this (unless `process_refresh` does):
 /// attribution of new sockets should not go stale for longer.
 pub const MAX_ADAPTIVE_REFRESH: Duration = Duration::from_secs(600);
@@ -187,7 +197,10 @@ pub struct ProcMap {
     refresh_every: Duration,
     /// Minimum interval as a multiple of the last scan's CPU time (0: off).
     cpu_factor: f64,
+    /// Last full scan or successful revalidation.
     last: Option<Instant>,
+    /// Last full scan.
+    scanned: Option<Instant>,
     /// Rescan only when [`Self::note_unattributed`] reported a socket missing
     /// from the map, or after [`LAZY_MAX_AGE`] intervals.
     lazy: bool,
@@ -206,6 +219,7 @@ impl ProcMap {
             refresh_every,
             cpu_factor: 0.0,
             last: None,
+            scanned: None,
             lazy: false,
             missing: false,
             stats: ScanStats::default(),
@@ -239,15 +253,39 @@ impl ProcMap {
     /// interval. Returns whether it rebuilt.
     pub fn refresh_if_due(&mut self, procfs: &Path) -> bool {
         let interval = self.interval();
-        let due = match self.last {
-            None => true,
-            Some(t) if self.lazy && !self.missing => t.elapsed() >= lazy_max_age(interval),
-            Some(t) => t.elapsed() >= interval,
+        let due = match (self.last, self.scanned) {
+            (Some(t), Some(scanned)) if self.lazy && !self.missing => {
+                let max_age = lazy_max_age(interval);
+                if t.elapsed() < max_age {
+                    false
+                } else if !max_age.is_zero()
+                    && scanned.elapsed() < LAZY_FULL_SCAN_AGE.max(max_age)
+                    && self.owners_unchanged(procfs)
+                {
+                    self.last = Some(Instant::now());
+                    false
+                } else {
+                    true
+                }
+            }
+            (Some(t), Some(_)) => t.elapsed() >= interval,
+            _ => true,
         };
         if due {
             self.refresh(procfs);
         }
         due
+    }
+
+    /// Every process the map attributes sockets to still runs under the same
+    /// comm ([`LAZY_FULL_SCAN_AGE`]).
+    fn owners_unchanged(&self, procfs: &Path) -> bool {
+        let Ok(root) = File::open(procfs) else {
+            return false;
+        };
+        self.comm
+            .iter()
+            .all(|(&pid, comm)| read_comm(&root, pid).is_some_and(|now| now == *comm))
     }
 
     /// Makes rescans lazy: due only when a socket was missing from the map since
@@ -284,6 +322,7 @@ impl ProcMap {
         stats.cpu = thread_cpu_time().saturating_sub(cpu0);
         self.stats = stats;
         self.last = Some(Instant::now());
+        self.scanned = self.last;
         self.missing = false;
         stats
     }
@@ -581,8 +620,26 @@ mod tests {
         assert!(m.refresh_if_due(&root));
         std::thread::sleep(Duration::from_millis(150));
         assert!(!m.refresh_if_due(&root), "1.5 intervals old: not due");
-        std::thread::sleep(Duration::from_millis(100 * u64::from(LAZY_MAX_AGE)));
-        assert!(m.refresh_if_due(&root), "more than ten intervals old: due");
+        let max_age = Duration::from_millis(100 * u64::from(LAZY_MAX_AGE));
+        std::thread::sleep(max_age);
+        assert!(
+            !m.refresh_if_due(&root),
+            "more than ten intervals old, its owner unchanged: revalidated, not rescanned"
+        );
+        assert!(!m.refresh_if_due(&root), "the revalidation restarted the age");
+        std::fs::write(root.join("100/comm"), "nginx-worker\n").expect("comm");
+        std::thread::sleep(max_age);
+        assert!(m.refresh_if_due(&root), "an owner's comm changed (exec): rescanned");
+        assert_eq!(m.comm(100), Some("nginx-worker"));
+        std::fs::remove_dir_all(root.join("100")).expect("rm");
+        std::thread::sleep(max_age);
+        assert!(m.refresh_if_due(&root), "an owner is gone: rescanned");
+        assert_eq!(m.pid_of(1000), None);
+        // Past LAZY_FULL_SCAN_AGE a revalidated map is rescanned anyway.
+        m.scanned = Instant::now().checked_sub(LAZY_FULL_SCAN_AGE);
+        m.last = Instant::now().checked_sub(max_age);
+        assert!(m.scanned.is_some() && m.last.is_some());
+        assert!(m.refresh_if_due(&root), "an hour since the last full scan: rescanned");
         assert_eq!(lazy_max_age(Duration::from_secs(30)), Duration::from_secs(300));
         assert_eq!(lazy_max_age(Duration::from_secs(300)), MAX_ADAPTIVE_REFRESH);
         assert_eq!(lazy_max_age(Duration::from_secs(3600)), Duration::from_secs(3600));

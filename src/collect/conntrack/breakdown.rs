@@ -108,7 +108,7 @@ pub fn dump_breakdown_capturing(max_addresses: usize, raw: Option<&mut Vec<u8>>)
         destinations: AddressTally::with_cap(max_addresses),
         ..Breakdown::default()
     };
-    let mut sock = NfnlSocket::open()?;
+    let mut sock = NetlinkSocket::open()?;
     let seq = next_seq();
     sock.exchange(&ct_dump_request(seq), raw, |dg| {
         parse_ct_dump(dg, Some(seq), |f| b.add(f))

@@ -7,20 +7,18 @@
 //! source when reading a fixture tree.
 
 use std::collections::{BTreeMap, HashMap};
-use std::io;
 use std::net::IpAddr;
-use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
-use netlink_sys::{protocols::NETLINK_NETFILTER, Socket, SocketAddr};
-
+pub use super::netlink_socket::DumpError;
+use super::netlink_socket::{next_seq, NetlinkSocket};
 use super::{CollectContext, CollectError, Collector, KeptFiles};
 use crate::catalog::{CollectorDoc, DynamicFamily, MetricDesc, MetricKind};
 use crate::config::ConntrackConfig;
 use crate::netlink::ctnetlink::{
     ct_dump_request, parse_ct_dump, parse_stats_cpu_reply, protocol_name, state_name, stats_cpu_request, CpuStats,
-    CtnlError, Flow, StatsDump,
+    Flow, StatsDump,
 };
 use crate::parse::conntrack::{parse_nf_conntrack_stat, proc_stat_name};
 use crate::parse::sysctl::parse_sysctl_values;
@@ -149,11 +147,6 @@ pub static DOC: CollectorDoc = CollectorDoc {
     }],
 };
 
-/// How long one netlink receive may block before the dump is abandoned.
-const RECV_TIMEOUT: Duration = Duration::from_secs(2);
-/// Upper bound on datagrams in one dump (the kernel sends about one per few CPUs).
-const MAX_DATAGRAMS: usize = 65_536;
-
 #[derive(Default)]
 pub struct Conntrack {
     dynamic: HashMap<String, Arc<MetricDesc>>,
@@ -169,9 +162,8 @@ pub struct Conntrack {
     /// anyway, so a missing capability shows as `breakdown_available 0` at once
     /// rather than only when the first entry appears.
     dump_ok: bool,
-    /// The per-CPU statistics socket and its receive buffer, kept across ticks
-    /// ([`netlink_rows`]).
-    stats_socket: Option<(Socket, Vec<u8>)>,
+    /// The per-CPU statistics socket, kept across ticks ([`netlink_rows`]).
+    stats_socket: Option<NetlinkSocket>,
     /// nf_conntrack_{count,max,buckets}, kept open ([`KeptFiles`]).
     files: KeptFiles,
     buf: Vec<u8>,
@@ -447,21 +439,19 @@ fn read_proc_stats(ctx: &CollectContext, rel: &str) -> Result<Vec<Row>, String> 
 /// missing, dropped after any failure so the next tick starts on a clean one):
 /// opening a netlink socket per dump was a third of the collector's idle cost,
 /// and transient sockets showed in sockstat's `sockets: used`.
-/// The receive buffer is kept too: a fresh 64 KiB one per dump grew and
-/// trimmed the heap every tick.
-fn netlink_rows(kept: &mut Option<(Socket, Vec<u8>)>) -> Result<(Vec<Row>, Option<DumpError>), DumpError> {
-    let (sock, buf) = match kept {
+fn netlink_rows(kept: &mut Option<NetlinkSocket>) -> Result<(Vec<Row>, Option<DumpError>), DumpError> {
+    let sock = match kept {
         Some(s) => s,
-        None => kept.insert((open_stats_socket()?, Vec::with_capacity(RECV_BUFFER))),
+        None => kept.insert(NetlinkSocket::open()?),
     };
-    let r = netlink_rows_on(sock, buf);
+    let r = netlink_rows_on(sock);
     if !matches!(r, Ok((_, None))) {
         *kept = None;
     }
     r
 }
 
-fn netlink_rows_on(sock: &mut Socket, buf: &mut Vec<u8>) -> Result<(Vec<Row>, Option<DumpError>), DumpError> {
+fn netlink_rows_on(sock: &mut NetlinkSocket) -> Result<(Vec<Row>, Option<DumpError>), DumpError> {
     let named = |dump: StatsDump, cpus: Vec<CpuStats>| -> Vec<Row> {
         cpus.into_iter()
             .map(|c| Row {
@@ -476,9 +466,9 @@ fn netlink_rows_on(sock: &mut Socket, buf: &mut Vec<u8>) -> Result<(Vec<Row>, Op
     };
     let mut rows = named(
         StatsDump::Conntrack,
-        dump_stats_cpu_on(sock, buf, StatsDump::Conntrack, None)?,
+        dump_stats_cpu_on(sock, StatsDump::Conntrack, None)?,
     );
-    match dump_stats_cpu_on(sock, buf, StatsDump::Expect, None) {
+    match dump_stats_cpu_on(sock, StatsDump::Expect, None) {
         Ok(exp) => {
             for e in named(StatsDump::Expect, exp) {
                 match rows.iter_mut().find(|r| r.cpu == e.cpu) {
@@ -492,208 +482,28 @@ fn netlink_rows_on(sock: &mut Socket, buf: &mut Vec<u8>) -> Result<(Vec<Row>, Op
     }
 }
 
-#[derive(Debug, thiserror::Error)]
-pub enum DumpError {
-    #[error("{op}: {source}")]
-    Io { op: &'static str, source: io::Error },
-    #[error(transparent)]
-    Reply(#[from] CtnlError),
-}
-
-impl DumpError {
-    pub fn is_permission(&self) -> bool {
-        match self {
-            DumpError::Io { source, .. } => source.kind() == io::ErrorKind::PermissionDenied,
-            DumpError::Reply(CtnlError::Kernel { errno }) => *errno == libc::EPERM || *errno == libc::EACCES,
-            DumpError::Reply(_) => false,
-        }
-    }
-}
-
-fn io_err(op: &'static str) -> impl FnOnce(io::Error) -> DumpError {
-    move |source| DumpError::Io { op, source }
-}
-
-static SEQ: AtomicU32 = AtomicU32::new(1);
-
-/// Room for one statistics datagram (the kernel sends at most a page's worth,
-/// or 32 KiB on large-page systems).
-const RECV_BUFFER: usize = 64 * 1024;
-
 /// Runs one per-CPU statistics dump over a fresh `NETLINK_NETFILTER` socket in the
 /// calling thread's network namespace. When `raw` is given, every received datagram
 /// is appended to it (used to capture test fixtures).
 pub fn dump_stats_cpu(dump: StatsDump, raw: Option<&mut Vec<u8>>) -> Result<Vec<CpuStats>, DumpError> {
-    let mut buf = Vec::with_capacity(RECV_BUFFER);
-    dump_stats_cpu_on(&mut open_stats_socket()?, &mut buf, dump, raw)
-}
-
-/// A `NETLINK_NETFILTER` socket for [`dump_stats_cpu_on`].
-fn open_stats_socket() -> Result<Socket, DumpError> {
-    let mut sock = Socket::new(NETLINK_NETFILTER).map_err(io_err("socket"))?;
-    sock.bind_auto().map_err(io_err("bind"))?;
-    sock.connect(&SocketAddr::new(0, 0)).map_err(io_err("connect"))?;
-    set_recv_timeout(&sock, RECV_TIMEOUT).map_err(io_err("setsockopt(SO_RCVTIMEO)"))?;
-    Ok(sock)
+    dump_stats_cpu_on(&mut NetlinkSocket::open()?, dump, raw)
 }
 
 /// [`dump_stats_cpu`] on a socket the caller keeps. After an `Err` the socket may
 /// still hold the rest of the failed dump: drop it.
 fn dump_stats_cpu_on(
-    sock: &mut Socket,
-    buf: &mut Vec<u8>,
+    sock: &mut NetlinkSocket,
     dump: StatsDump,
-    mut raw: Option<&mut Vec<u8>>,
+    raw: Option<&mut Vec<u8>>,
 ) -> Result<Vec<CpuStats>, DumpError> {
-    let seq = SEQ.fetch_add(1, Ordering::Relaxed);
-    let req = stats_cpu_request(dump, seq);
-    let sent = sock.send(&req, 0).map_err(io_err("send"))?;
-    if sent != req.len() {
-        return Err(DumpError::Io {
-            op: "send",
-            source: io::Error::other("short write"),
-        });
-    }
-
+    let seq = next_seq();
     let mut cpus = Vec::new();
-    for _ in 0..MAX_DATAGRAMS {
-        buf.clear();
-        let n = match sock.recv(buf, libc::MSG_TRUNC) {
-            Ok(n) => n,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                return Err(DumpError::Io {
-                    op: "recv",
-                    source: io::Error::new(io::ErrorKind::TimedOut, "no reply from the kernel"),
-                });
-            }
-            Err(e) => return Err(DumpError::Io { op: "recv", source: e }),
-        };
-        if n > buf.len() {
-            return Err(DumpError::Io {
-                op: "recv",
-                source: io::Error::other(format!("datagram of {n} bytes truncated to {}", buf.len())),
-            });
-        }
-        if let Some(raw) = raw.as_deref_mut() {
-            raw.extend_from_slice(buf);
-        }
-        let chunk = parse_stats_cpu_reply(buf, dump, Some(seq))?;
+    sock.exchange(&stats_cpu_request(dump, seq), raw, |datagram| {
+        let chunk = parse_stats_cpu_reply(datagram, dump, Some(seq))?;
         cpus.extend(chunk.cpus);
-        if chunk.done {
-            return Ok(cpus);
-        }
-    }
-    Err(DumpError::Io {
-        op: "recv",
-        source: io::Error::other("dump did not end"),
-    })
-}
-
-/// Next netlink sequence number (shared by every netfilter request netsight sends).
-pub fn next_seq() -> u32 {
-    SEQ.fetch_add(1, Ordering::Relaxed)
-}
-
-/// A `NETLINK_NETFILTER` socket in the calling thread's network namespace for
-/// request/dump exchanges (nf_tables dumps, ctnetlink table dumps). Received
-/// datagrams are handed to the caller one at a time, so a dump is never held whole.
-pub struct NfnlSocket {
-    sock: Socket,
-    buf: Vec<u8>,
-}
-
-impl NfnlSocket {
-    pub fn open() -> Result<NfnlSocket, DumpError> {
-        Self::open_protocol(NETLINK_NETFILTER)
-    }
-
-    /// The same exchange over another netlink protocol (`NETLINK_ROUTE` for link
-    /// dumps).
-    pub fn open_protocol(protocol: isize) -> Result<NfnlSocket, DumpError> {
-        let mut sock = Socket::new(protocol).map_err(io_err("socket"))?;
-        sock.bind_auto().map_err(io_err("bind"))?;
-        sock.connect(&SocketAddr::new(0, 0)).map_err(io_err("connect"))?;
-        set_recv_timeout(&sock, RECV_TIMEOUT).map_err(io_err("setsockopt(SO_RCVTIMEO)"))?;
-        Ok(NfnlSocket {
-            sock,
-            buf: Vec::with_capacity(64 * 1024),
-        })
-    }
-
-    /// Sends `req`, then passes every received datagram to `on_datagram` until it
-    /// returns `Ok(true)` (the reply is complete). When `raw` is given, datagrams are
-    /// also appended to it (fixture capture).
-    pub fn exchange(
-        &mut self,
-        req: &[u8],
-        mut raw: Option<&mut Vec<u8>>,
-        mut on_datagram: impl FnMut(&[u8]) -> Result<bool, CtnlError>,
-    ) -> Result<(), DumpError> {
-        let sent = self.sock.send(req, 0).map_err(io_err("send"))?;
-        if sent != req.len() {
-            return Err(DumpError::Io {
-                op: "send",
-                source: io::Error::other("short write"),
-            });
-        }
-        for _ in 0..MAX_DUMP_DATAGRAMS {
-            self.buf.clear();
-            let n = match self.sock.recv(&mut self.buf, libc::MSG_TRUNC) {
-                Ok(n) => n,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                    return Err(DumpError::Io {
-                        op: "recv",
-                        source: io::Error::new(io::ErrorKind::TimedOut, "no reply from the kernel"),
-                    });
-                }
-                Err(e) => return Err(DumpError::Io { op: "recv", source: e }),
-            };
-            if n > self.buf.len() {
-                return Err(DumpError::Io {
-                    op: "recv",
-                    source: io::Error::other(format!("datagram of {n} bytes truncated to {}", self.buf.len())),
-                });
-            }
-            if let Some(raw) = raw.as_deref_mut() {
-                raw.extend_from_slice(&self.buf);
-            }
-            if on_datagram(&self.buf)? {
-                return Ok(());
-            }
-        }
-        Err(DumpError::Io {
-            op: "recv",
-            source: io::Error::other("dump did not end"),
-        })
-    }
-}
-
-/// Upper bound on datagrams of one table dump (a million entries fit in ~10k).
-const MAX_DUMP_DATAGRAMS: usize = 4_000_000;
-
-fn set_recv_timeout(sock: &Socket, timeout: Duration) -> io::Result<()> {
-    use std::os::fd::AsRawFd;
-    let tv = libc::timeval {
-        tv_sec: timeout.as_secs() as libc::time_t,
-        tv_usec: timeout.subsec_micros() as libc::suseconds_t,
-    };
-    // SAFETY: valid socket fd, pointer and length of a live timeval.
-    let rc = unsafe {
-        libc::setsockopt(
-            sock.as_raw_fd(),
-            libc::SOL_SOCKET,
-            libc::SO_RCVTIMEO,
-            (&tv as *const libc::timeval).cast(),
-            std::mem::size_of::<libc::timeval>() as libc::socklen_t,
-        )
-    };
-    if rc == 0 {
-        Ok(())
-    } else {
-        Err(io::Error::last_os_error())
-    }
+        Ok(chunk.done)
+    })?;
+    Ok(cpus)
 }
 
 #[cfg(test)]

@@ -5,7 +5,7 @@ use std::ops::Deref;
 use std::sync::Arc;
 use std::time::SystemTime;
 
-use rustc_hash::{FxBuildHasher, FxHasher};
+use rustc_hash::FxBuildHasher;
 
 use crate::catalog::{MetricDesc, MetricKind};
 
@@ -187,9 +187,6 @@ impl Family {
     }
 }
 
-/// Slots of the emitter's static-descriptor cache (direct-mapped by address).
-const STATIC_SLOTS: usize = 32;
-
 /// The key of a family name in the emitter's and the snapshot's indexes. Names
 /// are ours (catalog and kernel field names), not adversarial input, so the
 /// cheap Fx hash is fine; a collision costs a scan, never a wrong family.
@@ -206,11 +203,16 @@ pub struct Emitter {
     /// found by a scan). Keyed by hash so that creating a family allocates no
     /// key: netstat alone creates ~400 families a tick.
     index: HashMap<u64, usize, FxBuildHasher>,
-    /// Family index by the address of a `'static` descriptor (0 = empty slot): the
-    /// rule engine pushes ~50k samples a tick over a handful of static descriptors,
-    /// and hashing the name for each push showed in profiles. Static addresses are
-    /// never reused, so an address hit is always the right family.
-    statics: [(usize, usize); STATIC_SLOTS],
+    /// Family index by the address of a `'static` descriptor: the rule engine
+    /// pushes ~50k samples a tick over a handful of static descriptors, and
+    /// hashing the name for each push showed in profiles. Static addresses are
+    /// never reused, so an address hit is always the right family. (A 32-slot
+    /// direct-mapped cache stood here before; descriptors laid out at a fixed
+    /// stride collided in it, and netdev's 30 families missed on most pushes.)
+    statics: HashMap<usize, usize, FxBuildHasher>,
+    /// The last static descriptor pushed and its family: pushes of one family
+    /// usually follow each other.
+    last_static: (usize, usize),
     /// Initial sample capacity for families not created yet, by static descriptor
     /// address (avoids regrowing 10k-sample vectors every tick).
     hints: Vec<(usize, usize)>,
@@ -253,16 +255,25 @@ impl Emitter {
             DescRef::Static(d) => *d as *const MetricDesc as usize,
             DescRef::Owned(_) => 0,
         };
-        let slot = (addr >> 3) % STATIC_SLOTS;
-        if addr != 0 && self.statics[slot].0 == addr {
-            let i = self.statics[slot].1;
-            return &mut self.families[i];
+        if addr != 0 {
+            let idx = if self.last_static.0 == addr {
+                self.last_static.1
+            } else {
+                match self.statics.get(&addr) {
+                    Some(&i) => i,
+                    None => {
+                        let key = name_key(&desc.name);
+                        let i = self.family_index(desc, key, addr);
+                        self.statics.insert(addr, i);
+                        i
+                    }
+                }
+            };
+            self.last_static = (addr, idx);
+            return &mut self.families[idx];
         }
         let key = name_key(&desc.name);
         let idx = self.family_index(desc, key, addr);
-        if addr != 0 {
-            self.statics[slot] = (addr, idx);
-        }
         &mut self.families[idx]
     }
 
@@ -447,302 +458,5 @@ impl Snapshot {
     }
 }
 
-/// Fixed-capacity ring of `(unix seconds, value)` points.
-#[derive(Clone, Debug)]
-pub struct Ring {
-    points: Vec<(f64, f64)>,
-    head: usize,
-    cap: usize,
-}
-
-impl Ring {
-    pub fn new(cap: usize) -> Self {
-        Ring {
-            points: Vec::with_capacity(cap.min(16)),
-            head: 0,
-            cap: cap.max(1),
-        }
-    }
-
-    pub fn push(&mut self, t: f64, v: f64) {
-        if self.points.len() < self.cap {
-            self.points.push((t, v));
-        } else {
-            self.points[self.head] = (t, v);
-            self.head = (self.head + 1) % self.cap;
-        }
-    }
-
-    /// Points oldest first.
-    pub fn iter(&self) -> impl Iterator<Item = (f64, f64)> + '_ {
-        let (a, b) = self.points.split_at(self.head);
-        b.iter().chain(a.iter()).copied()
-    }
-
-    pub fn len(&self) -> usize {
-        self.points.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.points.is_empty()
-    }
-
-    pub fn last(&self) -> Option<(f64, f64)> {
-        if self.points.is_empty() {
-            None
-        } else if self.points.len() < self.cap {
-            self.points.last().copied()
-        } else {
-            Some(self.points[(self.head + self.cap - 1) % self.cap])
-        }
-    }
-
-    /// The point `k` places before the newest (0 = newest).
-    pub fn nth_from_end(&self, k: usize) -> Option<(f64, f64)> {
-        let n = self.points.len();
-        if k >= n {
-            return None;
-        }
-        let idx = if n < self.cap {
-            n - 1 - k
-        } else {
-            (self.head + self.cap - 1 - k) % self.cap
-        };
-        Some(self.points[idx])
-    }
-
-    /// Per-second rate over the last two points; a counter reset yields the new value
-    /// divided by the gap (as Prometheus' `rate` does) rather than a negative spike.
-    pub fn rate(&self) -> Option<f64> {
-        let n = self.points.len();
-        if n < 2 {
-            return None;
-        }
-        let (t0, v0) = self.nth_from_end(1)?;
-        let (t1, v1) = self.nth_from_end(0)?;
-        let dt = t1 - t0;
-        if dt <= 0.0 {
-            return None;
-        }
-        let dv = if v1 >= v0 { v1 - v0 } else { v1 };
-        Some(dv / dt)
-    }
-}
-
-/// Short in-memory history of every scalar series, fed one snapshot per tick.
-/// Series absent from `stale_after` consecutive snapshots are dropped so churn
-/// (closed ports, removed interfaces) cannot grow it without bound.
-///
-/// Entries are keyed by a 64-bit hash of name and labels so that recording and
-/// lookups allocate nothing; the stored name and labels are compared on every hit,
-/// so a (vanishingly unlikely) collision makes a series look absent, never wrong.
-#[derive(Debug)]
-pub struct History {
-    cap: usize,
-    stale_after: u64,
-    generation: u64,
-    series: HashMap<u64, HistEntry, FxBuildHasher>,
-    /// The metrics recorded; `None`: every one ([`History::record_only`]).
-    only: Option<std::collections::HashSet<Box<str>, FxBuildHasher>>,
-}
-
-#[derive(Debug)]
-struct HistEntry {
-    name: Arc<str>,
-    labels: LabelValues,
-    ring: Ring,
-    generation: u64,
-}
-
-/// Hash of a series identity; the same for any string type of the label values
-/// (`str`, `String` and `Arc<str>` hash alike), so lookups need not convert.
-pub fn series_hash<L: AsRef<str>>(name: &str, labels: &[L]) -> u64 {
-    use std::hash::{Hash, Hasher};
-    let mut h = FxHasher::default();
-    name.hash(&mut h);
-    h.write_usize(labels.len());
-    for l in labels {
-        l.as_ref().hash(&mut h);
-    }
-    h.finish()
-}
-
-fn same_labels<A: AsRef<str>, B: AsRef<str>>(a: &[A], b: &[B]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).all(|(x, y)| x.as_ref() == y.as_ref())
-}
-
-impl History {
-    pub fn new(cap: usize) -> Self {
-        History {
-            cap,
-            stale_after: 3,
-            generation: 0,
-            series: HashMap::default(),
-            only: None,
-        }
-    }
-
-    /// From now on records only the metrics in `names` (`None`: every metric, the
-    /// default) and forgets the series of any other. The daemon keeps the history
-    /// its rules read and no more: recording all ~600 series of an idle host was a
-    /// tenth of its tick.
-    pub fn record_only<S: Into<Box<str>>>(&mut self, names: Option<impl IntoIterator<Item = S>>) {
-        self.only = names.map(|n| n.into_iter().map(Into::into).collect());
-        if let Some(only) = &self.only {
-            self.series.retain(|_, e| only.contains(&*e.name));
-        }
-    }
-
-    pub fn record(&mut self, snap: &Snapshot) {
-        self.generation += 1;
-        let t = snap
-            .taken_at
-            .duration_since(SystemTime::UNIX_EPOCH)
-            .map(|d| d.as_secs_f64())
-            .unwrap_or(0.0);
-        match self.only.take() {
-            // The few metrics the rules read are looked up in the snapshot's
-            // index, rather than every family's name (~500 a tick) in the set.
-            Some(only) => {
-                for name in &only {
-                    if let Some(fam) = snap.family(name) {
-                        self.record_family(fam, t);
-                    }
-                }
-                self.only = Some(only);
-            }
-            None => {
-                for fam in &snap.families {
-                    self.record_family(fam, t);
-                }
-            }
-        }
-        let min_gen = self.generation.saturating_sub(self.stale_after);
-        self.series.retain(|_, e| e.generation > min_gen);
-    }
-
-    fn record_family(&mut self, fam: &Family, t: f64) {
-        let gen = self.generation;
-        let mut name: Option<Arc<str>> = None;
-        for s in &fam.samples {
-            let Some(v) = s.value.as_f64() else { continue };
-            let h = series_hash(&fam.desc.name, &s.labels);
-            match self.series.get_mut(&h) {
-                Some(e) if *e.name == *fam.desc.name && *e.labels == *s.labels => {
-                    e.ring.push(t, v);
-                    e.generation = gen;
-                }
-                Some(_) => {}
-                None => {
-                    let name = name.get_or_insert_with(|| Arc::from(fam.desc.name.as_ref())).clone();
-                    let mut ring = Ring::new(self.cap);
-                    ring.push(t, v);
-                    self.series.insert(
-                        h,
-                        HistEntry {
-                            name,
-                            labels: s.labels.clone(),
-                            ring,
-                            generation: gen,
-                        },
-                    );
-                }
-            }
-        }
-    }
-
-    pub fn get<L: AsRef<str>>(&self, name: &str, labels: &[L]) -> Option<&Ring> {
-        self.series
-            .get(&series_hash(name, labels))
-            .filter(|e| &*e.name == name && same_labels(&e.labels, labels))
-            .map(|e| &e.ring)
-    }
-
-    pub fn len(&self) -> usize {
-        self.series.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.series.is_empty()
-    }
-
-    /// Points of the series whose metric `keep` accepts, for persistence.
-    pub fn export(&self, keep: impl Fn(&str) -> bool) -> Vec<SavedSeries> {
-        self.series
-            .values()
-            .filter(|e| keep(&e.name))
-            .map(|e| SavedSeries {
-                name: e.name.to_string(),
-                labels: e.labels.iter().map(|l| l.to_string()).collect(),
-                points: e.ring.iter().collect(),
-            })
-            .collect()
-    }
-
-    /// Restores exported series (before the first snapshot of a restarted daemon).
-    pub fn import(&mut self, saved: Vec<SavedSeries>) {
-        for s in saved {
-            let mut ring = Ring::new(self.cap);
-            for (t, v) in s.points {
-                ring.push(t, v);
-            }
-            let h = series_hash(&s.name, &s.labels);
-            let entry = HistEntry {
-                name: Arc::from(s.name.as_str()),
-                labels: s.labels.into_labels(),
-                ring,
-                generation: self.generation,
-            };
-            self.series.insert(h, entry);
-        }
-    }
-}
-
-#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
-pub struct SavedSeries {
-    pub name: String,
-    pub labels: Vec<String>,
-    pub points: Vec<(f64, f64)>,
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn history_finds_a_series_whatever_the_label_string_type() {
-        let mut e = Emitter::new();
-        let desc = crate::catalog::find("netsight_network_receive_bytes_total").expect("in catalog");
-        e.push(desc, vec!["eth0".to_string()], 5.0);
-        let mut h = History::new(4);
-        h.record(&Snapshot::new(SystemTime::now(), e.into_families()));
-        let name = "netsight_network_receive_bytes_total";
-        assert!(h.get(name, &["eth0"]).is_some());
-        assert!(h.get(name, &["eth0".to_string()]).is_some());
-        assert!(h.get(name, &[LabelValue::from("eth0")]).is_some());
-        assert!(h.get(name, &["eth1"]).is_none());
-        assert!(
-            h.get(name, &["eth0", ""]).is_none(),
-            "a longer label list is another series"
-        );
-    }
-
-    #[test]
-    fn ring_keeps_the_newest_points_in_order() {
-        let mut r = Ring::new(3);
-        for i in 0..5 {
-            r.push(i as f64, i as f64 * 10.0);
-        }
-        let pts: Vec<_> = r.iter().collect();
-        assert_eq!(pts, vec![(2.0, 20.0), (3.0, 30.0), (4.0, 40.0)]);
-        assert_eq!(r.last(), Some((4.0, 40.0)));
-    }
-
-    #[test]
-    fn rate_after_counter_reset_is_not_negative() {
-        let mut r = Ring::new(4);
-        r.push(0.0, 1000.0);
-        r.push(5.0, 10.0);
-        assert_eq!(r.rate(), Some(2.0));
-    }
-}
+mod history;
+pub use history::{series_hash, History, Ring, SavedSeries};

@@ -1,0 +1,155 @@
+//! The request/dump socket that the netlink collectors share (conntrack's
+//! ctnetlink statistics and table dumps, nftables, netdev's rtnetlink link dump).
+//! Socket I/O lives here, in `collect/`; the messages it carries are built and
+//! parsed by the pure code in `crate::netlink`.
+
+use std::io;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::Duration;
+
+use netlink_sys::{protocols::NETLINK_NETFILTER, Socket, SocketAddr};
+
+use crate::netlink::ctnetlink::CtnlError;
+
+#[derive(Debug, thiserror::Error)]
+pub enum DumpError {
+    #[error("{op}: {source}")]
+    Io { op: &'static str, source: io::Error },
+    #[error(transparent)]
+    Reply(#[from] CtnlError),
+}
+
+impl DumpError {
+    pub fn is_permission(&self) -> bool {
+        match self {
+            DumpError::Io { source, .. } => source.kind() == io::ErrorKind::PermissionDenied,
+            DumpError::Reply(CtnlError::Kernel { errno }) => *errno == libc::EPERM || *errno == libc::EACCES,
+            DumpError::Reply(_) => false,
+        }
+    }
+
+    pub(crate) fn io(op: &'static str, why: impl Into<Box<dyn std::error::Error + Send + Sync>>) -> DumpError {
+        DumpError::Io {
+            op,
+            source: io::Error::other(why),
+        }
+    }
+}
+
+fn io_err(op: &'static str) -> impl FnOnce(io::Error) -> DumpError {
+    move |source| DumpError::Io { op, source }
+}
+
+static SEQ: AtomicU32 = AtomicU32::new(1);
+
+/// Next netlink sequence number (shared by every request netsight sends).
+pub fn next_seq() -> u32 {
+    SEQ.fetch_add(1, Ordering::Relaxed)
+}
+
+/// How long a reply may take before the exchange fails: the kernel answers
+/// dumps synchronously, so a silent socket means something is wrong.
+const RECV_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// Upper bound on datagrams of one reply (a million conntrack entries fit in
+/// ~10k): a reply that never ends fails instead of holding the collector.
+const MAX_DATAGRAMS: usize = 4_000_000;
+
+/// Room for one datagram: the kernel sends at most a page's worth per dump
+/// datagram, or 32 KiB on large-page systems.
+const RECV_BUFFER: usize = 64 * 1024;
+
+/// A netlink socket in the calling thread's network namespace for
+/// request/reply and request/dump exchanges. Received datagrams are handed to
+/// the caller one at a time, so a dump is never held whole; the receive buffer
+/// is kept with the socket (a fresh 64 KiB one per dump grew and trimmed the
+/// heap every tick).
+pub struct NetlinkSocket {
+    sock: Socket,
+    buf: Vec<u8>,
+}
+
+impl NetlinkSocket {
+    /// A `NETLINK_NETFILTER` socket (ctnetlink, nf_tables).
+    pub fn open() -> Result<NetlinkSocket, DumpError> {
+        Self::open_protocol(NETLINK_NETFILTER)
+    }
+
+    /// A socket of another netlink protocol (`NETLINK_ROUTE` for link dumps).
+    pub fn open_protocol(protocol: isize) -> Result<NetlinkSocket, DumpError> {
+        let mut sock = Socket::new(protocol).map_err(io_err("socket"))?;
+        sock.bind_auto().map_err(io_err("bind"))?;
+        sock.connect(&SocketAddr::new(0, 0)).map_err(io_err("connect"))?;
+        set_recv_timeout(&sock, RECV_TIMEOUT).map_err(io_err("setsockopt(SO_RCVTIMEO)"))?;
+        Ok(NetlinkSocket {
+            sock,
+            buf: Vec::with_capacity(RECV_BUFFER),
+        })
+    }
+
+    /// Sends `req`, then passes every received datagram to `on_datagram` until it
+    /// returns `Ok(true)` (the reply is complete). When `raw` is given, datagrams are
+    /// also appended to it (fixture capture). After an `Err` the socket may still
+    /// hold the rest of the reply: the caller drops it.
+    pub fn exchange(
+        &mut self,
+        req: &[u8],
+        mut raw: Option<&mut Vec<u8>>,
+        mut on_datagram: impl FnMut(&[u8]) -> Result<bool, CtnlError>,
+    ) -> Result<(), DumpError> {
+        let sent = self.sock.send(req, 0).map_err(io_err("send"))?;
+        if sent != req.len() {
+            return Err(DumpError::io("send", "short write"));
+        }
+        for _ in 0..MAX_DATAGRAMS {
+            self.buf.clear();
+            let n = match self.sock.recv(&mut self.buf, libc::MSG_TRUNC) {
+                Ok(n) => n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    return Err(DumpError::Io {
+                        op: "recv",
+                        source: io::Error::new(io::ErrorKind::TimedOut, "no reply from the kernel"),
+                    });
+                }
+                Err(e) => return Err(DumpError::Io { op: "recv", source: e }),
+            };
+            if n > self.buf.len() {
+                return Err(DumpError::io(
+                    "recv",
+                    format!("datagram of {n} bytes truncated to {}", self.buf.len()),
+                ));
+            }
+            if let Some(raw) = raw.as_deref_mut() {
+                raw.extend_from_slice(&self.buf);
+            }
+            if on_datagram(&self.buf)? {
+                return Ok(());
+            }
+        }
+        Err(DumpError::io("recv", "dump did not end"))
+    }
+}
+
+fn set_recv_timeout(sock: &Socket, timeout: Duration) -> io::Result<()> {
+    use std::os::fd::AsRawFd;
+    let tv = libc::timeval {
+        tv_sec: timeout.as_secs() as libc::time_t,
+        tv_usec: timeout.subsec_micros() as libc::suseconds_t,
+    };
+    // SAFETY: valid socket fd, pointer and length of a live timeval.
+    let rc = unsafe {
+        libc::setsockopt(
+            sock.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_RCVTIMEO,
+            (&tv as *const libc::timeval).cast(),
+            std::mem::size_of::<libc::timeval>() as libc::socklen_t,
+        )
+    };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
