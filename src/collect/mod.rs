@@ -60,6 +60,36 @@ impl CollectContext {
     }
 }
 
+/// How often a collector re-reads the kernel settings it reports beside its
+/// counters (`tcp_mem`, `nf_conntrack_max`…): settings change rarely, each is a
+/// `/proc/sys` read, and the last values are repeated in between (the sysctl
+/// collector has its own `interval`).
+pub const SETTINGS_REFRESH: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// Values read at most every [`SETTINGS_REFRESH`]; a failed read is not kept, so
+/// it is tried again on the next tick.
+pub struct Settings<T> {
+    last: Option<(std::time::Instant, T)>,
+}
+
+impl<T> Default for Settings<T> {
+    fn default() -> Self {
+        Settings { last: None }
+    }
+}
+
+impl<T> Settings<T> {
+    /// The values, read with `read` when none are kept or they are
+    /// [`SETTINGS_REFRESH`] old.
+    pub fn get<E>(&mut self, read: impl FnOnce() -> Result<T, E>) -> Result<&T, E> {
+        let kept = match self.last.take() {
+            Some(kept) if kept.0.elapsed() < SETTINGS_REFRESH => kept,
+            _ => (std::time::Instant::now(), read()?),
+        };
+        Ok(&self.last.insert(kept).1)
+    }
+}
+
 /// Files a collector reads every tick, kept open and read again from offset 0.
 ///
 /// `/proc` and sysfs generate a file's contents anew on each read from offset 0,
@@ -396,6 +426,20 @@ pub static CORE_DOC: CollectorDoc = CollectorDoc {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn settings_are_read_once_per_refresh_and_a_failed_read_is_not_kept() {
+        let mut s = Settings::<u32>::default();
+        assert_eq!(s.get(|| Err::<u32, &str>("absent")), Err("absent"));
+        assert_eq!(s.get(|| Ok::<_, &str>(7)), Ok(&7), "read again after a failure");
+        assert_eq!(s.get(|| Ok::<_, &str>(8)), Ok(&7), "within SETTINGS_REFRESH: kept");
+        let old = std::time::Instant::now().checked_sub(SETTINGS_REFRESH);
+        assert!(old.is_some());
+        if let (Some(last), Some(old)) = (s.last.as_mut(), old) {
+            last.0 = old;
+        }
+        assert_eq!(s.get(|| Ok::<_, &str>(8)), Ok(&8), "refreshed once old");
+    }
 
     /// Rewritten, grown, removed and recreated files are all read as they are now.
     #[test]

@@ -3,12 +3,12 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use super::{CollectContext, CollectError, Collector, KeptFiles};
+use super::{CollectContext, CollectError, Collector, KeptFiles, Settings};
 use crate::catalog::{CollectorDoc, DynamicFamily, MetricDesc, MetricKind};
 use crate::parse::snake_case;
 use crate::parse::sockstat::parse_sockstat;
 use crate::parse::sysctl::parse_sysctl_values;
-use crate::snapshot::Emitter;
+use crate::snapshot::{Emitter, IntoLabels, LabelValue, LabelValues};
 
 const G: MetricKind = MetricKind::Gauge;
 
@@ -122,6 +122,9 @@ pub struct Sockstat {
     unknown: HashMap<String, Arc<MetricDesc>>,
     files: KeptFiles,
     buf: Vec<u8>,
+    /// tcp_mem, udp_mem, tcp_max_orphans, tcp_max_tw_buckets: settings, read every
+    /// [`super::SETTINGS_REFRESH`].
+    limits: Settings<Limits>,
 }
 
 impl Sockstat {
@@ -160,28 +163,39 @@ impl Sockstat {
     }
 }
 
-fn limits(ctx: &CollectContext, files: &mut KeptFiles, buf: &mut Vec<u8>, out: &mut Emitter) {
+/// The limits' samples: descriptor, label values and value.
+type Limits = Vec<(&'static MetricDesc, LabelValues, f64)>;
+
+/// The memory and socket limits, read from `/proc/sys` (absent inside a network
+/// namespace for the host-wide ones: skipped).
+fn read_limits(ctx: &CollectContext, files: &mut KeptFiles, buf: &mut Vec<u8>) -> Limits {
     let page = page_size();
     let mut read = |rel: &str| {
         files.read_attribute_into(&ctx.proc_path(rel), buf).ok()?;
         parse_sysctl_values(buf).ok()
     };
+    let mut limits = Limits::new();
     for (rel, desc) in [
         ("sys/net/ipv4/tcp_mem", &TCP_MEM_LIMIT),
         ("sys/net/ipv4/udp_mem", &UDP_MEM_LIMIT),
     ] {
         if let Some(v) = read(rel).filter(|v| v.len() == 3) {
-            for (level, x) in ["min", "pressure", "max"].iter().zip(v) {
-                out.push(desc, vec![level.to_string()], x as f64 * page);
+            for (level, x) in ["min", "pressure", "max"].into_iter().zip(v) {
+                limits.push((desc, [level].into_labels(), x as f64 * page));
             }
         }
     }
-    if let Some(v) = read("sys/net/ipv4/tcp_max_orphans") {
-        out.push0(&TCP_MAX_ORPHANS, v[0] as f64);
+    let none = || Vec::<LabelValue>::new().into_labels();
+    if let Some(&v) = read("sys/net/ipv4/tcp_max_orphans").as_deref().and_then(<[i64]>::first) {
+        limits.push((&TCP_MAX_ORPHANS, none(), v as f64));
     }
-    if let Some(v) = read("sys/net/ipv4/tcp_max_tw_buckets") {
-        out.push0(&TCP_MAX_TW, v[0] as f64);
+    if let Some(&v) = read("sys/net/ipv4/tcp_max_tw_buckets")
+        .as_deref()
+        .and_then(<[i64]>::first)
+    {
+        limits.push((&TCP_MAX_TW, none(), v as f64));
     }
+    limits
 }
 
 impl Collector for Sockstat {
@@ -207,7 +221,13 @@ impl Sockstat {
         if self.files.read_into(&path6, buf).is_ok() {
             self.emit_file(buf, out).map_err(|e| CollectError::parse(path6, e))?;
         }
-        limits(ctx, &mut self.files, buf, out);
+        let files = &mut self.files;
+        let limits = self
+            .limits
+            .get(|| Ok::<_, std::convert::Infallible>(read_limits(ctx, files, buf)));
+        for (desc, labels, v) in limits.into_iter().flatten() {
+            out.push(*desc, labels.clone(), *v);
+        }
         Ok(())
     }
 }

@@ -13,7 +13,7 @@ use std::time::Instant;
 
 pub use super::netlink_socket::DumpError;
 use super::netlink_socket::{next_seq, NetlinkSocket};
-use super::{CollectContext, CollectError, Collector, KeptFiles};
+use super::{CollectContext, CollectError, Collector, KeptFiles, Settings};
 use crate::catalog::{CollectorDoc, DynamicFamily, MetricDesc, MetricKind};
 use crate::config::ConntrackConfig;
 use crate::netlink::ctnetlink::{
@@ -166,6 +166,8 @@ pub struct Conntrack {
     stats_socket: Option<NetlinkSocket>,
     /// nf_conntrack_{count,max,buckets}, kept open ([`KeptFiles`]).
     files: KeptFiles,
+    /// nf_conntrack_max and nf_conntrack_buckets, read every [`super::SETTINGS_REFRESH`].
+    settings: Settings<(f64, f64)>,
     buf: Vec<u8>,
     /// `{cpu="N"}` label sets by CPU number, kept across ticks.
     cpu_labels: Vec<Option<LabelValues>>,
@@ -194,8 +196,19 @@ impl Collector for Conntrack {
             r => r?,
         };
         out.push0(&ENTRIES, entries);
-        out.push0(&LIMIT, self.sysctl(ctx, "nf_conntrack_max")?);
-        out.push0(&BUCKETS, self.sysctl(ctx, "nf_conntrack_buckets")?);
+        let mut settings = std::mem::take(&mut self.settings);
+        let limits = settings
+            .get(|| {
+                Ok::<_, CollectError>((
+                    self.sysctl(ctx, "nf_conntrack_max")?,
+                    self.sysctl(ctx, "nf_conntrack_buckets")?,
+                ))
+            })
+            .copied();
+        self.settings = settings;
+        let (limit, buckets) = limits?;
+        out.push0(&LIMIT, limit);
+        out.push0(&BUCKETS, buckets);
 
         match self.stats(ctx) {
             Ok((rows, note)) => {
