@@ -2,22 +2,28 @@
 //! rtnetlink `RTM_GETLINK` dump a tick on the live kernel (sysfs only for
 //! `speed`), or from `/proc/net/dev` plus sysfs attributes under a captured
 //! `--path.procfs` tree, when the dump fails (`source: auto`) or when configured.
-//! Both sources give the same series with the same values.
+//! Both sources give the same series with the same values: `rtnetlink` and
+//! `procfs` below read them, this module filters and emits them.
 
-use std::borrow::Cow;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
 
 use regex::Regex;
 use rustc_hash::FxHashMap;
 
-use super::netlink_socket::{next_seq, DumpError, NetlinkSocket};
+use super::netlink_socket::NetlinkSocket;
 use super::{CollectContext, CollectError, Collector, KeptFiles};
 use crate::catalog::{CollectorDoc, MetricDesc, MetricKind};
 use crate::config::{NetdevConfig, NetdevSource};
-use crate::netlink::rtnetlink::{getlink_dump_request, parse_getlink_dump, Link, LinkStats};
-use crate::parse::netdev::{parse_proc_net_dev, parse_speed_bits, parse_u64_attr, OPERSTATES};
+use crate::netlink::rtnetlink::Link;
+use crate::parse::netdev::OPERSTATES;
 use crate::snapshot::{Emitter, LabelValue, LabelValues};
+
+mod procfs;
+mod rtnetlink;
+
+use procfs::DevFiles;
+use rtnetlink::SpeedFile;
+pub use rtnetlink::SPEED_REFRESH;
 
 const C: MetricKind = MetricKind::Counter;
 const G: MetricKind = MetricKind::Gauge;
@@ -248,40 +254,6 @@ pub struct Netdev {
     devs: FxHashMap<String, DevFiles>,
 }
 
-/// A kept-open sysfs file follows the device, not the name: after `eth0` is
-/// renamed and a new `eth0` created, the old descriptors would read the renamed
-/// device. The directory `/sys/class/net/<name>` resolves to the device's own
-/// sysfs directory, so its inode is checked every tick (one `stat` instead of an
-/// open, stat, two reads and a close per attribute) and the files are reopened
-/// when it changed.
-struct DevFiles {
-    dir: Option<u64>,
-    files: KeptFiles,
-    seen: bool,
-}
-
-/// A device's sysfs `speed` under the rtnetlink source, re-read only when it can
-/// have changed: the device is new or renamed, its operstate or carrier count
-/// moved (renegotiation drops the carrier), or [`SPEED_REFRESH`] passed (a bond's
-/// speed follows its ports without a carrier change). Reading `speed` runs the
-/// driver's ethtool query under the RTNL lock, which a tick should not take for
-/// every device of a busy host.
-struct SpeedFile {
-    name: String,
-    files: KeptFiles,
-    value: Option<f64>,
-    read_at: Instant,
-    operstate: Option<u8>,
-    carrier_changes: Option<u32>,
-    seen: bool,
-}
-
-/// Link dumps taken before giving up on one the kernel keeps flagging interrupted.
-const DUMP_ATTEMPTS: usize = 3;
-
-/// The longest a cached link speed is reported without re-reading it.
-pub const SPEED_REFRESH: Duration = Duration::from_secs(30);
-
 /// One device's values, from either source.
 struct Device<'a> {
     name: &'a str,
@@ -316,35 +288,6 @@ static COUNTERS: [&MetricDesc; 16] = [
     &TX_COMPRESSED,
 ];
 
-/// The counters as `/proc/net/dev` sums them (`dev_seq_printf_stats`), so both
-/// sources report the same values.
-fn proc_net_dev_counters(s: &LinkStats) -> [u64; 16] {
-    let sum = |xs: &[u64]| xs.iter().fold(0u64, |a, &x| a.wrapping_add(x));
-    [
-        s.rx_bytes,
-        s.rx_packets,
-        s.rx_errors,
-        sum(&[s.rx_dropped, s.rx_missed_errors]),
-        s.rx_fifo_errors,
-        sum(&[s.rx_length_errors, s.rx_over_errors, s.rx_crc_errors, s.rx_frame_errors]),
-        s.rx_compressed,
-        s.multicast,
-        s.tx_bytes,
-        s.tx_packets,
-        s.tx_errors,
-        s.tx_dropped,
-        s.tx_fifo_errors,
-        s.collisions,
-        sum(&[
-            s.tx_carrier_errors,
-            s.tx_aborted_errors,
-            s.tx_window_errors,
-            s.tx_heartbeat_errors,
-        ]),
-        s.tx_compressed,
-    ]
-}
-
 impl Netdev {
     pub fn new(cfg: &NetdevConfig) -> anyhow::Result<Self> {
         let compile = |r: &Option<String>| r.as_deref().map(Regex::new).transpose();
@@ -365,218 +308,6 @@ impl Netdev {
 
     fn wanted(include: &Option<Regex>, exclude: &Option<Regex>, name: &str) -> bool {
         include.as_ref().is_none_or(|r| r.is_match(name)) && !exclude.as_ref().is_some_and(|r| r.is_match(name))
-    }
-
-    /// The attribute files of `dev`, reopened if the name now belongs to another
-    /// device.
-    fn dev_files(&mut self, ctx: &CollectContext, dev: &str) -> &mut DevFiles {
-        use std::os::unix::fs::MetadataExt;
-        let dir = std::fs::metadata(ctx.sys_path(&format!("class/net/{dev}")))
-            .ok()
-            .map(|m| m.ino());
-        let d = self.devs.entry(dev.to_string()).or_insert_with(|| DevFiles {
-            dir,
-            files: KeptFiles::default(),
-            seen: false,
-        });
-        if d.dir != dir || dir.is_none() {
-            d.dir = dir;
-            d.files = KeptFiles::default();
-        }
-        d.seen = true;
-        d
-    }
-
-    /// One whole, consistent link dump into `self.links` (nothing is emitted
-    /// from a dump that fails half-way, so the procfs fallback does not double a
-    /// device). A dump the kernel flags interrupted (links came or went during
-    /// it) can repeat or miss a device: it is taken again, a few times at most.
-    fn dump_links(&mut self) -> Result<(), DumpError> {
-        for _ in 0..DUMP_ATTEMPTS {
-            if self.dump_links_once()? {
-                continue;
-            }
-            // Each ifindex once, whatever the kernel sent.
-            self.links.sort_by_key(|l| l.index);
-            self.links.dedup_by_key(|l| l.index);
-            if let Some(l) = self.links.iter().find(|l| l.stats.is_none()) {
-                return Err(DumpError::Io {
-                    op: "RTM_GETLINK",
-                    source: std::io::Error::other(format!("link {} came without IFLA_STATS64", l.name)),
-                });
-            }
-            return Ok(());
-        }
-        Err(DumpError::Io {
-            op: "RTM_GETLINK",
-            source: std::io::Error::other(format!("the link list changed during each of {DUMP_ATTEMPTS} dumps")),
-        })
-    }
-
-    /// One dump; true when the kernel flagged it interrupted.
-    fn dump_links_once(&mut self) -> Result<bool, DumpError> {
-        let sock = match &mut self.link_socket {
-            Some(s) => s,
-            None => self
-                .link_socket
-                .insert(NetlinkSocket::open_protocol(netlink_sys::protocols::NETLINK_ROUTE)?),
-        };
-        let seq = next_seq();
-        let links = &mut self.links;
-        links.clear();
-        let mut interrupted = false;
-        let r = sock.exchange(&getlink_dump_request(seq), None, |datagram| {
-            let walked = parse_getlink_dump(datagram, Some(seq), |l| {
-                links.push(Link {
-                    name: Cow::Owned(l.name.into_owned()),
-                    ..l
-                })
-            })?;
-            interrupted |= walked.interrupted;
-            Ok(walked.done)
-        });
-        if r.is_err() {
-            // The socket may still hold the rest of the failed dump.
-            self.link_socket = None;
-        }
-        r.map(|()| interrupted)
-    }
-
-    fn collect_netlink(&mut self, ctx: &CollectContext, out: &mut Emitter) -> Result<(), DumpError> {
-        self.dump_links()?;
-        let mut buf = std::mem::take(&mut self.attr_buf);
-        let Netdev {
-            include,
-            exclude,
-            links,
-            speeds,
-            ..
-        } = self;
-        links.sort_by(|a, b| a.name.cmp(&b.name));
-        for l in links.iter() {
-            if !Self::wanted(include, exclude, &l.name) {
-                continue;
-            }
-            let stats = l.stats.unwrap_or_default();
-            let speed = link_speed(speeds, ctx, l, &mut buf);
-            emit_device(
-                out,
-                &Device {
-                    name: &l.name,
-                    counters: proc_net_dev_counters(&stats),
-                    rx_missed: l.stats.map(|s| s.rx_missed_errors),
-                    operstate: l
-                        .operstate
-                        .and_then(|s| OPERSTATES.get(usize::from(s)))
-                        .copied()
-                        .unwrap_or("unknown"),
-                    link_type: Some(u64::from(l.link_type)),
-                    // sysfs `carrier` (and so the procfs source) has none while
-                    // the device is administratively down.
-                    carrier: l.carrier.filter(|_| l.admin_up).map(u64::from),
-                    carrier_changes: l.carrier_changes.map(u64::from),
-                    speed,
-                    mtu: l.mtu.map(u64::from),
-                    txqlen: l.txqlen.map(u64::from),
-                },
-            );
-        }
-        speeds.retain(|_, s| std::mem::take(&mut s.seen));
-        self.attr_buf = buf;
-        // Files the procfs source kept open on a fallback tick are not needed now.
-        self.devs.clear();
-        self.proc = KeptFiles::default();
-        Ok(())
-    }
-
-    fn collect_procfs(&mut self, ctx: &CollectContext, out: &mut Emitter) -> Result<(), CollectError> {
-        let path = ctx.proc_path("net/dev");
-        self.proc.read_into(&path, &mut self.buf)?;
-        let devs = parse_proc_net_dev(&self.buf).map_err(|e| CollectError::parse(path, e))?;
-        let mut attr_buf = std::mem::take(&mut self.attr_buf);
-        for d in &devs {
-            if !Self::wanted(&self.include, &self.exclude, &d.name) {
-                continue;
-            }
-            let counters = [
-                d.recv_bytes,
-                d.recv_packets,
-                d.recv_errs,
-                d.recv_drop,
-                d.recv_fifo,
-                d.recv_frame,
-                d.recv_compressed,
-                d.recv_multicast,
-                d.sent_bytes,
-                d.sent_packets,
-                d.sent_errs,
-                d.sent_drop,
-                d.sent_fifo,
-                d.sent_colls,
-                d.sent_carrier,
-                d.sent_compressed,
-            ];
-            let files = self.dev_files(ctx, &d.name);
-            sysfs_device(files, ctx, &d.name, counters, &mut attr_buf, out);
-        }
-        self.attr_buf = attr_buf;
-        // Devices that are gone (or filtered out) release their files.
-        self.devs.retain(|_, d| std::mem::take(&mut d.seen));
-        // Speed files the netlink source kept are not needed while this one runs.
-        self.speeds.clear();
-        Ok(())
-    }
-}
-
-/// The device's sysfs `speed`, read again only when it may have changed
-/// ([`SpeedFile`]).
-fn link_speed(
-    speeds: &mut FxHashMap<u32, SpeedFile>,
-    ctx: &CollectContext,
-    l: &Link,
-    buf: &mut Vec<u8>,
-) -> Option<f64> {
-    let now = Instant::now();
-    let s = speeds.entry(l.index).or_insert_with(|| SpeedFile {
-        name: String::new(),
-        files: KeptFiles::default(),
-        value: None,
-        read_at: now,
-        operstate: None,
-        carrier_changes: None,
-        seen: false,
-    });
-    let renamed = s.name != l.name;
-    if renamed {
-        s.name = l.name.to_string();
-        s.files = KeptFiles::default();
-    }
-    if renamed
-        || s.operstate != l.operstate
-        || s.carrier_changes != l.carrier_changes
-        || now.duration_since(s.read_at) >= SPEED_REFRESH
-    {
-        let path = ctx.sys_path(&format!("class/net/{}/speed", l.name));
-        s.value = s
-            .files
-            .read_attribute_into(&path, buf)
-            .ok()
-            .and_then(|()| parse_speed_bits(buf))
-            .map(|bits| bits / 8.0);
-        s.read_at = now;
-        s.operstate = l.operstate;
-        s.carrier_changes = l.carrier_changes;
-    }
-    s.seen = true;
-    s.value
-}
-
-impl DevFiles {
-    fn read_attr<'b>(&mut self, ctx: &CollectContext, dev: &str, attr: &str, buf: &'b mut Vec<u8>) -> Option<&'b [u8]> {
-        self.files
-            .read_attribute_into(&ctx.sys_path(&format!("class/net/{dev}/{attr}")), buf)
-            .ok()
-            .map(|()| buf.as_slice())
     }
 }
 
@@ -644,42 +375,6 @@ fn emit_device(out: &mut Emitter, d: &Device) {
             out.push(desc, l(), v);
         }
     }
-}
-
-/// The procfs source's link attributes, best effort: a device can vanish between
-/// the two reads, and `carrier`/`speed` return EINVAL while the link is down.
-fn sysfs_device(
-    files: &mut DevFiles,
-    ctx: &CollectContext,
-    dev: &str,
-    counters: [u64; 16],
-    buf: &mut Vec<u8>,
-    out: &mut Emitter,
-) {
-    let operstate = files
-        .read_attr(ctx, dev, "operstate", buf)
-        .and_then(|b| std::str::from_utf8(b).ok())
-        .map(|s| s.trim().to_string())
-        .unwrap_or_else(|| "unknown".to_string());
-    // -1 and EINVAL mean unknown.
-    let speed = files
-        .read_attr(ctx, dev, "speed", buf)
-        .and_then(parse_speed_bits)
-        .map(|bits| bits / 8.0);
-    let mut attr_u64 = |a: &str| files.read_attr(ctx, dev, a, buf).and_then(parse_u64_attr);
-    let device = Device {
-        name: dev,
-        counters,
-        link_type: attr_u64("type"),
-        carrier: attr_u64("carrier"),
-        carrier_changes: attr_u64("carrier_changes"),
-        speed,
-        mtu: attr_u64("mtu"),
-        txqlen: attr_u64("tx_queue_len"),
-        rx_missed: attr_u64("statistics/rx_missed_errors"),
-        operstate: &operstate,
-    };
-    emit_device(out, &device);
 }
 
 #[cfg(test)]
