@@ -70,6 +70,8 @@ impl Batch {
 
 struct Slot {
     name: &'static str,
+    /// `{collector="<name>"}`, made once.
+    label: LabelValues,
     collector: Arc<Mutex<Box<dyn Collector>>>,
     running: Arc<AtomicBool>,
     last_families: Vec<Family>,
@@ -147,6 +149,7 @@ impl Scheduler {
             })
             .map(|(c, floor)| Slot {
                 name: c.name(),
+                label: [c.name()].into_labels(),
                 collector: Arc::new(Mutex::new(c)),
                 running: Arc::new(AtomicBool::new(false)),
                 last_families: Vec::new(),
@@ -310,8 +313,7 @@ impl Scheduler {
         let mut core = Emitter::new();
         let interval = self.interval.as_secs_f64();
         for s in &self.slots {
-            let name: LabelValues = [s.name].into_labels();
-            let l = || name.clone();
+            let l = || s.label.clone();
             core.push(&COLLECTOR_UP, l(), if s.up { 1.0 } else { 0.0 });
             core.push(&COLLECTOR_DURATION, l(), s.last_wall);
             core.push(&COLLECTOR_CPU, l(), s.cpu_total);
@@ -325,6 +327,9 @@ impl Scheduler {
             .unwrap_or(0.0);
         core.push0(&SNAPSHOT_TIMESTAMP, ts);
         let mut families = core.into_families();
+        // Room for every family at once: appending ~500 families to a vector that
+        // starts small copied them over and over as it doubled.
+        families.reserve(self.slots.iter().map(|s| s.last_families.len()).sum::<usize>() + 1);
         for s in &mut self.slots {
             if s.countdown == 0 {
                 // Due next tick, whose run replaces these (or whose failure clears

@@ -46,7 +46,7 @@ pub struct CompiledExpr {
     /// The metric each of `variables` reads, then each call's series (`value` →
     /// the rule's series, a `vars` name → its metric, else the name itself); set
     /// by [`CompiledExpr::resolve`] so evaluation does no name lookups.
-    pub metrics: Vec<String>,
+    pub metrics: Vec<crate::snapshot::FamilyName>,
 }
 
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
@@ -169,7 +169,11 @@ pub fn compile(source: &str) -> Result<CompiledExpr, ExprError> {
     variables.sort();
     variables.dedup();
     let fast = super::fast::compile(&node);
-    let metrics = variables.iter().chain(calls.iter().map(|c| &c.var)).cloned().collect();
+    let metrics = variables
+        .iter()
+        .chain(calls.iter().map(|c| &c.var))
+        .map(|v| crate::snapshot::FamilyName::new(v))
+        .collect();
     Ok(CompiledExpr {
         source: source.to_string(),
         fast,
@@ -251,8 +255,8 @@ impl CompiledExpr {
         let names = self.variables.iter().chain(self.calls.iter().map(|c| &c.var));
         self.metrics = names
             .map(|v| match v.as_str() {
-                "value" => series.to_string(),
-                v => vars(v).unwrap_or(v).to_string(),
+                "value" => crate::snapshot::FamilyName::new(series),
+                v => crate::snapshot::FamilyName::new(vars(v).unwrap_or(v)),
             })
             .collect();
     }

@@ -52,6 +52,8 @@ pub struct CompiledRule {
     pub out_prefix: [LabelValue; 3],
     /// `{rule="<name>"}` of the per-rule series, shared across ticks.
     pub rule_label: crate::snapshot::LabelValues,
+    /// `spec.series.metric`, looked up every tick.
+    pub series: crate::snapshot::FamilyName,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -61,6 +63,10 @@ pub struct RuleSet {
     /// Label names of the engine's output families: rule, severity, layer, then the
     /// union of all group labels.
     pub output_labels: Arc<[String]>,
+    /// `output_labels` and `bound` (netsight_baseline), then `cause`
+    /// (netsight_root_cause): made once, not on every evaluation.
+    pub bound_labels: Arc<[String]>,
+    pub cause_labels: Arc<[String]>,
 }
 
 pub const BASELINE_VARS: &[&str] = &["baseline", "baseline_lower", "baseline_upper", "zscore", "samples"];
@@ -289,6 +295,7 @@ fn compile_rule(spec: RuleSpec, cx: &mut Ctx) -> Option<CompiledRule> {
         matchers,
         by,
         rule_label: std::sync::Arc::from([LabelValue::from(spec.name.as_str())]),
+        series: crate::snapshot::FamilyName::new(&spec.series.metric),
         out_prefix: [
             LabelValue::from(spec.name.as_str()),
             LabelValue::from(spec.severity.as_str()),
@@ -369,8 +376,11 @@ pub fn load(sources: &[RuleSource]) -> Result<RuleSet, Vec<RuleError>> {
         .map(|s| s.to_string())
         .chain(labels)
         .collect();
+    let with = |extra: &str| -> Arc<[String]> { output_labels.iter().cloned().chain([extra.to_string()]).collect() };
     Ok(RuleSet {
         rules,
+        bound_labels: with("bound"),
+        cause_labels: with("cause"),
         output_labels: output_labels.into(),
     })
 }

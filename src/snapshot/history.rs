@@ -7,7 +7,7 @@ use std::time::SystemTime;
 
 use rustc_hash::{FxBuildHasher, FxHasher};
 
-use super::{Family, IntoLabels, LabelValues, Snapshot};
+use super::{Family, FamilyName, IntoLabels, LabelValues, Snapshot};
 
 /// Fixed-capacity ring of `(unix seconds, value)` points.
 #[derive(Clone, Debug)]
@@ -105,7 +105,7 @@ pub struct History {
     generation: u64,
     series: HashMap<u64, HistEntry, FxBuildHasher>,
     /// The metrics recorded; `None`: every one ([`History::record_only`]).
-    only: Option<std::collections::HashSet<Box<str>, FxBuildHasher>>,
+    only: Option<Vec<FamilyName>>,
 }
 
 #[derive(Debug)]
@@ -119,9 +119,20 @@ struct HistEntry {
 /// Hash of a series identity; the same for any string type of the label values
 /// (`str`, `String` and `Arc<str>` hash alike), so lookups need not convert.
 pub fn series_hash<L: AsRef<str>>(name: &str, labels: &[L]) -> u64 {
-    use std::hash::{Hash, Hasher};
+    series_hash_from(name_hasher(name), labels)
+}
+
+/// The hasher of [`series_hash`] after the name, so that a family's series hash
+/// the name once.
+fn name_hasher(name: &str) -> FxHasher {
+    use std::hash::Hash;
     let mut h = FxHasher::default();
     name.hash(&mut h);
+    h
+}
+
+fn series_hash_from<L: AsRef<str>>(mut h: FxHasher, labels: &[L]) -> u64 {
+    use std::hash::{Hash, Hasher};
     h.write_usize(labels.len());
     for l in labels {
         l.as_ref().hash(&mut h);
@@ -148,10 +159,14 @@ impl History {
     /// default) and forgets the series of any other. The daemon keeps the history
     /// its rules read and no more: recording all ~600 series of an idle host was a
     /// tenth of its tick.
-    pub fn record_only<S: Into<Box<str>>>(&mut self, names: Option<impl IntoIterator<Item = S>>) {
-        self.only = names.map(|n| n.into_iter().map(Into::into).collect());
+    pub fn record_only<S: AsRef<str>>(&mut self, names: Option<impl IntoIterator<Item = S>>) {
+        self.only = names.map(|n| {
+            let mut names: Vec<FamilyName> = n.into_iter().map(|s| FamilyName::new(s.as_ref())).collect();
+            names.dedup();
+            names
+        });
         if let Some(only) = &self.only {
-            self.series.retain(|_, e| only.contains(&*e.name));
+            self.series.retain(|_, e| only.iter().any(|n| n.as_str() == &*e.name));
         }
     }
 
@@ -167,7 +182,7 @@ impl History {
             // index, rather than every family's name (~500 a tick) in the set.
             Some(only) => {
                 for name in &only {
-                    if let Some(fam) = snap.family(name) {
+                    if let Some(fam) = snap.find(name) {
                         self.record_family(fam, t);
                     }
                 }
@@ -186,11 +201,14 @@ impl History {
     fn record_family(&mut self, fam: &Family, t: f64) {
         let gen = self.generation;
         let mut name: Option<Arc<str>> = None;
+        let hasher = name_hasher(&fam.desc.name);
         for s in &fam.samples {
             let Some(v) = s.value.as_f64() else { continue };
-            let h = series_hash(&fam.desc.name, &s.labels);
+            let h = series_hash_from(hasher.clone(), &s.labels);
             match self.series.get_mut(&h) {
-                Some(e) if *e.name == *fam.desc.name && *e.labels == *s.labels => {
+                Some(e)
+                    if *e.name == *fam.desc.name && (Arc::ptr_eq(&e.labels, &s.labels) || *e.labels == *s.labels) =>
+                {
                     e.ring.push(t, v);
                     e.generation = gen;
                 }

@@ -203,6 +203,9 @@ pub struct Emitter {
     /// found by a scan). Keyed by hash so that creating a family allocates no
     /// key: netstat alone creates ~400 families a tick.
     index: HashMap<u64, usize, FxBuildHasher>,
+    /// Families from this position on are not in `index` yet: those made by
+    /// [`Emitter::push0_keyed`], indexed only when a lookup needs them.
+    indexed: usize,
     /// Family index by the address of a `'static` descriptor: the rule engine
     /// pushes ~50k samples a tick over a handful of static descriptors, and
     /// hashing the name for each push showed in profiles. Static addresses are
@@ -238,10 +241,9 @@ impl Emitter {
     }
 
     /// Room for `n` more families, so a collector that knows how many it makes
-    /// (netstat: ~400) does not regrow and rehash as it goes.
+    /// (netstat: ~400) does not regrow as it goes.
     pub fn reserve_families(&mut self, n: usize) {
         self.families.reserve(n);
-        self.index.reserve(n);
     }
 
     /// Reserves room for `n` samples of `desc` when its family is created (the
@@ -280,6 +282,7 @@ impl Emitter {
     /// The index of the family named `desc.name` (whose [`name_key`] is `key`),
     /// created if new.
     fn family_index(&mut self, desc: DescRef, key: u64, addr: usize) -> usize {
+        self.index_all();
         // Rows of one dynamic family are usually pushed one after another.
         let last = self.families.len().wrapping_sub(1);
         if addr == 0
@@ -315,19 +318,37 @@ impl Emitter {
             dynamic_labels: None,
             key,
         });
+        self.indexed = self.families.len();
         i
     }
 
-    /// [`Emitter::push0`] of one of many descriptors whose [`name_key`] the
-    /// caller keeps: a new family is then made without reading its name
-    /// (netstat's ~400 names a tick, each in memory the tick has not touched
-    /// yet), and without taking a slot of the static-descriptor cache.
+    /// Puts the families [`Emitter::push0_keyed`] made into the index.
+    fn index_all(&mut self) {
+        for (i, f) in self.families.iter().enumerate().skip(self.indexed) {
+            self.index.entry(f.key).or_insert(i);
+        }
+        self.indexed = self.families.len();
+    }
+
+    /// [`Emitter::push0`] of a family of its own: one of many descriptors whose
+    /// [`name_key`] the caller keeps and which it pushes once each (netstat's
+    /// ~400 kernel fields a tick). The family is made without reading its name
+    /// (memory the tick has not touched yet), without taking a slot of the
+    /// static-descriptor cache, and without entering the name index, which is
+    /// only caught up if a later push looks a name up: netstat's probes and
+    /// inserts into a fresh 400-entry map were most of its own CPU time.
     pub fn push0_keyed(&mut self, desc: &'static MetricDesc, key: u64, value: f64) {
         debug_assert_eq!(key, name_key(&desc.name));
-        let i = self.family_index(DescRef::Static(desc), key, 0);
-        self.families[i].samples.push(Sample {
+        let mut samples = Samples::new();
+        samples.push(Sample {
             labels: no_labels(),
             value: Value::Scalar(value),
+        });
+        self.families.push(Family {
+            desc: DescRef::Static(desc),
+            samples,
+            dynamic_labels: None,
+            key,
         });
     }
 
@@ -401,12 +422,72 @@ pub struct Snapshot {
     /// Family index by [`name_key`], built on first lookup (a snapshot holds ~700
     /// families; the rule engine looks names up thousands of times a tick).
     index: std::sync::OnceLock<HashMap<u64, usize, FxBuildHasher>>,
+    /// Hash of the families' name keys in order ([`FamilyName`]).
+    layout: u64,
+}
+
+/// Hash of `families`' name keys in order, continuing from `seed`; never 0,
+/// which stands for "no snapshot looked up yet" in [`FamilyName`].
+fn layout_of(seed: u64, families: &[Family]) -> u64 {
+    families
+        .iter()
+        .fold(seed, |h, f| {
+            (h.rotate_left(5) ^ f.key).wrapping_mul(0x51_7c_c1_b7_27_22_0a_95)
+        })
+        .max(1)
+}
+
+/// [`FamilyName`]'s position for a family the snapshot does not hold.
+const ABSENT: usize = usize::MAX;
+
+/// A metric name looked up in snapshot after snapshot (the history's and the
+/// rules' inputs): its [`name_key`], computed once, and where it was in the last
+/// snapshot of the same layout. An unchanged host's snapshots hold the same
+/// families in the same order, so a lookup is two comparisons instead of a hash
+/// of the name and, once per tick, building the snapshot's ~500-entry index.
+#[derive(Debug)]
+pub struct FamilyName {
+    name: Box<str>,
+    key: u64,
+    /// The layout the position below was found in.
+    layout: std::sync::atomic::AtomicU64,
+    /// Position in `families`, or [`ABSENT`].
+    at: std::sync::atomic::AtomicUsize,
+}
+
+impl FamilyName {
+    pub fn new(name: &str) -> Self {
+        FamilyName {
+            name: name.into(),
+            key: name_key(name),
+            // No snapshot's layout is looked up yet: the first lookup searches.
+            layout: std::sync::atomic::AtomicU64::new(0),
+            at: std::sync::atomic::AtomicUsize::new(ABSENT),
+        }
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.name
+    }
+}
+
+impl Clone for FamilyName {
+    fn clone(&self) -> Self {
+        FamilyName::new(&self.name)
+    }
+}
+
+impl PartialEq for FamilyName {
+    fn eq(&self, other: &Self) -> bool {
+        self.name == other.name
+    }
 }
 
 impl Snapshot {
     pub fn new(taken_at: SystemTime, families: Vec<Family>) -> Self {
         Snapshot {
             taken_at,
+            layout: layout_of(0x9e37_79b9_7f4a_7c15, &families),
             families,
             index: std::sync::OnceLock::new(),
         }
@@ -418,11 +499,17 @@ impl Snapshot {
 
     /// Appends families (the rule engine's outputs) and invalidates the index.
     pub fn extend(&mut self, families: Vec<Family>) {
+        self.layout = layout_of(self.layout, &families);
         self.families.extend(families);
         self.index = std::sync::OnceLock::new();
     }
 
     pub fn family(&self, name: &str) -> Option<&Family> {
+        self.position(name, name_key(name)).and_then(|i| self.families.get(i))
+    }
+
+    /// Where the first family named `name` (whose [`name_key`] is `key`) is.
+    fn position(&self, name: &str, key: u64) -> Option<usize> {
         let index = self.index.get_or_init(|| {
             let mut m = HashMap::with_capacity_and_hasher(self.families.len(), FxBuildHasher);
             for (i, f) in self.families.iter().enumerate() {
@@ -430,12 +517,34 @@ impl Snapshot {
             }
             m
         });
-        match index.get(&name_key(name)).and_then(|&i| self.families.get(i)) {
-            Some(f) if f.desc.name == name => Some(f),
+        match index.get(&key) {
+            Some(&i) if self.families.get(i).is_some_and(|f| f.desc.name == name) => Some(i),
             // Two names with one hash: the first family of this name, if any.
-            Some(_) => self.families.iter().find(|f| f.desc.name == name),
+            Some(_) => self.families.iter().position(|f| f.desc.name == name),
             None => None,
         }
+    }
+
+    /// [`Snapshot::family`] for a name looked up every tick.
+    pub fn find(&self, name: &FamilyName) -> Option<&Family> {
+        use std::sync::atomic::Ordering::Relaxed;
+        if name.layout.load(Relaxed) == self.layout {
+            let at = name.at.load(Relaxed);
+            if at == ABSENT {
+                return None;
+            }
+            if let Some(f) = self
+                .families
+                .get(at)
+                .filter(|f| f.key == name.key && *f.desc.name == *name.name)
+            {
+                return Some(f);
+            }
+        }
+        let at = self.position(&name.name, name.key);
+        name.at.store(at.unwrap_or(ABSENT), Relaxed);
+        name.layout.store(self.layout, Relaxed);
+        at.and_then(|i| self.families.get(i))
     }
 
     /// Value of the first sample of `name` whose labels include every `(label, value)`.
@@ -460,3 +569,44 @@ impl Snapshot {
 
 mod history;
 pub use history::{series_hash, History, Ring, SavedSeries};
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn snapshot(names: &[&'static str]) -> Snapshot {
+        let mut e = Emitter::new();
+        for (i, n) in names.iter().enumerate() {
+            let desc = crate::catalog::find(n).expect("in catalog");
+            e.push0(desc, i as f64);
+        }
+        Snapshot::new(SystemTime::now(), e.into_families())
+    }
+
+    /// A remembered position is used only for a snapshot of the same layout;
+    /// any other is searched, whether the family moved, appeared or went away.
+    #[test]
+    fn a_family_name_finds_its_family_whatever_the_layout() {
+        let (a, b, c) = (
+            "netsight_snapshot_series",
+            "netsight_snapshot_timestamp_seconds",
+            "netsight_rules_loaded",
+        );
+        let name = FamilyName::new(b);
+        let value = |s: &Snapshot| s.find(&name).and_then(|f| f.samples[0].value.as_f64());
+        let first = snapshot(&[a, b]);
+        assert_eq!(value(&first), Some(1.0));
+        assert_eq!(value(&snapshot(&[a, b])), Some(1.0), "same layout");
+        assert_eq!(value(&snapshot(&[b, a])), Some(0.0), "moved");
+        assert_eq!(value(&snapshot(&[a, c])), None, "gone");
+        assert_eq!(value(&snapshot(&[a, c])), None, "still gone, remembered");
+        assert_eq!(value(&snapshot(&[c, a, b])), Some(2.0), "back");
+        let mut extended = snapshot(&[a, c]);
+        assert_eq!(value(&extended), None);
+        let mut e = Emitter::new();
+        e.push0(crate::catalog::find(b).expect("in catalog"), 7.0);
+        extended.extend(e.into_families());
+        assert_eq!(value(&extended), Some(7.0), "appended after a lookup");
+        assert_eq!(name.clone().as_str(), b);
+    }
+}

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use rustc_hash::{FxBuildHasher, FxHasher};
 
 use crate::rules::load::CompiledRule;
-use crate::snapshot::{Family, Sample, Snapshot};
+use crate::snapshot::{Family, FamilyName, Sample, Snapshot};
 
 pub(super) struct Group<'a> {
     pub(super) names: &'a [String],
@@ -111,7 +111,7 @@ pub(super) fn discover_groups<'a, 's>(
     values.clear();
     member.clear();
     samples.clear();
-    let Some(fam) = snap.family(&rule.spec.series.metric) else {
+    let Some(fam) = snap.find(&rule.series) else {
         return Discovered {
             fam: None,
             names: Arc::from(Vec::new()),
@@ -169,8 +169,8 @@ pub(super) type Selected<'a> = smallvec::SmallVec<[&'a Sample; 4]>;
 
 /// The series a variable stands for in a group: samples of `metric` that agree with
 /// the group on every label both have.
-pub(super) fn select<'a>(snap: &'a Snapshot, metric: &str, group: &Group) -> Option<(&'a Family, Selected<'a>)> {
-    let fam = snap.family(metric)?;
+pub(super) fn select<'a>(snap: &'a Snapshot, metric: &FamilyName, group: &Group) -> Option<(&'a Family, Selected<'a>)> {
+    let fam = snap.find(metric)?;
     let shared: smallvec::SmallVec<[(usize, usize); 4]> = group
         .names
         .iter()

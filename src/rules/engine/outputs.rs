@@ -1,8 +1,6 @@
 //! The engine's metric families: anomaly, score, value and baseline series per
 //! group, root causes, and the engine's own health.
 
-use std::sync::Arc;
-
 use super::Engine;
 use crate::catalog::{CollectorDoc, MetricDesc, MetricKind};
 use crate::rules::baseline::Estimate;
@@ -151,16 +149,7 @@ pub(super) fn out_labels(rule: &CompiledRule, output: &[String], names: &[String
 impl Engine {
     pub(super) fn outputs(&self) -> Vec<Family> {
         let names = &self.set.output_labels;
-        let with = |extra: &str| -> Arc<[String]> {
-            names
-                .iter()
-                .cloned()
-                .chain(std::iter::once(extra.to_string()))
-                .collect::<Vec<_>>()
-                .into()
-        };
-        let bound_names = with("bound");
-        let cause_names = with("cause");
+        let (bound_names, cause_names) = (&self.set.bound_labels, &self.set.cause_labels);
         let mut out = Emitter::new();
         let (mut groups, mut finite, mut estimates) = (0, 0, 0);
         for st in self
@@ -195,14 +184,14 @@ impl Engine {
                         out.push_dynamic(&SCORE, names, ol.base.clone(), z);
                     }
                     for (labels, v) in ol.bounds.iter().zip([est.lower(b.k), e.expected, est.upper(b.k)]) {
-                        out.push_dynamic(&BASELINE, &bound_names, labels.clone(), v);
+                        out.push_dynamic(&BASELINE, bound_names, labels.clone(), v);
                     }
                 }
                 if let (true, Some(c)) = (st.firing(), st.cause.as_ref()) {
                     let mut l = ol.base.to_vec();
                     l[2] = c.layer.as_str().into();
                     l.push(c.name.as_str().into());
-                    out.push_dynamic(&ROOT_CAUSE, &cause_names, l, 1.0);
+                    out.push_dynamic(&ROOT_CAUSE, cause_names, l, 1.0);
                 }
             }
             out.push(
