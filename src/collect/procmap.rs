@@ -22,7 +22,7 @@
 //! `CAP_SYS_PTRACE` + `CAP_DAC_READ_SEARCH`, other users' `fd` directories fail
 //! with `EACCES`: skipped and counted, their sockets stay unattributed.
 
-use rustc_hash::FxHashMap;
+use rustc_hash::{FxHashMap, FxHashSet};
 use std::ffi::CStr;
 use std::fs::File;
 use std::io;
@@ -209,7 +209,13 @@ pub struct ProcMap {
     stats: ScanStats,
     /// Reused per process: the socket inodes of its fds.
     scratch: Vec<u32>,
+    /// Unattributed inodes found not to be netsight's own since the last scan
+    /// ([`Self::attribute_own`]).
+    foreign: FxHashSet<u32>,
 }
+
+/// [`ProcMap::attribute_own`] remembers at most this many foreign inodes.
+const MAX_FOREIGN: usize = 4096;
 
 impl ProcMap {
     pub fn new(refresh_every: Duration) -> Self {
@@ -224,6 +230,7 @@ impl ProcMap {
             missing: false,
             stats: ScanStats::default(),
             scratch: Vec::new(),
+            foreign: FxHashSet::default(),
         }
     }
 
@@ -324,7 +331,43 @@ impl ProcMap {
         self.last = Some(Instant::now());
         self.scanned = self.last;
         self.missing = false;
+        self.foreign.clear();
         stats
+    }
+
+    /// Adds netsight's own sockets to the map when some of `unknown` (inodes the
+    /// map lacks) may be among them. The daemon's own connections (a scrape, an
+    /// OTLP push) come and go between scans, and each one seen at a tick made
+    /// the whole map be rescanned; reading netsight's own fds (through the
+    /// procfs `self` link, so in the procfs mount's pid namespace) is a few
+    /// dozen `readlink`s. Inodes that stay unknown are remembered, so a socket of
+    /// a process netsight cannot inspect does not repeat this every tick.
+    pub fn attribute_own(&mut self, procfs: &Path, unknown: &[u32]) {
+        if unknown.iter().all(|i| self.foreign.contains(i)) {
+            return;
+        }
+        let own = std::fs::read_link(procfs.join("self"))
+            .ok()
+            .and_then(|p| parse_pid(p.as_os_str().as_encoded_bytes()));
+        if let (Some(pid), Ok(root)) = (own, File::open(procfs)) {
+            self.scratch.clear();
+            if socket_inodes(&root, pid, &mut self.scratch).is_ok() && !self.scratch.is_empty() {
+                if let Some(comm) = read_comm(&root, pid) {
+                    self.comm.insert(pid, comm);
+                    for &inode in &self.scratch {
+                        self.inode_pid.insert_min(inode, pid);
+                    }
+                }
+            }
+        }
+        for &inode in unknown {
+            if self.inode_pid.get(inode).is_none() {
+                if self.foreign.len() >= MAX_FOREIGN {
+                    self.foreign.clear();
+                }
+                self.foreign.insert(inode);
+            }
+        }
     }
 
     pub fn stats(&self) -> ScanStats {
@@ -647,6 +690,37 @@ mod tests {
         let mut m = ProcMap::new(Duration::ZERO);
         assert!(m.refresh_if_due(&root));
         assert!(m.refresh_if_due(&root));
+        let _ = std::fs::remove_dir_all(&root);
+    }
+
+    /// netsight's own sockets created since the last scan are attributed from its
+    /// own fds, without a rescan; an inode that is not its own is looked for once.
+    #[test]
+    fn own_sockets_are_attributed_without_a_rescan() {
+        let root = std::env::temp_dir().join(format!("netsight-procmap-own-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&root);
+        for (pid, comm) in [(100, "nginx"), (200, "netsight")] {
+            std::fs::create_dir_all(root.join(format!("{pid}/fd"))).expect("mkdir");
+            std::fs::write(root.join(format!("{pid}/comm")), format!("{comm}\n")).expect("comm");
+        }
+        symlink("200", root.join("self")).expect("self");
+        symlink("socket:[1000]", root.join("100/fd/3")).expect("fd");
+        let mut m = ProcMap::new(Duration::from_secs(30)).lazy(true);
+        m.refresh(&root);
+        assert_eq!(m.pid_of(1000), Some(100));
+        // A scrape's connection appears after the scan, beside a socket of a
+        // process netsight cannot see.
+        symlink("socket:[2000]", root.join("200/fd/7")).expect("fd");
+        m.attribute_own(&root, &[2000, 3000]);
+        assert_eq!(m.pid_of(2000), Some(200));
+        assert_eq!(m.comm(200), Some("netsight"));
+        assert_eq!(m.pid_of(3000), None);
+        // 3000 is known not to be ours: no second look at our fds for it alone.
+        symlink("socket:[4000]", root.join("200/fd/8")).expect("fd");
+        m.attribute_own(&root, &[3000]);
+        assert_eq!(m.pid_of(4000), None, "own fds not read again for a foreign inode");
+        m.attribute_own(&root, &[3000, 4000]);
+        assert_eq!(m.pid_of(4000), Some(200));
         let _ = std::fs::remove_dir_all(&root);
     }
 

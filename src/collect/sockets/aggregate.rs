@@ -79,6 +79,7 @@ pub(super) struct Listener {
     pub(super) addr: IpAddr,
     pub(super) port: u16,
     pub(super) owner: u32,
+    pub(super) inode: u32,
     pub(super) queue: u32,
     pub(super) backlog: u32,
 }
@@ -96,7 +97,15 @@ pub(super) struct Agg {
     pub(super) cong_other: u64,
     /// Longest tcp_info seen this tick: tells which fields the kernel has.
     pub(super) info_len: usize,
+    /// Inode and state of the TCP sockets the process map did not know, the first
+    /// [`MAX_UNKNOWN`] of them; `unknown_more`: there were more.
+    pub(super) unknown: Vec<(u32, u8)>,
+    pub(super) unknown_more: bool,
 }
+
+/// Unattributed sockets remembered per tick for a second look
+/// ([`Agg::reattribute`]); beyond them the map is rescanned anyway.
+pub(super) const MAX_UNKNOWN: usize = 64;
 
 impl Agg {
     pub(super) fn new() -> Self {
@@ -111,6 +120,8 @@ impl Agg {
             cong: Vec::new(),
             cong_other: 0,
             info_len: 0,
+            unknown: Vec::new(),
+            unknown_more: false,
         }
     }
 
@@ -125,6 +136,30 @@ impl Agg {
         self.cong.clear();
         self.cong_other = 0;
         self.info_len = 0;
+        self.unknown.clear();
+        self.unknown_more = false;
+    }
+
+    /// Moves the unattributed sockets `procs` now knows (netsight's own, found by
+    /// [`ProcMap::attribute_own`]) to their process.
+    pub(super) fn reattribute(&mut self, procs: &ProcMap) {
+        let by_owner = &mut self.by_owner;
+        self.unknown.retain(|&(inode, st)| {
+            let Some(pid) = procs.pid_of(inode) else {
+                return true;
+            };
+            if let Some(n) = by_owner.get_mut(&(UNKNOWN_OWNER, st)) {
+                *n -= 1;
+                if *n == 0 {
+                    by_owner.remove(&(UNKNOWN_OWNER, st));
+                }
+            }
+            *by_owner.entry((pid, st)).or_insert(0) += 1;
+            false
+        });
+        for l in self.listeners.iter_mut().filter(|l| l.owner == UNKNOWN_OWNER) {
+            l.owner = procs.pid_of(l.inode).unwrap_or(UNKNOWN_OWNER);
+        }
     }
 }
 
@@ -180,6 +215,13 @@ pub(super) fn fold_tcp(agg: &mut Agg, cx: &FoldCtx<'_>, s: InetSock<'_>) {
     let owner = cx.owner(s.inode);
     if cx.procs.is_some() {
         *agg.by_owner.entry((owner, st)).or_insert(0) += 1;
+        if owner == UNKNOWN_OWNER {
+            if agg.unknown.len() < MAX_UNKNOWN {
+                agg.unknown.push((s.inode, st));
+            } else {
+                agg.unknown_more = true;
+            }
+        }
     }
     if st == state::LISTEN {
         agg.listeners.push(Listener {
@@ -187,6 +229,7 @@ pub(super) fn fold_tcp(agg: &mut Agg, cx: &FoldCtx<'_>, s: InetSock<'_>) {
             addr: s.local,
             port: s.local_port,
             owner,
+            inode: s.inode,
             queue: s.rqueue,
             backlog: s.wqueue,
         });

@@ -390,6 +390,21 @@ impl Sockets {
         occ.with_tcp_counters(read(&psnmp, snmp).map(|()| snmp.as_slice()))
     }
 
+    /// After the dumps: the sockets the process map lacked are looked for among
+    /// netsight's own ([`ProcMap::attribute_own`]); any still unknown make the
+    /// map due for a rescan.
+    fn attribute_unknown(&mut self, procfs: &std::path::Path) {
+        let Some(m) = &mut self.procs else { return };
+        if !self.agg.unknown.is_empty() {
+            let inodes: Vec<u32> = self.agg.unknown.iter().map(|&(inode, _)| inode).collect();
+            m.attribute_own(procfs, &inodes);
+            self.agg.reattribute(m);
+        }
+        if self.agg.unknown_more || !self.agg.unknown.is_empty() {
+            m.note_unattributed();
+        }
+    }
+
     /// Which dumps the last tick ran: (TCP, [UDP IPv4, UDP IPv6]). For tests and
     /// the bench.
     pub fn last_dumps(&self) -> (TcpWalk, [bool; 2]) {
@@ -477,11 +492,7 @@ impl Collector for Sockets {
             self.diag = None;
             return Err(e);
         }
-        if let Some(m) = &mut self.procs {
-            if self.agg.by_owner.keys().any(|&(owner, _)| owner == UNKNOWN_OWNER) {
-                m.note_unattributed();
-            }
-        }
+        self.attribute_unknown(&ctx.procfs);
         self.emit(out);
         Ok(())
     }
@@ -551,7 +562,12 @@ mod tests {
         run_with(Sockets::new(c), socks)
     }
 
-    fn run_with(mut s: Sockets, socks: &[InetSock<'_>]) -> Vec<crate::snapshot::Family> {
+    fn run_with(s: Sockets, socks: &[InetSock<'_>]) -> Vec<crate::snapshot::Family> {
+        run_in(s, socks, None)
+    }
+
+    /// [`run_with`], with the after-dump attribution under procfs `root` when given.
+    fn run_in(mut s: Sockets, socks: &[InetSock<'_>], root: Option<&std::path::Path>) -> Vec<crate::snapshot::Family> {
         s.agg.reset();
         let cx = FoldCtx {
             procs: s.procs.as_ref(),
@@ -564,9 +580,62 @@ mod tests {
         for x in socks.iter().filter(|x| x.state != state::LISTEN) {
             fold_tcp(&mut s.agg, &cx, *x);
         }
+        if let Some(root) = root {
+            s.attribute_unknown(root);
+        }
         let mut out = Emitter::new();
         s.emit(&mut out);
         out.into_families()
+    }
+
+    /// The daemon's own connections, opened after the last process scan, are
+    /// attributed to it on the tick that sees them, and only a socket of another
+    /// process remains unknown (and makes the map due for a rescan).
+    #[test]
+    fn sockets_own_connections_since_the_scan_are_attributed() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        for (pid, comm) in [("100", "nginx"), ("200", "netsight")] {
+            std::fs::create_dir_all(dir.path().join(pid).join("fd")).expect("mkdir");
+            std::fs::write(dir.path().join(pid).join("comm"), format!("{comm}\n")).expect("comm");
+        }
+        std::os::unix::fs::symlink("200", dir.path().join("self")).expect("self");
+        let fd = |pid: &str, n: &str, inode: u32| {
+            std::os::unix::fs::symlink(format!("socket:[{inode}]"), dir.path().join(pid).join("fd").join(n))
+                .expect("link")
+        };
+        fd("100", "3", 10);
+        let mut c = cfg(64, 64);
+        c.processes = true;
+        let mut s = Sockets::new(&c);
+        s.procs.as_mut().expect("procs on").refresh(dir.path());
+        // After the scan: netsight's listener and a scrape's connection.
+        fd("200", "5", 50);
+        fd("200", "6", 51);
+        let owned = |state, port, inode| InetSock {
+            inode,
+            ..sock(state, port, None)
+        };
+        let socks = [
+            owned(state::LISTEN, 9977, 50),
+            owned(state::ESTABLISHED, 9977, 51),
+            owned(state::ESTABLISHED, 9000, 10),
+            owned(state::ESTABLISHED, 9000, 999), // another process's, unseen
+        ];
+        let f = run_in(s, &socks, Some(dir.path()));
+        let v = |p: &str, st: &str| value(&f, "netsight_tcp_process_connections", &[p, st]);
+        assert_eq!(v("netsight", "listen"), Some(1.0));
+        assert_eq!(v("netsight", "established"), Some(1.0));
+        assert_eq!(v("nginx", "established"), Some(1.0));
+        assert_eq!(v("unknown", "established"), Some(1.0), "only the unseen one");
+        assert_eq!(v("unknown", "listen"), None);
+        assert_eq!(
+            value(
+                &f,
+                "netsight_tcp_listen_backlog",
+                &["ipv4", "127.0.0.1", "9977", "netsight"]
+            ),
+            Some(128.0)
+        );
     }
 
     #[test]
