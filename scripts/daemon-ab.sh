@@ -51,10 +51,12 @@ scrape() { # index output
 }
 if [ "$PERCOLL" = 1 ]; then
     for j in "${!PIDS[@]}"; do scrape "$j" "$TMP/c0.$j"; done
+    tc0=$(date +%s.%N)
     # A scrape's packets move the namespace's TCP counters, so the tick after it
     # cannot prove the namespace idle and walks the whole TCP hash: let those
-    # ticks pass before measuring (the per-collector figures still include them).
-    sleep $((2 * IVL + 1))
+    # ticks pass before the whole-process measurement. The per-collector figures
+    # span scrape to scrape (tc0 to tc1), so they include those ticks.
+    sleep "$(echo "2 * $IVL + 1" | bc -l)"
 fi
 t0=$(date +%s.%N)
 for j in "${!PIDS[@]}"; do
@@ -62,14 +64,18 @@ for j in "${!PIDS[@]}"; do
 done
 wait $(jobs -p | grep -v -x -F "$(printf '%s\n' "${PIDS[@]}")") 2>/dev/null
 t1=$(date +%s.%N)
-if [ "$PERCOLL" = 1 ]; then for j in "${!PIDS[@]}"; do scrape "$j" "$TMP/c1.$j"; done; fi
+if [ "$PERCOLL" = 1 ]; then
+    for j in "${!PIDS[@]}"; do scrape "$j" "$TMP/c1.$j"; done
+    tc1=$(date +%s.%N)
+    cwall=$(echo "$tc1 - $tc0" | bc -l)
+fi
 wall=$(echo "$t1 - $t0" | bc -l)
 echo "load $(cut -d' ' -f1-3 /proc/loadavg); ${SECS} s of ${IVL} s ticks"
 for j in "${!PIDS[@]}"; do
     ms=$(awk -F, -v w="$wall" -v i="$IVL" '/task-clock/{printf "%.3f", $1/w*i}' "$TMP/perf.$j")
     echo "$ms ms CPU per tick  ${*:j+1:1}"
     if [ "$PERCOLL" = 1 ]; then
-        join "$TMP/c0.$j" "$TMP/c1.$j" | awk -v w="$wall" -v i="$IVL" \
+        join "$TMP/c0.$j" "$TMP/c1.$j" | awk -v w="$cwall" -v i="$IVL" \
             '{d=($3-$2)*1000/w*i; s+=d; printf "    %-12s %.3f ms\n", $1, d} END{printf "    %-12s %.3f ms\n", "collectors", s}'
     fi
 done

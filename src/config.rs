@@ -238,8 +238,9 @@ pub struct SocketsConfig {
     /// the host holds; 0 keeps `process_refresh` fixed.
     pub process_refresh_cpu_factor: f64,
     /// Rescan only when a socket is missing from the map (created since the last
-    /// scan, or held by a process netsight cannot see) or the map is ten
-    /// intervals old; false: rescan every interval.
+    /// scan, or held by a process netsight cannot see); a map ten intervals old
+    /// is revalidated (owners' comm re-read) and rescanned at least hourly;
+    /// false: rescan every interval.
     pub process_refresh_lazy: bool,
     pub processes: bool,
     pub rtt_buckets_seconds: Vec<f64>,

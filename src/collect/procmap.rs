@@ -156,8 +156,9 @@ pub struct ScanStats {
     pub cpu: Duration,
 }
 
-/// A lazy map ([`ProcMap::lazy`]) is rebuilt at least every this many intervals,
-/// and at least every [`MAX_ADAPTIVE_REFRESH`] (unless the interval is longer).
+/// A lazy map ([`ProcMap::lazy`]) is revalidated at least every this many
+/// intervals, and at least every [`MAX_ADAPTIVE_REFRESH`] (unless the interval is
+/// longer); rebuilt when that fails or [`LAZY_FULL_SCAN_AGE`] passed.
 pub const LAZY_MAX_AGE: u32 = 10;
 
 fn lazy_max_age(interval: Duration) -> Duration {
@@ -202,7 +203,8 @@ pub struct ProcMap {
     /// Last full scan.
     scanned: Option<Instant>,
     /// Rescan only when [`Self::note_unattributed`] reported a socket missing
-    /// from the map, or after [`LAZY_MAX_AGE`] intervals.
+    /// from the map; after [`LAZY_MAX_AGE`] intervals revalidate, and rescan
+    /// after [`LAZY_FULL_SCAN_AGE`].
     lazy: bool,
     /// A socket's inode was missing from the map since the last scan.
     missing: bool,
@@ -275,7 +277,9 @@ impl ProcMap {
                     true
                 }
             }
-            (Some(t), Some(_)) => t.elapsed() >= interval,
+            // A missing socket (or a map that is not lazy) waits an interval from
+            // the last full scan, not from a revalidation.
+            (Some(_), Some(scanned)) => scanned.elapsed() >= interval,
             _ => true,
         };
         if due {

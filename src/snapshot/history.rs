@@ -162,6 +162,7 @@ impl History {
     pub fn record_only<S: AsRef<str>>(&mut self, names: Option<impl IntoIterator<Item = S>>) {
         self.only = names.map(|n| {
             let mut names: Vec<FamilyName> = n.into_iter().map(|s| FamilyName::new(s.as_ref())).collect();
+            names.sort_by(|a, b| a.as_str().cmp(b.as_str()));
             names.dedup();
             names
         });

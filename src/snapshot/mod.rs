@@ -445,6 +445,12 @@ const ABSENT: usize = usize::MAX;
 /// snapshot of the same layout. An unchanged host's snapshots hold the same
 /// families in the same order, so a lookup is two comparisons instead of a hash
 /// of the name and, once per tick, building the snapshot's ~500-entry index.
+///
+/// One thread at a time looks a name up (the history and the engine are each
+/// behind a mutex): the two atomics are not updated together, so concurrent
+/// lookups in snapshots of different layouts could pair one's layout with the
+/// other's "absent". A snapshot's `families` are not changed after it is made
+/// but through [`Snapshot::extend`], which the layout (like the index) relies on.
 #[derive(Debug)]
 pub struct FamilyName {
     name: Box<str>,

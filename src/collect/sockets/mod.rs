@@ -197,7 +197,8 @@ pub static REFRESH_INTERVAL: MetricDesc = MetricDesc::new(
     "Current interval between process scans (socket inode → process map): \
      collectors.sockets.process_refresh, or process_refresh_cpu_factor times the \
      last scan's CPU time when that is longer (hosts with many fds; at most 10 min). \
-     Sockets created since the last scan are process=\"unknown\".",
+     Other processes' sockets created since the last scan are process=\"unknown\" \
+     (netsight's own are attributed at once).",
     &[],
     "netsight.sockets.process_refresh.interval",
 );
