@@ -10,6 +10,7 @@ use std::time::Duration;
 use netlink_sys::{protocols::NETLINK_NETFILTER, Socket, SocketAddr};
 
 use crate::netlink::ctnetlink::CtnlError;
+use crate::netlink::set_recv_timeout;
 
 #[derive(Debug, thiserror::Error)]
 pub enum DumpError {
@@ -128,28 +129,5 @@ impl NetlinkSocket {
             }
         }
         Err(DumpError::io("recv", "dump did not end"))
-    }
-}
-
-fn set_recv_timeout(sock: &Socket, timeout: Duration) -> io::Result<()> {
-    use std::os::fd::AsRawFd;
-    let tv = libc::timeval {
-        tv_sec: timeout.as_secs() as libc::time_t,
-        tv_usec: timeout.subsec_micros() as libc::suseconds_t,
-    };
-    // SAFETY: valid socket fd, pointer and length of a live timeval.
-    let rc = unsafe {
-        libc::setsockopt(
-            sock.as_raw_fd(),
-            libc::SOL_SOCKET,
-            libc::SO_RCVTIMEO,
-            (&tv as *const libc::timeval).cast(),
-            std::mem::size_of::<libc::timeval>() as libc::socklen_t,
-        )
-    };
-    if rc == 0 {
-        Ok(())
-    } else {
-        Err(io::Error::last_os_error())
     }
 }

@@ -12,6 +12,32 @@ pub mod tcp_info;
 
 use ctnetlink::CtnlError;
 
+/// Sets `SO_RCVTIMEO` on a netlink socket, so a dump the kernel never finishes
+/// fails instead of holding a collector (the sock_diag socket and
+/// `collect::netlink_socket::NetlinkSocket` both use it).
+pub(crate) fn set_recv_timeout(sock: &netlink_sys::Socket, timeout: std::time::Duration) -> std::io::Result<()> {
+    use std::os::fd::AsRawFd;
+    let tv = libc::timeval {
+        tv_sec: timeout.as_secs() as libc::time_t,
+        tv_usec: timeout.subsec_micros() as libc::suseconds_t,
+    };
+    // SAFETY: valid socket fd, pointer and length of a live timeval.
+    let rc = unsafe {
+        libc::setsockopt(
+            sock.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_RCVTIMEO,
+            (&tv as *const libc::timeval).cast(),
+            std::mem::size_of::<libc::timeval>() as libc::socklen_t,
+        )
+    };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(std::io::Error::last_os_error())
+    }
+}
+
 const NLMSG_HDRLEN: usize = 16;
 pub(crate) const NLMSG_NOOP: u16 = 1;
 pub(crate) const NLMSG_ERROR: u16 = 2;

@@ -472,26 +472,10 @@ impl DiagSocket {
         })?;
         // Best effort: capped by net.core.rmem_max; a dump works with any size.
         let _ = socket.set_rx_buf_sz(SOCKET_RCVBUF as libc::c_int);
-        let tv = libc::timeval {
-            tv_sec: RECV_TIMEOUT.as_secs() as libc::time_t,
-            tv_usec: 0,
-        };
-        // SAFETY: setsockopt reads a timeval we own, with its exact size.
-        let rc = unsafe {
-            libc::setsockopt(
-                socket.as_raw_fd(),
-                libc::SOL_SOCKET,
-                libc::SO_RCVTIMEO,
-                (&tv as *const libc::timeval).cast(),
-                std::mem::size_of::<libc::timeval>() as libc::socklen_t,
-            )
-        };
-        if rc != 0 {
-            return Err(DiagError::Io {
-                what: "setsockopt(SO_RCVTIMEO)",
-                source: io::Error::last_os_error(),
-            });
-        }
+        super::set_recv_timeout(&socket, RECV_TIMEOUT).map_err(|source| DiagError::Io {
+            what: "setsockopt(SO_RCVTIMEO)",
+            source,
+        })?;
         Ok(DiagSocket {
             socket,
             buf: vec![0u8; RECV_BUF_LEN].into_boxed_slice(),
