@@ -32,6 +32,10 @@ use std::time::{Duration, Instant};
 use anyhow::{anyhow, bail, Context, Result};
 use serde_json::{json, Value};
 
+/// The daemon's allocator (`src/main.rs`): CPU and peak RSS are measured with it.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 const ROLE_ENV: &str = "NETSIGHT_BENCH_ROLE";
 /// Connections per holder process: both ends live in it, so 2 fds each, under the
 /// 20,000 open-files hard limit with the listeners and stdio.

@@ -22,6 +22,29 @@ fn listener(addr: &str, backlog: i32) -> TcpListener {
     l
 }
 
+/// Waits (up to 5 s) until this thread's namespace counts no `proto` socket
+/// (`TCP` or `UDP`, both families) in `/proc/net/sockstat{,6}`. Dropping a socket
+/// does not always release it at once: a test running in parallel that forks a
+/// child holds a copy of every fd until the child execs.
+fn wait_released(proto: &str) {
+    let inuse = |file: &str, tag: &str| -> i64 {
+        let text = std::fs::read_to_string(format!("/proc/thread-self/net/{file}")).unwrap_or_default();
+        text.lines()
+            .find_map(|l| l.strip_prefix(tag))
+            .and_then(|rest| rest.split_whitespace().nth(1))
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0)
+    };
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while inuse("sockstat", &format!("{proto}: ")) + inuse("sockstat6", &format!("{proto}6: ")) > 0 {
+        assert!(
+            Instant::now() < deadline,
+            "{proto} sockets still counted 5 s after their close"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
 fn set_defer_accept(l: &TcpListener, secs: i32) {
     set_tcp_option(l.as_raw_fd(), libc::TCP_DEFER_ACCEPT, secs, "TCP_DEFER_ACCEPT");
 }
@@ -550,6 +573,7 @@ fn sockets_skip_only_provably_empty_dumps() {
         assert_eq!(s.last_dumps(), (Skipped, [true, false]));
         assert_eq!(total(&e, udp, None), 1.0);
         drop(u);
+        wait_released("UDP");
         run_sockets(&mut s);
         assert_eq!(s.last_dumps(), (Skipped, [false, false]));
 
@@ -571,6 +595,7 @@ fn sockets_skip_only_provably_empty_dumps() {
         assert_eq!(full.last_dumps().0, Full);
         drop(l6);
         drop(l4);
+        wait_released("TCP");
         let e = run_sockets(&mut s);
         assert_eq!(s.last_dumps().0, Skipped);
         assert_eq!(total(&e, tcp, None), 0.0);

@@ -15,6 +15,7 @@ pub mod sockets;
 pub mod sockstat;
 pub mod softnet;
 pub mod sysctl;
+pub mod tick_files;
 
 use std::io;
 use std::path::{Path, PathBuf};
@@ -32,6 +33,8 @@ pub use scheduler::Scheduler;
 pub struct CollectContext {
     pub procfs: PathBuf,
     pub sysfs: PathBuf,
+    /// Files read once a tick for every collector that needs them.
+    pub tick_files: std::sync::Arc<tick_files::TickFiles>,
 }
 
 impl CollectContext {
@@ -39,6 +42,7 @@ impl CollectContext {
         CollectContext {
             procfs: procfs.into(),
             sysfs: sysfs.into(),
+            tick_files: Default::default(),
         }
     }
 

@@ -70,22 +70,50 @@ struct Field {
 /// only changes with the kernel (or a module adding a table), so a tick checks
 /// each field against its predecessor at the same position (two short string
 /// compares) instead of hashing its names into [`Descs`].
+///
+/// The names are kept back to back in one string: a tick compares them in order,
+/// through memory read sequentially. As ~200 small strings allocated one by one
+/// they were cold after an idle interval, and their cache misses were most of
+/// the comparisons' cost.
 #[derive(Default)]
-struct Layout(Vec<(Box<str>, Box<str>, Field)>);
+struct Layout {
+    /// Each field's group then name, back to back.
+    names: String,
+    /// Per field: where its group ends and where its name ends in `names`, and
+    /// its descriptor. A field starts where its predecessor ends.
+    fields: Vec<(usize, usize, Field)>,
+}
 
 impl Layout {
     /// The field at position `i`, looked up (and the layout mended from `i` on)
     /// when the file changed there.
     fn field(&mut self, i: usize, descs: &mut Descs, source: &str, group: &str, field: &str) -> Field {
-        match self.0.get(i) {
-            Some((g, f, known)) if **g == *group && **f == *field => known.clone(),
-            _ => {
-                let known = describe(descs, source, group, field);
-                self.0.truncate(i);
-                self.0.push((group.into(), field.into(), known.clone()));
-                known
+        let start = i
+            .checked_sub(1)
+            .and_then(|p| self.fields.get(p))
+            .map_or(0, |(_, end, _)| *end);
+        if let Some((group_end, end, known)) = self.fields.get(i) {
+            if self.names.get(start..*group_end) == Some(group) && self.names.get(*group_end..*end) == Some(field) {
+                return known.clone();
             }
         }
+        let known = describe(descs, source, group, field);
+        self.truncate(i);
+        self.names.push_str(group);
+        let group_end = self.names.len();
+        self.names.push_str(field);
+        self.fields.push((group_end, self.names.len(), known.clone()));
+        known
+    }
+
+    /// Keeps the first `n` fields.
+    fn truncate(&mut self, n: usize) {
+        self.fields.truncate(n);
+        let end = n
+            .checked_sub(1)
+            .and_then(|p| self.fields.get(p))
+            .map_or(0, |(_, end, _)| *end);
+        self.names.truncate(end);
     }
 }
 
@@ -177,6 +205,9 @@ impl Netstat {
         let Some(path) = self.read_file(ctx, rel, false)? else {
             return Ok(());
         };
+        if which == 0 {
+            ctx.tick_files.keep(rel, &self.buf);
+        }
         let (descs, rows) = (&mut self.descs, &mut self.tables[which]);
         let mut i = 0;
         let visited = visit_mib_rows(&self.buf, |group, header, values| {
@@ -201,7 +232,7 @@ impl Netstat {
             i += 1;
             out.push0_keyed(field.desc, field.key, v as f64 * field.scale);
         });
-        layout.0.truncate(i);
+        layout.truncate(i);
         visited.map_err(|e| CollectError::parse(path, e))
     }
 }

@@ -2,9 +2,10 @@
 //! one immutable snapshot from whatever they produced.
 
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{mpsc, Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
+use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
 use super::{
@@ -94,6 +95,43 @@ pub struct Scheduler {
     interval: Duration,
     timeout: Duration,
     cpu_budget: f64,
+    batch_worker: Option<BatchWorker>,
+}
+
+/// The tick's shared batch, its context and where to say it is done.
+type BatchJob = (Arc<Batch>, Arc<CollectContext>, oneshot::Sender<()>);
+
+/// One thread that runs the shared batch tick after tick.
+///
+/// Why not `spawn_blocking`: tokio's blocking pool wakes its longest-idle
+/// thread, so the batch rotated over every thread the pool had grown (eight at
+/// 1 s ticks after a slow start, each with a cold stack and malloc arena); at
+/// 5 s ticks the idle threads also outlived the pool's keep-alive and were
+/// created anew. A thread of its own stays warm.
+struct BatchWorker {
+    jobs: mpsc::Sender<BatchJob>,
+    /// Set while a batch runs: a worker still busy at the next tick is stuck in
+    /// a hung collector and is left to finish alone while a new one takes over.
+    busy: Arc<AtomicBool>,
+}
+
+impl BatchWorker {
+    fn start() -> std::io::Result<Self> {
+        let (jobs, rx) = mpsc::channel::<BatchJob>();
+        let busy = Arc::new(AtomicBool::new(false));
+        let flag = busy.clone();
+        std::thread::Builder::new()
+            .name("netsight-batch".into())
+            .spawn(move || {
+                // Ends when the scheduler drops or replaces this worker.
+                for (batch, ctx, done) in rx {
+                    batch.run(&ctx);
+                    flag.store(false, Ordering::Release);
+                    let _ = done.send(());
+                }
+            })?;
+        Ok(BatchWorker { jobs, busy })
+    }
 }
 
 fn thread_cpu_time() -> Duration {
@@ -171,7 +209,43 @@ impl Scheduler {
             interval,
             timeout,
             cpu_budget: cpu_percent / 100.0,
+            batch_worker: None,
         }
+    }
+
+    /// Hands the batch to the batch worker (a new one when there is none, or the
+    /// last is stuck), or to the blocking pool if no thread can be started.
+    fn start_batch(&mut self, batch: Arc<Batch>) -> oneshot::Receiver<()> {
+        let (done, finished) = oneshot::channel();
+        if self
+            .batch_worker
+            .as_ref()
+            .is_none_or(|w| w.busy.load(Ordering::Acquire))
+        {
+            self.batch_worker = BatchWorker::start()
+                .map_err(|e| tracing::warn!(error = %e, "cannot start the collectors' thread; using the blocking pool"))
+                .ok();
+        }
+        let job = (batch, self.ctx.clone(), done);
+        let job = match &self.batch_worker {
+            Some(w) => {
+                w.busy.store(true, Ordering::Release);
+                match w.jobs.send(job) {
+                    Ok(()) => return finished,
+                    Err(mpsc::SendError(job)) => {
+                        self.batch_worker = None;
+                        job
+                    }
+                }
+            }
+            None => job,
+        };
+        let (batch, ctx, done) = job;
+        tokio::task::spawn_blocking(move || {
+            batch.run(&ctx);
+            let _ = done.send(());
+        });
+        finished
     }
 
     pub fn collector_names(&self) -> Vec<&'static str> {
@@ -181,6 +255,7 @@ impl Scheduler {
     /// Runs every due collector once and returns the new snapshot.
     pub async fn tick(&mut self) -> Snapshot {
         let taken_at = SystemTime::now();
+        self.ctx.tick_files.next_tick();
         let deadline = tokio::time::Instant::now() + self.timeout;
         let mut pending: Vec<(usize, JoinHandle<RunResult>)> = Vec::new();
         let mut batched = Vec::new();
@@ -214,8 +289,7 @@ impl Scheduler {
                 claimed: (0..n).map(|_| AtomicBool::new(false)).collect(),
                 results: Mutex::new((0..n).map(|_| None).collect()),
             });
-            let (b, ctx) = (batch.clone(), self.ctx.clone());
-            let handle = tokio::task::spawn_blocking(move || b.run(&ctx));
+            let handle = self.start_batch(batch.clone());
             (batch, handle)
         });
         let mut batch_done = true;

@@ -215,10 +215,12 @@ impl Sockstat {
     fn collect_into(&mut self, ctx: &CollectContext, buf: &mut Vec<u8>, out: &mut Emitter) -> Result<(), CollectError> {
         let path = ctx.proc_path("net/sockstat");
         self.files.read_into(&path, buf)?;
+        ctx.tick_files.keep("net/sockstat", buf);
         self.emit_file(buf, out).map_err(|e| CollectError::parse(path, e))?;
         // sockstat6 is absent when IPv6 is disabled: that is not an error.
         let path6 = ctx.proc_path("net/sockstat6");
         if self.files.read_into(&path6, buf).is_ok() {
+            ctx.tick_files.keep("net/sockstat6", buf);
             self.emit_file(buf, out).map_err(|e| CollectError::parse(path6, e))?;
         }
         let files = &mut self.files;

@@ -93,8 +93,25 @@ impl StatsDump {
     }
 }
 
-/// Builds the dump request for `dump` with sequence number `seq`.
+/// The dump request for `dump` with sequence number `seq`.
+///
+/// Built once per kind through netlink-packet-netfilter's message types, then
+/// copied with only the sequence number rewritten: building it afresh twice a
+/// tick showed in idle-tick profiles (~5 µs each).
 pub fn stats_cpu_request(dump: StatsDump, seq: u32) -> Vec<u8> {
+    static BUILT: [std::sync::OnceLock<Vec<u8>>; 2] = [std::sync::OnceLock::new(), std::sync::OnceLock::new()];
+    let slot = match dump {
+        StatsDump::Conntrack => &BUILT[0],
+        StatsDump::Expect => &BUILT[1],
+    };
+    let mut req = slot.get_or_init(|| build_stats_cpu_request(dump, 0)).clone();
+    if let Some(field) = req.get_mut(8..12) {
+        field.copy_from_slice(&seq.to_ne_bytes());
+    }
+    req
+}
+
+fn build_stats_cpu_request(dump: StatsDump, seq: u32) -> Vec<u8> {
     let nfheader = NetfilterHeader::new(NetfilterProtoFamily::Unspec, NFNETLINK_V0, 0);
     let inner = match dump {
         StatsDump::Conntrack => NetfilterMessageInner::Conntrack(ConntrackMessage::Other {
@@ -583,6 +600,17 @@ mod tests {
         assert_eq!(&req[16..20], &[0, 0, 0, 0]);
         let req = stats_cpu_request(StatsDump::Expect, 1);
         assert_eq!(u16::from_ne_bytes(req[4..6].try_into().expect("2")), 0x0203);
+        for (dump, seq) in [
+            (StatsDump::Conntrack, 9),
+            (StatsDump::Expect, 0x0102_0304),
+            (StatsDump::Conntrack, 7),
+        ] {
+            assert_eq!(
+                stats_cpu_request(dump, seq),
+                build_stats_cpu_request(dump, seq),
+                "{dump:?} {seq}"
+            );
+        }
     }
 
     #[test]

@@ -305,6 +305,10 @@ pub struct Sockets {
     /// [`OCCUPANCY_FILES`], opened with `diag`, and their read buffers.
     proc: KeptFiles,
     proc_bufs: [Vec<u8>; 3],
+    /// The socket's namespace is the process's: the copies the sockstat and
+    /// netstat collectors keep of `/proc/net` ([`CollectContext::tick_files`])
+    /// describe it too and spare reading the files again.
+    same_ns_as_process: bool,
     last_dumps: (TcpWalk, [bool; 2]),
 }
 
@@ -315,6 +319,18 @@ const OCCUPANCY_FILES: [&str; 3] = [
     "thread-self/net/sockstat6",
     "thread-self/net/snmp",
 ];
+
+/// The same files as the process sees them, under the names the sockstat and
+/// netstat collectors keep them by ([`CollectContext::tick_files`]).
+const OCCUPANCY_SHARED: [&str; 3] = ["net/sockstat", "net/sockstat6", "net/snmp"];
+
+/// Whether this thread is in the network namespace `/proc/net` shows (the thread
+/// group leader's). False when it cannot be told.
+fn thread_in_process_netns(ctx: &CollectContext) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    let ns = |rel: &str| std::fs::metadata(ctx.proc_path(rel)).map(|m| (m.dev(), m.ino())).ok();
+    matches!((ns("thread-self/ns/net"), ns("self/ns/net")), (Some(a), Some(b)) if a == b)
+}
 
 /// Finite, positive, ascending, without duplicates.
 fn sanitize_bounds(raw: &[f64]) -> Vec<f64> {
@@ -349,6 +365,7 @@ impl Sockets {
             tcp_proofs: TcpProofs::default(),
             proc: KeptFiles::default(),
             proc_bufs: Default::default(),
+            same_ns_as_process: false,
             last_dumps: (TcpWalk::Full, [true, true]),
         }
     }
@@ -369,6 +386,7 @@ impl Sockets {
                 // An absent file leaves its counts unknown: those dumps always run.
                 let _ = self.proc.open(&ctx.proc_path(rel));
             }
+            self.same_ns_as_process = thread_in_process_netns(ctx);
         }
         Ok(())
     }
@@ -379,16 +397,19 @@ impl Sockets {
     fn occupancy(&mut self, ctx: &CollectContext) -> Occupancy {
         let [sockstat, sockstat6, snmp] = &mut self.proc_bufs;
         let [p4, p6, psnmp] = OCCUPANCY_FILES.map(|rel| ctx.proc_path(rel));
-        let mut read = |path: &std::path::Path, buf: &mut Vec<u8>| {
-            (self.proc.is_open(path) && self.proc.read_into(path, buf).is_ok()).then_some(())
+        let [s4, s6, ssnmp] = OCCUPANCY_SHARED;
+        let shared = self.same_ns_as_process.then_some(&ctx.tick_files);
+        let mut read = |path: &std::path::Path, rel: &str, buf: &mut Vec<u8>| {
+            let copied = shared.is_some_and(|files| files.take_copy(rel, buf));
+            (copied || (self.proc.is_open(path) && self.proc.read_into(path, buf).is_ok())).then_some(())
         };
-        let v4 = read(&p4, sockstat).map(|()| sockstat.as_slice());
-        let v6 = read(&p6, sockstat6).map(|()| sockstat6.as_slice());
+        let v4 = read(&p4, s4, sockstat).map(|()| sockstat.as_slice());
+        let v6 = read(&p6, s6, sockstat6).map(|()| sockstat6.as_slice());
         let occ = Occupancy::parse(v4, v6, None);
         if !occ.tcp_walk_might_shrink() {
             return occ;
         }
-        occ.with_tcp_counters(read(&psnmp, snmp).map(|()| snmp.as_slice()))
+        occ.with_tcp_counters(read(&psnmp, ssnmp, snmp).map(|()| snmp.as_slice()))
     }
 
     /// After the dumps: the sockets the process map lacked are looked for among
