@@ -32,9 +32,14 @@ use std::time::{Duration, Instant};
 use anyhow::{anyhow, bail, Context, Result};
 use serde_json::{json, Value};
 
-/// The daemon's allocator (`src/main.rs`): CPU and peak RSS are measured with it.
+/// The daemon's allocator and its settings (`src/main.rs`): CPU and peak RSS
+/// are measured with them.
 #[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+static ALLOCATOR: netsight::alloc::Allocator = netsight::alloc::Allocator {};
+
+#[used]
+#[link_section = ".init_array"]
+static CONFIGURE_ALLOCATOR: extern "C" fn() = netsight::alloc::configure_before_first_allocation;
 
 const ROLE_ENV: &str = "NETSIGHT_BENCH_ROLE";
 /// Connections per holder process: both ends live in it, so 2 fds each, under the
@@ -106,10 +111,7 @@ fn process_cpu() -> f64 {
 }
 
 fn thread_cpu() -> f64 {
-    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
-    // SAFETY: clock_gettime writes into a timespec we own.
-    unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
-    ts.tv_sec as f64 + ts.tv_nsec as f64 / 1e9
+    netsight::collect::thread_cpu_time().as_secs_f64()
 }
 
 fn raise_nofile() {

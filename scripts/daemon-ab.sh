@@ -10,7 +10,8 @@
 # from the host at the start and the end (the client closes, so no TIME_WAIT is
 # left in the namespace), then prints each collector's CPU per tick from
 # netsight_collector_cpu_seconds_total. The veth makes netdev report two
-# interfaces instead of one. The daemons start a fraction of the interval apart
+# interfaces instead of one. Each line also gives the daemon's peak and current
+# RSS (VmHWM, VmRSS) at the end. The daemons start a fraction of the interval apart
 # so that their ticks do not coincide.
 # Needs root and perf; removes what it made and stops what it started on exit.
 set -u
@@ -73,7 +74,8 @@ wall=$(echo "$t1 - $t0" | bc -l)
 echo "load $(cut -d' ' -f1-3 /proc/loadavg); ${SECS} s of ${IVL} s ticks"
 for j in "${!PIDS[@]}"; do
     ms=$(awk -F, -v w="$wall" -v i="$IVL" '/task-clock/{printf "%.3f", $1/w*i}' "$TMP/perf.$j")
-    echo "$ms ms CPU per tick  ${*:j+1:1}"
+    mem=$(awk '/^VmHWM|^VmRSS/{printf "%s %.1f MiB  ", $1, $2/1024}' "/proc/${PIDS[$j]}/status" 2>/dev/null)
+    echo "$ms ms CPU per tick  ${mem}${*:j+1:1}"
     if [ "$PERCOLL" = 1 ]; then
         join "$TMP/c0.$j" "$TMP/c1.$j" | awk -v w="$cwall" -v i="$IVL" \
             '{d=($3-$2)*1000/w*i; s+=d; printf "    %-12s %.3f ms\n", $1, d} END{printf "    %-12s %.3f ms\n", "collectors", s}'

@@ -3,6 +3,7 @@
 //! Data flows one way: collectors ([`collect`]) → snapshot ([`snapshot`]) →
 //! outputs ([`export`]). Parsers ([`parse`], [`netlink`]) are pure functions.
 
+pub mod alloc;
 pub mod catalog;
 pub mod cli;
 pub mod collect;

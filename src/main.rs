@@ -1,14 +1,14 @@
 use std::process::ExitCode;
 
-/// mimalloc rather than glibc's malloc: an idle daemon tick costs ~7 % less CPU
-/// with it (BENCHMARKS.md, 2026-12-05). A tick frees the previous snapshot's
-/// thousands of small blocks; glibc parks them in fastbins and consolidates them
-/// at its next large request, walking memory that 5 s of idleness left cold,
-/// while mimalloc returns each block to the free list of its own page.
-/// `benches/collect.rs` declares the same allocator, so that it measures what
-/// the daemon runs.
+/// mimalloc ([`netsight::alloc`]). `benches/collect.rs` declares the same
+/// allocator and settings, so that it measures what the daemon runs.
 #[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+static ALLOCATOR: netsight::alloc::Allocator = netsight::alloc::Allocator {};
+
+/// Run by the loader before `main` and before Rust's runtime allocates anything.
+#[used]
+#[link_section = ".init_array"]
+static CONFIGURE_ALLOCATOR: extern "C" fn() = netsight::alloc::configure_before_first_allocation;
 
 use clap::Parser;
 use netsight::cli::{self, Cli, Command};

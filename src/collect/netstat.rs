@@ -4,6 +4,7 @@
 
 use std::path::PathBuf;
 
+use super::tick_files::SharedFile;
 use super::{CollectContext, CollectError, Collector, KeptFiles};
 use crate::catalog::{CollectorDoc, DynamicFamily, MetricDesc, MetricKind};
 use crate::parse::netstat::{visit_mib_rows, visit_snmp6};
@@ -201,12 +202,15 @@ impl Netstat {
 
     /// Reads and emits `/proc/net/snmp` (`which` 0) or `/proc/net/netstat` (1).
     fn read_table(&mut self, ctx: &CollectContext, which: usize, out: &mut Emitter) -> Result<(), CollectError> {
-        let (rel, source) = [("net/snmp", "/proc/net/snmp"), ("net/netstat", "/proc/net/netstat")][which];
+        let (rel, source) = [
+            (SharedFile::Snmp.rel(), "/proc/net/snmp"),
+            ("net/netstat", "/proc/net/netstat"),
+        ][which];
         let Some(path) = self.read_file(ctx, rel, false)? else {
             return Ok(());
         };
         if which == 0 {
-            ctx.tick_files.keep(rel, &self.buf);
+            ctx.tick_files.keep(SharedFile::Snmp, &self.buf);
         }
         let (descs, rows) = (&mut self.descs, &mut self.tables[which]);
         let mut i = 0;

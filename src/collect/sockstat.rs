@@ -3,6 +3,7 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
+use super::tick_files::SharedFile;
 use super::{CollectContext, CollectError, Collector, KeptFiles, Settings};
 use crate::catalog::{CollectorDoc, DynamicFamily, MetricDesc, MetricKind};
 use crate::parse::snake_case;
@@ -213,14 +214,14 @@ impl Collector for Sockstat {
 
 impl Sockstat {
     fn collect_into(&mut self, ctx: &CollectContext, buf: &mut Vec<u8>, out: &mut Emitter) -> Result<(), CollectError> {
-        let path = ctx.proc_path("net/sockstat");
+        let path = ctx.proc_path(SharedFile::Sockstat.rel());
         self.files.read_into(&path, buf)?;
-        ctx.tick_files.keep("net/sockstat", buf);
+        ctx.tick_files.keep(SharedFile::Sockstat, buf);
         self.emit_file(buf, out).map_err(|e| CollectError::parse(path, e))?;
         // sockstat6 is absent when IPv6 is disabled: that is not an error.
-        let path6 = ctx.proc_path("net/sockstat6");
+        let path6 = ctx.proc_path(SharedFile::Sockstat6.rel());
         if self.files.read_into(&path6, buf).is_ok() {
-            ctx.tick_files.keep("net/sockstat6", buf);
+            ctx.tick_files.keep(SharedFile::Sockstat6, buf);
             self.emit_file(buf, out).map_err(|e| CollectError::parse(path6, e))?;
         }
         let files = &mut self.files;

@@ -11,14 +11,39 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 
-/// The shared files, by path relative to the procfs root.
+/// A file that is shared. An enum, not a path string, so that a misspelt name
+/// cannot silently turn sharing off.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SharedFile {
+    Sockstat,
+    Sockstat6,
+    Snmp,
+}
+
+impl SharedFile {
+    const ALL: [SharedFile; 3] = [SharedFile::Sockstat, SharedFile::Sockstat6, SharedFile::Snmp];
+
+    /// Its path relative to the procfs root.
+    pub const fn rel(self) -> &'static str {
+        match self {
+            SharedFile::Sockstat => "net/sockstat",
+            SharedFile::Sockstat6 => "net/sockstat6",
+            SharedFile::Snmp => "net/snmp",
+        }
+    }
+}
+
+/// This tick's copies of the [`SharedFile`]s.
 #[derive(Debug, Default)]
 pub struct TickFiles {
     /// The tick the scheduler is on ([`TickFiles::next_tick`]); 0 before the first.
     tick: AtomicU64,
-    /// (path, tick it was read on, bytes). A handful of entries: a scan is
-    /// cheaper than a map, and buffers are reused from tick to tick.
-    files: Mutex<Vec<(&'static str, u64, Vec<u8>)>>,
+    /// Per [`SharedFile`]: the tick it was read on and its bytes. Buffers are
+    /// reused from tick to tick.
+    files: Mutex<[(u64, Vec<u8>); SharedFile::ALL.len()]>,
+    /// Copies handed out so far: lets tests (and a profile) see that sharing
+    /// happens at all.
+    served: AtomicU64,
 }
 
 impl TickFiles {
@@ -31,37 +56,38 @@ impl TickFiles {
         self.tick.load(Ordering::Acquire)
     }
 
-    /// Leaves a copy of `bytes`, just read from `rel`, for later readers this tick.
-    /// Outside a tick (a collector run on its own) nothing is kept.
-    pub fn keep(&self, rel: &'static str, bytes: &[u8]) {
+    /// Leaves a copy of `bytes`, just read from `file`, for later readers this
+    /// tick. Outside a tick (a collector run on its own) nothing is kept.
+    pub fn keep(&self, file: SharedFile, bytes: &[u8]) {
         let tick = self.current();
         if tick == 0 {
             return;
         }
         let Ok(mut files) = self.files.lock() else { return };
-        match files.iter_mut().find(|(r, _, _)| *r == rel) {
-            Some((_, at, buf)) => {
-                *at = tick;
-                buf.clear();
-                buf.extend_from_slice(bytes);
-            }
-            None => files.push((rel, tick, bytes.to_vec())),
-        }
+        let (at, buf) = &mut files[file as usize];
+        *at = tick;
+        buf.clear();
+        buf.extend_from_slice(bytes);
     }
 
-    /// Copies this tick's bytes of `rel` into `buf`; false (and `buf` untouched)
-    /// when no collector read it yet this tick.
-    pub fn take_copy(&self, rel: &str, buf: &mut Vec<u8>) -> bool {
+    /// Copies this tick's bytes of `file` into `buf`; false (and `buf`
+    /// untouched) when no collector read it yet this tick.
+    pub fn take_copy(&self, file: SharedFile, buf: &mut Vec<u8>) -> bool {
         let tick = self.current();
         let Ok(files) = self.files.lock() else { return false };
-        match files.iter().find(|(r, at, _)| *r == rel && *at == tick && tick != 0) {
-            Some((_, _, bytes)) => {
-                buf.clear();
-                buf.extend_from_slice(bytes);
-                true
-            }
-            None => false,
+        let (at, bytes) = &files[file as usize];
+        if tick == 0 || *at != tick {
+            return false;
         }
+        buf.clear();
+        buf.extend_from_slice(bytes);
+        self.served.fetch_add(1, Ordering::Relaxed);
+        true
+    }
+
+    /// How many copies [`Self::take_copy`] has handed out.
+    pub fn copies_served(&self) -> u64 {
+        self.served.load(Ordering::Relaxed)
     }
 }
 
@@ -73,20 +99,27 @@ mod tests {
     fn a_copy_serves_its_own_tick_only() {
         let files = TickFiles::default();
         let mut buf = b"old".to_vec();
-        files.keep("net/snmp", b"outside a tick");
-        assert!(!files.take_copy("net/snmp", &mut buf), "nothing is kept outside a tick");
+        files.keep(SharedFile::Snmp, b"outside a tick");
+        assert!(
+            !files.take_copy(SharedFile::Snmp, &mut buf),
+            "nothing is kept outside a tick"
+        );
         files.next_tick();
-        assert!(!files.take_copy("net/snmp", &mut buf));
+        assert!(!files.take_copy(SharedFile::Snmp, &mut buf));
         assert_eq!(buf, b"old", "a miss leaves the buffer alone");
-        files.keep("net/snmp", b"Tcp: 1");
-        files.keep("net/sockstat", b"TCP: inuse 1");
-        assert!(files.take_copy("net/snmp", &mut buf));
+        files.keep(SharedFile::Snmp, b"Tcp: 1");
+        files.keep(SharedFile::Sockstat, b"TCP: inuse 1");
+        assert!(files.take_copy(SharedFile::Snmp, &mut buf));
         assert_eq!(buf, b"Tcp: 1");
-        assert!(!files.take_copy("net/netstat", &mut buf), "only what was kept");
+        assert!(!files.take_copy(SharedFile::Sockstat6, &mut buf), "only what was kept");
         files.next_tick();
-        assert!(!files.take_copy("net/snmp", &mut buf), "last tick's copy is stale");
-        files.keep("net/snmp", b"Tcp: 2");
-        assert!(files.take_copy("net/snmp", &mut buf));
+        assert!(
+            !files.take_copy(SharedFile::Snmp, &mut buf),
+            "last tick's copy is stale"
+        );
+        files.keep(SharedFile::Snmp, b"Tcp: 2");
+        assert!(files.take_copy(SharedFile::Snmp, &mut buf));
         assert_eq!(buf, b"Tcp: 2");
+        assert_eq!(files.copies_served(), 2);
     }
 }

@@ -4,6 +4,7 @@
 pub mod conntrack;
 pub mod netdev;
 pub mod netstat;
+pub mod proc_fd;
 pub mod sockstat;
 pub mod softnet;
 pub mod sysctl;
