@@ -25,19 +25,33 @@ const MI_OPTION_ARENA_EAGER_COMMIT: mi_option_t = 4;
 ///
 /// Must run before the first allocation: the first arena is reserved then, with
 /// the setting of that moment. Each binary therefore places it in `.init_array`
-/// (see `src/main.rs`), which runs after mimalloc's own initialisation and
-/// before Rust's runtime starts. `MIMALLOC_ARENA_EAGER_COMMIT` in the
-/// environment still wins, as mimalloc documents its variables.
+/// (see `src/main.rs`), which the loader runs before Rust's runtime starts.
+/// Whether it runs before or after mimalloc's own constructor does not matter:
+/// `mi_option_set` needs no initialisation, and mimalloc's reading of its
+/// environment variables keeps a value already set. `main` checks that it ran
+/// ([`configured`]). The variable `MIMALLOC_ARENA_EAGER_COMMIT` (or its legacy
+/// name `MIMALLOC_EAGER_REGION_COMMIT`), in upper case, still wins.
 pub extern "C" fn configure_before_first_allocation() {
-    // libc's getenv, not std::env: nothing may allocate yet.
-    // SAFETY: a NUL-terminated name; no thread can be changing the environment
-    // this early.
-    let overridden = unsafe { !libc::getenv(c"MIMALLOC_ARENA_EAGER_COMMIT".as_ptr()).is_null() };
-    if !overridden {
+    if !overridden_by_environment() {
         // SAFETY: sets one of mimalloc's process-wide integer options, by a
         // valid index; no memory is touched.
         unsafe { mi_option_set(MI_OPTION_ARENA_EAGER_COMMIT, 0) };
     }
+}
+
+fn overridden_by_environment() -> bool {
+    // libc's getenv, not std::env: nothing may allocate yet.
+    [c"MIMALLOC_ARENA_EAGER_COMMIT", c"MIMALLOC_EAGER_REGION_COMMIT"]
+        .iter()
+        // SAFETY: NUL-terminated names; no thread can be changing the
+        // environment this early, and later callers only read it.
+        .any(|name| unsafe { !libc::getenv(name.as_ptr()).is_null() })
+}
+
+/// Whether [`configure_before_first_allocation`] has taken effect (or the
+/// environment overrides it).
+pub fn configured() -> bool {
+    arena_eager_commit() == 0 || overridden_by_environment()
 }
 
 /// The current value of the arena eager-commit option.
@@ -54,8 +68,13 @@ mod tests {
     /// ("eagerly where the kernel overcommits") and setting it must take.
     #[test]
     fn the_option_index_names_arena_eager_commit() {
+        if overridden_by_environment() {
+            return; // the environment decides; nothing of ours to check
+        }
         assert_eq!(arena_eager_commit(), 2, "mimalloc's default for arena_eager_commit");
+        assert!(!configured());
         configure_before_first_allocation();
         assert_eq!(arena_eager_commit(), 0);
+        assert!(configured());
     }
 }

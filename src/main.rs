@@ -14,6 +14,8 @@ use clap::Parser;
 use netsight::cli::{self, Cli, Command};
 
 fn main() -> ExitCode {
+    // Test runs use debug builds: they fail here if the linker dropped the hook.
+    debug_assert!(netsight::alloc::configured(), "allocator settings not applied");
     let cli = Cli::parse();
     let log = match &cli.command {
         Command::Serve(a) => a.common.log_level.clone(),

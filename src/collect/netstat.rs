@@ -133,7 +133,7 @@ impl Rows {
         if !same {
             self.0.truncate(i);
             let fields = header
-                .split_whitespace()
+                .split_ascii_whitespace()
                 .map(|f| describe(descs, source, group, f))
                 .collect();
             self.0.push((group.into(), header.into(), fields));

@@ -21,7 +21,17 @@ pub enum SharedFile {
 }
 
 impl SharedFile {
-    const ALL: [SharedFile; 3] = [SharedFile::Sockstat, SharedFile::Sockstat6, SharedFile::Snmp];
+    /// How many there are, and each one's slot in [`TickFiles`]: a new variant
+    /// must be given a slot below (the match is exhaustive) and counted here.
+    const COUNT: usize = 3;
+
+    const fn slot(self) -> usize {
+        match self {
+            SharedFile::Sockstat => 0,
+            SharedFile::Sockstat6 => 1,
+            SharedFile::Snmp => 2,
+        }
+    }
 
     /// Its path relative to the procfs root.
     pub const fn rel(self) -> &'static str {
@@ -40,7 +50,7 @@ pub struct TickFiles {
     tick: AtomicU64,
     /// Per [`SharedFile`]: the tick it was read on and its bytes. Buffers are
     /// reused from tick to tick.
-    files: Mutex<[(u64, Vec<u8>); SharedFile::ALL.len()]>,
+    files: Mutex<[(u64, Vec<u8>); SharedFile::COUNT]>,
     /// Copies handed out so far: lets tests (and a profile) see that sharing
     /// happens at all.
     served: AtomicU64,
@@ -64,7 +74,7 @@ impl TickFiles {
             return;
         }
         let Ok(mut files) = self.files.lock() else { return };
-        let (at, buf) = &mut files[file as usize];
+        let (at, buf) = &mut files[file.slot()];
         *at = tick;
         buf.clear();
         buf.extend_from_slice(bytes);
@@ -75,7 +85,7 @@ impl TickFiles {
     pub fn take_copy(&self, file: SharedFile, buf: &mut Vec<u8>) -> bool {
         let tick = self.current();
         let Ok(files) = self.files.lock() else { return false };
-        let (at, bytes) = &files[file as usize];
+        let (at, bytes) = &files[file.slot()];
         if tick == 0 || *at != tick {
             return false;
         }

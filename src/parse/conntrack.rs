@@ -17,11 +17,11 @@ pub struct ProcCtCpu {
 
 pub fn parse_nf_conntrack_stat(bytes: &[u8]) -> Result<Vec<ProcCtCpu>, ParseError> {
     let text = utf8(bytes)?;
-    let mut lines = text.lines().enumerate().filter(|(_, l)| !l.trim().is_empty());
+    let mut lines = text.lines().enumerate().filter(|(_, l)| !l.trim_ascii().is_empty());
     let Some((_, header)) = lines.next() else {
         return Err(ParseError::Format("empty file: no header line".into()));
     };
-    let names: Vec<&str> = header.split_whitespace().collect();
+    let names: Vec<&str> = header.split_ascii_whitespace().collect();
     let is_name = |n: &str| {
         n.starts_with(|c: char| c.is_ascii_alphabetic()) && n.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
     };
@@ -31,7 +31,7 @@ pub fn parse_nf_conntrack_stat(bytes: &[u8]) -> Result<Vec<ProcCtCpu>, ParseErro
     let mut out = Vec::new();
     for (n, line) in lines {
         let vals = line
-            .split_whitespace()
+            .split_ascii_whitespace()
             .map(|w| u64::from_str_radix(w, 16))
             .collect::<Result<Vec<u64>, _>>()
             .map_err(|e| ParseError::line(n + 1, format!("not hexadecimal: {e}")))?;

@@ -22,12 +22,12 @@ pub fn parse_proc_net_dev(bytes: &[u8]) -> Result<Vec<DeviceStatus>, ParseError>
 
 /// Link speed from sysfs `speed` in Mb/s; -1 or an unreadable value means unknown.
 pub fn parse_speed_bits(bytes: &[u8]) -> Option<f64> {
-    let v: i64 = std::str::from_utf8(bytes).ok()?.trim().parse().ok()?;
+    let v: i64 = std::str::from_utf8(bytes).ok()?.trim_ascii().parse().ok()?;
     (v > 0).then_some(v as f64 * 1e6)
 }
 
 pub fn parse_u64_attr(bytes: &[u8]) -> Option<u64> {
-    std::str::from_utf8(bytes).ok()?.trim().parse().ok()
+    std::str::from_utf8(bytes).ok()?.trim_ascii().parse().ok()
 }
 
 /// `operstate` values in RFC 2863 order, as the kernel's IF_OPER_* numbering.

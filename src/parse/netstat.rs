@@ -22,7 +22,7 @@ where
     F: FnMut(&str, &str, i64),
 {
     visit_mib_rows(bytes, |group, names, values| {
-        for (n, v) in names.split_whitespace().zip(values) {
+        for (n, v) in names.split_ascii_whitespace().zip(values) {
             visit(group, n, *v);
         }
     })
@@ -39,7 +39,7 @@ where
     F: FnMut(&str, &str, &[i64]),
 {
     let text = utf8(bytes)?;
-    let mut lines = text.lines().enumerate().filter(|(_, l)| !l.trim().is_empty());
+    let mut lines = text.lines().enumerate().filter(|(_, l)| !l.trim_ascii().is_empty());
     let mut any = false;
     let mut values: Vec<i64> = Vec::new();
     while let Some((hn, header)) = lines.next() {
@@ -58,7 +58,7 @@ where
             ));
         }
         values.clear();
-        let (mut names, mut vals) = (hfields.split_whitespace(), vfields.split_whitespace());
+        let (mut names, mut vals) = (hfields.split_ascii_whitespace(), vfields.split_ascii_whitespace());
         loop {
             match (names.next(), vals.next()) {
                 (Some(n), Some(v)) => values.push(
@@ -71,8 +71,8 @@ where
                         vn + 1,
                         format!(
                             "{hname}: {} names but {} values",
-                            hfields.split_whitespace().count(),
-                            vfields.split_whitespace().count()
+                            hfields.split_ascii_whitespace().count(),
+                            vfields.split_ascii_whitespace().count()
                         ),
                     ))
                 }
@@ -117,7 +117,7 @@ pub fn mib_value(bytes: &[u8], group: &str, field: &str) -> Option<i64> {
     let text = std::str::from_utf8(bytes).ok()?;
     let mut lines = text.lines().filter_map(|l| {
         let (g, rest) = l.split_once(':')?;
-        Some((g.trim(), rest))
+        Some((g.trim_ascii(), rest))
     });
     // Header and value lines come in pairs; the first line of a group is its header.
     let (_, header) = lines.by_ref().find(|(g, _)| *g == group)?;
@@ -125,13 +125,13 @@ pub fn mib_value(bytes: &[u8], group: &str, field: &str) -> Option<i64> {
     if vgroup != group {
         return None;
     }
-    let i = header.split_whitespace().position(|n| n == field)?;
-    values.split_whitespace().nth(i)?.parse().ok()
+    let i = header.split_ascii_whitespace().position(|n| n == field)?;
+    values.split_ascii_whitespace().nth(i)?.parse().ok()
 }
 
 fn split_group(line: &str, lineno: usize) -> Result<(&str, &str), ParseError> {
     line.split_once(':')
-        .map(|(g, rest)| (g.trim(), rest))
+        .map(|(g, rest)| (g.trim_ascii(), rest))
         .ok_or_else(|| ParseError::line(lineno, "no `Group:` prefix"))
 }
 
@@ -143,7 +143,7 @@ where
 {
     let text = utf8(bytes)?;
     for (n, line) in text.lines().enumerate() {
-        let mut it = line.split_whitespace();
+        let mut it = line.split_ascii_whitespace();
         let Some(name) = it.next() else { continue };
         let Some(value) = it.next() else {
             return Err(ParseError::line(n + 1, format!("{name}: no value")));

@@ -13,13 +13,13 @@ pub fn parse_sockstat(bytes: &[u8]) -> Result<Vec<SockstatLine>, ParseError> {
     let text = utf8(bytes)?;
     let mut out = Vec::new();
     for (n, line) in text.lines().enumerate() {
-        if line.trim().is_empty() {
+        if line.trim_ascii().is_empty() {
             continue;
         }
         let (proto, rest) = line
             .split_once(':')
             .ok_or_else(|| ParseError::line(n + 1, "no `PROTO:` prefix"))?;
-        let words: Vec<&str> = rest.split_whitespace().collect();
+        let words: Vec<&str> = rest.split_ascii_whitespace().collect();
         if words.len() % 2 != 0 {
             return Err(ParseError::line(n + 1, format!("{proto}: odd number of words")));
         }
@@ -31,7 +31,7 @@ pub fn parse_sockstat(bytes: &[u8]) -> Result<Vec<SockstatLine>, ParseError> {
             fields.push((pair[0].to_string(), v));
         }
         out.push(SockstatLine {
-            protocol: proto.trim().to_string(),
+            protocol: proto.trim_ascii().to_string(),
             fields,
         });
     }
@@ -50,9 +50,9 @@ pub fn sockstat_value(bytes: &[u8], protocol: &str, field: &str) -> Option<i64> 
     let text = std::str::from_utf8(bytes).ok()?;
     let rest = text.lines().find_map(|line| {
         let (proto, rest) = line.split_once(':')?;
-        (proto.trim() == protocol).then_some(rest)
+        (proto.trim_ascii() == protocol).then_some(rest)
     })?;
-    let mut words = rest.split_whitespace();
+    let mut words = rest.split_ascii_whitespace();
     while let Some(name) = words.next() {
         let value = words.next()?;
         if name == field {

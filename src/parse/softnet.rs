@@ -19,9 +19,9 @@ pub struct SoftnetCpu {
 pub fn parse_softnet(bytes: &[u8]) -> Result<Vec<SoftnetCpu>, ParseError> {
     let text = utf8(bytes)?;
     let mut out = Vec::new();
-    for (n, line) in text.lines().enumerate().filter(|(_, l)| !l.trim().is_empty()) {
+    for (n, line) in text.lines().enumerate().filter(|(_, l)| !l.trim_ascii().is_empty()) {
         let cols = line
-            .split_whitespace()
+            .split_ascii_whitespace()
             .map(|w| u64::from_str_radix(w, 16))
             .collect::<Result<Vec<u64>, _>>()
             .map_err(|e| ParseError::line(n + 1, format!("not hexadecimal: {e}")))?;

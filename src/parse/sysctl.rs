@@ -5,7 +5,7 @@ use super::{utf8, ParseError};
 pub fn parse_sysctl_values(bytes: &[u8]) -> Result<Vec<i64>, ParseError> {
     let text = utf8(bytes)?;
     let vals = text
-        .split_whitespace()
+        .split_ascii_whitespace()
         .map(|w| {
             w.parse::<i64>()
                 .map_err(|_| ParseError::Format(format!("{w:?} is not an integer")))
