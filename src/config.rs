@@ -217,8 +217,9 @@ pub enum NetdevSource {
     /// rtnetlink on the live kernel, falling back to procfs when the dump fails;
     /// procfs when `--path.procfs` points at a captured tree.
     Auto,
-    /// One `RTM_GETLINK` dump per tick (`IFLA_STATS64`, operstate, carrier, MTU…);
-    /// sysfs only for `speed`.
+    /// An `RTM_GETLINK` dump (`IFLA_STATS64`, operstate, carrier, MTU…) when a
+    /// link notification arrived or 60 s passed, only the counters
+    /// (`RTM_GETSTATS`) on the ticks between; sysfs only for `speed`.
     Netlink,
     /// `/proc/net/dev` plus sysfs attributes per device.
     Procfs,

@@ -26,7 +26,7 @@ use netsight::netlink::ctnetlink::{
     parse_ct_dump, parse_stats_cpu_reply, protocol_name, state_name, CtnlError, StatsDump,
 };
 use netsight::netlink::nftables::{self, attrs, parse_reply, ExprClass, Item, Ruleset};
-use netsight::netlink::rtnetlink::{parse_getlink_dump, RTM_NEWLINK};
+use netsight::netlink::rtnetlink::{parse_getlink_dump, parse_getstats_dump, RTM_NEWLINK, RTM_NEWSTATS};
 use netsight::netlink::sock_diag::{parse_inet_diag_msg, parse_messages, DiagError, Progress, AF_INET, AF_INET6};
 use netsight::netlink::tcp_info;
 
@@ -268,6 +268,16 @@ fn getlink(b: &[u8]) -> Outcome {
     ctnl(r.map(|w| Outcome::Ok { done: w.done, items: n }))
 }
 
+/// What the netdev collector does with each link's counters.
+fn getstats(b: &[u8]) -> Outcome {
+    let mut n = 0;
+    let r = parse_getstats_dump(b, None, |index, s| {
+        n += 1;
+        let _ = (index, s.rx_bytes);
+    });
+    ctnl(r.map(|w| Outcome::Ok { done: w.done, items: n }))
+}
+
 /// What the sockets collector does with each socket.
 fn sock_diag(b: &[u8]) -> Outcome {
     let mut n = 0;
@@ -386,6 +396,13 @@ static SEEDS: &[Seed] = &[
         parse: getlink,
         reply_type: RTM_NEWLINK,
         fixed: 16,
+    },
+    Seed {
+        name: "getstats_dump",
+        bytes: include_bytes!("fixtures/netlink/getstats_dump.bin"),
+        parse: getstats,
+        reply_type: RTM_NEWSTATS,
+        fixed: 12,
     },
     Seed {
         name: "tcp4_dump",

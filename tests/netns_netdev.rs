@@ -9,6 +9,9 @@ use std::net::UdpSocket;
 use std::time::Duration;
 
 use common::{Netns, Snapshot};
+use netsight::collect::netdev::Netdev;
+use netsight::collect::{CollectContext, Collector};
+use netsight::snapshot::Emitter;
 use serde_json::Value;
 
 const A_ADDR: &str = "10.201.1.1";
@@ -147,6 +150,18 @@ fn arphrd(link_type: &str) -> &'static str {
 /// Every value netsight reports for every interface equals `ip`'s, field by field,
 /// and the device sets are the same.
 fn assert_matches_ip(ns: &Netns, s: &Snapshot, links: &[Value]) {
+    assert_matches_ip_but(ns, s, links, Check::All);
+}
+
+#[derive(PartialEq)]
+enum Check {
+    All,
+    /// Not `speed`: a collector run from a thread that joined the namespace
+    /// reads the host's `/sys` (sysfs shows the namespace it was mounted in).
+    NotSpeed,
+}
+
+fn assert_matches_ip_but(ns: &Netns, s: &Snapshot, links: &[Value], check: Check) {
     let ip_devs: BTreeSet<String> = links
         .iter()
         .map(|l| l["ifname"].as_str().expect("ifname").to_string())
@@ -252,6 +267,9 @@ fn assert_matches_ip(ns: &Netns, s: &Snapshot, links: &[Value]) {
             );
         }
 
+        if check == Check::NotSpeed {
+            continue;
+        }
         // Speed: sysfs in the namespace (-1 / EINVAL → absent).
         let out = ns.exec(&["cat", &format!("/sys/class/net/{dev}/speed")]);
         let sysfs_speed = out
@@ -339,6 +357,103 @@ fn netdev_equals_ip_link_after_known_traffic() {
     assert!(sa.value("netsight_network_receive_packets_total", &[("device", "lo")]) >= 30.0);
     assert_eq!(sa.value("netsight_network_up", &[("device", "veth0a")]), 1.0);
     assert_eq!(sa.value("netsight_network_carrier", &[("device", "veth0a")]), 1.0);
+}
+
+/// One tick of a netdev collector kept across ticks, run on a thread in `ns`
+/// (its netlink sockets live there from the first tick on).
+fn tick(ns: &Netns, mut netdev: Netdev) -> (Netdev, Snapshot) {
+    ns.enter(move || {
+        let ctx = CollectContext::new("/proc", "/sys");
+        let mut out = Emitter::new();
+        netdev.collect(&ctx, &mut out).expect("netdev collects");
+        let snap = netsight::snapshot::Snapshot::new(std::time::SystemTime::now(), out.into_families());
+        (netdev, Snapshot(netsight::export::json::render(&snap)))
+    })
+}
+
+/// [`quiet_read`] for a collector kept across ticks.
+fn quiet_tick(ns: &Netns, mut netdev: Netdev) -> (Netdev, Snapshot, Vec<Value>) {
+    for _ in 0..10 {
+        let before = ip_links(ns);
+        let (n, snap) = tick(ns, netdev);
+        netdev = n;
+        let after = ip_links(ns);
+        if volatile(&before) == volatile(&after) {
+            return (netdev, snap, after);
+        }
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    panic!("interfaces in {} never stayed quiet during a collection", ns.name);
+}
+
+/// Waits (up to 5 s) until `ip` shows `dev`'s operational state as `want` (or,
+/// with `!`, as anything else): the kernel sets it, and announces the change,
+/// when its link watch runs, which batches events for about a second.
+fn wait_operstate(ns: &Netns, dev: &str, want: &str) {
+    let (negate, want) = match want.strip_prefix('!') {
+        Some(w) => (true, w),
+        None => (false, want),
+    };
+    for _ in 0..100 {
+        let v: Value = serde_json::from_str(&ns.ip(&["-j", "link", "show", dev])).expect("ip -j");
+        let state = v[0]["operstate"].as_str().unwrap_or_default().to_string();
+        if (state == want) != negate {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    panic!("{dev} in {} never reached operstate {want}", ns.name);
+}
+
+/// Between link events the collector asks the kernel only for the counters
+/// (`RTM_GETSTATS`): on those ticks every value still equals `ip`'s, and a link
+/// event (the peer going down, a new device) brings a whole link dump on the
+/// next tick.
+#[test]
+fn counters_only_ticks_equal_ip_link_and_link_events_bring_a_link_dump() {
+    let (a, b) = pair();
+    // A second link whose name sorts before `lo` while its ifindex comes after
+    // veth0a's: counters are matched to links by ifindex, not by position.
+    a.veth_to(&b, "a0", "10.201.2.1/24", "b0", "10.201.2.2/24");
+    for (ns, dev) in [(&a, "veth0a"), (&a, "a0"), (&b, "b0")] {
+        wait_operstate(ns, dev, "UP");
+    }
+    let cfg = netsight::config::Config::embedded().expect("embedded config");
+    let netdev = Netdev::new(&cfg.collectors.netdev).expect("netdev");
+    let (netdev, s, l) = quiet_tick(&a, netdev);
+    assert_matches_ip_but(&a, &s, &l, Check::NotSpeed);
+    let dumps = netdev.link_dumps();
+    assert!(dumps >= 1, "the first tick dumps the links");
+
+    udp_burst(&a, &b, A_ADDR, B_ADDR, 200, 100);
+    udp_burst(&b, &a, B_ADDR, A_ADDR, 50, 1000);
+    udp_burst(&a, &b, "10.201.2.1", "10.201.2.2", 30, 300);
+    std::thread::sleep(Duration::from_millis(200));
+    let (netdev, s, l) = quiet_tick(&a, netdev);
+    assert_matches_ip_but(&a, &s, &l, Check::NotSpeed);
+    let (netdev, s, l) = quiet_tick(&a, netdev);
+    assert_matches_ip_but(&a, &s, &l, Check::NotSpeed);
+    assert_eq!(netdev.link_dumps(), dumps, "no link event: counters only");
+    let d = [("device", "veth0a")];
+    assert!(s.value("netsight_network_transmit_packets_total", &d) >= 200.0);
+    assert!(s.value("netsight_network_receive_bytes_total", &d) >= 50.0 * 1042.0);
+    assert!(s.value("netsight_network_transmit_packets_total", &[("device", "a0")]) >= 30.0);
+
+    // The peer goes down: veth0a loses its carrier, announced to `a`.
+    b.ip(&["link", "set", "veth0b", "down"]);
+    wait_operstate(&a, "veth0a", "!UP");
+    let (netdev, s, l) = quiet_tick(&a, netdev);
+    assert!(netdev.link_dumps() > dumps, "a carrier change brings a link dump");
+    assert_matches_ip_but(&a, &s, &l, Check::NotSpeed);
+    assert_eq!(s.value("netsight_network_carrier", &d), 0.0);
+    let dumps = netdev.link_dumps();
+
+    // A new device appears on the next tick.
+    a.ip(&["link", "add", "vnew0", "type", "veth", "peer", "name", "vnew1"]);
+    let (netdev, s, l) = quiet_tick(&a, netdev);
+    assert!(netdev.link_dumps() > dumps, "a new device brings a link dump");
+    assert_matches_ip_but(&a, &s, &l, Check::NotSpeed);
+    assert_eq!(s.value("netsight_network_up", &[("device", "vnew1")]), 0.0);
 }
 
 #[test]

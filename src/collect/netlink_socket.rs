@@ -1,5 +1,6 @@
 //! The request/dump socket that the netlink collectors share (conntrack's
-//! ctnetlink statistics and table dumps, nftables, netdev's rtnetlink link dump).
+//! ctnetlink statistics and table dumps, nftables, netdev's rtnetlink dumps),
+//! and the notification socket netdev watches link events with.
 //! Socket I/O lives here, in `collect/`; the messages it carries are built and
 //! parsed by the pure code in `crate::netlink`.
 
@@ -129,5 +130,55 @@ impl NetlinkSocket {
             }
         }
         Err(DumpError::io("recv", "dump did not end"))
+    }
+}
+
+/// Datagrams drained per look before giving up and saying "something changed":
+/// bounds the work a storm of notifications can cause in one tick.
+const MAX_EVENTS_PER_LOOK: usize = 4096;
+
+/// Only whether a notification came matters, not what it says: each is read
+/// into this much and the rest discarded (`MSG_TRUNC`).
+const EVENT_PEEK: usize = 64;
+
+/// A netlink socket subscribed to multicast groups (in the calling thread's
+/// network namespace), read without blocking: it only tells whether anything was
+/// announced since the last look, so that a collector can keep what it read
+/// until then.
+pub struct NetlinkEvents {
+    sock: Socket,
+    buf: Vec<u8>,
+}
+
+impl NetlinkEvents {
+    /// Subscribes to `groups` (a bind mask, e.g. `RTMGRP_LINK`) of `protocol`.
+    /// Open it before reading the state it announces changes of, so that no
+    /// change falls between the read and the subscription.
+    pub fn subscribe(protocol: isize, groups: u32) -> Result<NetlinkEvents, DumpError> {
+        let mut sock = Socket::new(protocol).map_err(io_err("socket"))?;
+        sock.bind(&SocketAddr::new(0, groups)).map_err(io_err("bind"))?;
+        sock.set_non_blocking(true).map_err(io_err("fcntl(O_NONBLOCK)"))?;
+        Ok(NetlinkEvents {
+            sock,
+            buf: Vec::with_capacity(EVENT_PEEK),
+        })
+    }
+
+    /// Drains what arrived since the last call: true when anything did, or when
+    /// the kernel dropped notifications because the socket's queue was full
+    /// (`ENOBUFS`). Either way the announced state must be read again.
+    pub fn any_since_last_look(&mut self) -> Result<bool, DumpError> {
+        let mut any = false;
+        for _ in 0..MAX_EVENTS_PER_LOOK {
+            self.buf.clear();
+            match self.sock.recv(&mut self.buf, libc::MSG_TRUNC) {
+                Ok(_) => any = true,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(any),
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) if e.raw_os_error() == Some(libc::ENOBUFS) => any = true,
+                Err(e) => return Err(DumpError::Io { op: "recv", source: e }),
+            }
+        }
+        Ok(true)
     }
 }

@@ -1,16 +1,18 @@
-//! Interfaces: every `/proc/net/dev` counter and the link state, from one
-//! rtnetlink `RTM_GETLINK` dump a tick on the live kernel (sysfs only for
-//! `speed`), or from `/proc/net/dev` plus sysfs attributes under a captured
+//! Interfaces: every `/proc/net/dev` counter and the link state, from rtnetlink
+//! on the live kernel (an `RTM_GETLINK` dump when a link changed, only the
+//! counters with `RTM_GETSTATS` on the ticks between; sysfs only for `speed`),
+//! or from `/proc/net/dev` plus sysfs attributes under a captured
 //! `--path.procfs` tree, when the dump fails (`source: auto`) or when configured.
-//! Both sources give the same series with the same values: `rtnetlink` and
-//! `procfs` below read them, this module filters and emits them.
+//! Both sources give the same series with the same values, except that rtnetlink
+//! learns of a carrier change when the kernel announces it (see [`rtnetlink`]):
+//! `rtnetlink` and `procfs` below read them, this module filters and emits them.
 
 use std::sync::Arc;
 
 use regex::Regex;
 use rustc_hash::FxHashMap;
 
-use super::netlink_socket::NetlinkSocket;
+use super::netlink_socket::{NetlinkEvents, NetlinkSocket};
 use super::{CollectContext, CollectError, Collector, KeptFiles};
 use crate::catalog::{CollectorDoc, MetricDesc, MetricKind};
 use crate::config::{NetdevConfig, NetdevSource};
@@ -221,7 +223,7 @@ pub static INFO: MetricDesc = MetricDesc::new(
 
 pub static DOC: CollectorDoc = CollectorDoc {
     collector: "netdev",
-    source: "rtnetlink RTM_GETLINK (IFLA_STATS64, IFLA_OPERSTATE, IFLA_CARRIER, IFLA_CARRIER_CHANGES, IFLA_MTU, IFLA_TXQLEN) and /sys/class/net/<device>/speed; or /proc/net/dev and /sys/class/net/<device>/{operstate,carrier,carrier_changes,speed,mtu,tx_queue_len,type,statistics/rx_missed_errors}",
+    source: "rtnetlink RTM_GETLINK (IFLA_STATS64, IFLA_OPERSTATE, IFLA_CARRIER, IFLA_CARRIER_CHANGES, IFLA_MTU, IFLA_TXQLEN) when a link changed (RTNLGRP_LINK notifications), RTM_GETSTATS (IFLA_STATS_LINK_64) on the ticks between, and /sys/class/net/<device>/speed; or /proc/net/dev and /sys/class/net/<device>/{operstate,carrier,carrier_changes,speed,mtu,tx_queue_len,type,statistics/rx_missed_errors}",
     capabilities: "none",
     metrics: &[
         &RX_BYTES, &RX_PACKETS, &RX_ERRS, &RX_DROP, &RX_FIFO, &RX_FRAME, &RX_COMPRESSED,
@@ -241,6 +243,15 @@ pub struct Netdev {
     link_socket: Option<NetlinkSocket>,
     links: Vec<Link<'static>>,
     speeds: FxHashMap<u32, SpeedFile>,
+    /// Between link events only the counters are dumped ([`rtnetlink`]): the
+    /// link notifications, where in `links` each ifindex is, when `links` came
+    /// from a whole link dump, and how many of those there were.
+    link_events: Option<NetlinkEvents>,
+    link_at: FxHashMap<u32, usize>,
+    links_read_at: Option<std::time::Instant>,
+    link_dumps: u64,
+    /// The kernel refused `RTM_GETSTATS` (before Linux 4.7): a link dump each tick.
+    stats_dump_unsupported: bool,
     /// The rtnetlink failure already logged (`auto` falls back to procfs then).
     fallback_logged: Option<String>,
     /// procfs source: /proc/net/dev, kept open ([`KeptFiles`]).
@@ -298,12 +309,23 @@ impl Netdev {
             link_socket: None,
             links: Vec::new(),
             speeds: FxHashMap::default(),
+            link_events: None,
+            link_at: FxHashMap::default(),
+            links_read_at: None,
+            link_dumps: 0,
+            stats_dump_unsupported: false,
             fallback_logged: None,
             proc: KeptFiles::default(),
             buf: Vec::new(),
             attr_buf: Vec::new(),
             devs: FxHashMap::default(),
         })
+    }
+
+    /// Whole link dumps taken so far on the rtnetlink source; the ticks between
+    /// them only dumped counters (for tests and diagnostics).
+    pub fn link_dumps(&self) -> u64 {
+        self.link_dumps
     }
 
     fn wanted(include: &Option<Regex>, exclude: &Option<Regex>, name: &str) -> bool {
