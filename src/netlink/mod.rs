@@ -141,3 +141,17 @@ pub fn walk_messages(
     }
     Ok(walked)
 }
+
+/// Checks the `nlmsghdr` of a request: total length, type, flags and sequence
+/// number (the port id is 0: the kernel fills it in).
+#[cfg(test)]
+pub(crate) fn assert_request_header(req: &[u8], len: usize, kind: u16, flags: u16, seq: u32) {
+    let u16_at = |i: usize| u16::from_ne_bytes([req[i], req[i + 1]]);
+    let u32_at = |i: usize| u32::from_ne_bytes([req[i], req[i + 1], req[i + 2], req[i + 3]]);
+    assert_eq!(req.len(), len, "request length");
+    assert_eq!(u32_at(0) as usize, len, "nlmsg_len");
+    assert_eq!(u16_at(4), kind, "nlmsg_type");
+    assert_eq!(u16_at(6), flags, "nlmsg_flags");
+    assert_eq!(u32_at(8), seq, "nlmsg_seq");
+    assert_eq!(u32_at(12), 0, "nlmsg_pid");
+}

@@ -1233,14 +1233,7 @@ mod tests {
     #[test]
     fn request_bytes() {
         let req = dump_request(Dump::Rules, 7);
-        assert_eq!(req.len(), 20);
-        assert_eq!(u32::from_ne_bytes(req[0..4].try_into().expect("4")), 20);
-        assert_eq!(u16::from_ne_bytes(req[4..6].try_into().expect("2")), 0x0a07);
-        assert_eq!(
-            u16::from_ne_bytes(req[6..8].try_into().expect("2")),
-            NLM_F_REQUEST | NLM_F_DUMP
-        );
-        assert_eq!(u32::from_ne_bytes(req[8..12].try_into().expect("4")), 7);
+        crate::netlink::assert_request_header(&req, 20, 0x0a07, NLM_F_REQUEST | NLM_F_DUMP, 7);
         assert_eq!(&req[16..20], &[0, 0, 0, 0]);
         let types: Vec<u16> = Dump::ALL
             .iter()

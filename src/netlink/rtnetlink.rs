@@ -293,11 +293,7 @@ mod tests {
     #[test]
     fn the_request_asks_for_a_dump_of_every_link() {
         let req = getlink_dump_request(7);
-        assert_eq!(req.len(), 32);
-        assert_eq!(u32::from_ne_bytes([req[0], req[1], req[2], req[3]]), 32);
-        assert_eq!(u16::from_ne_bytes([req[4], req[5]]), RTM_GETLINK);
-        assert_eq!(u16::from_ne_bytes([req[6], req[7]]), NLM_F_REQUEST | NLM_F_DUMP);
-        assert_eq!(u32::from_ne_bytes([req[8], req[9], req[10], req[11]]), 7);
+        crate::netlink::assert_request_header(&req, 32, RTM_GETLINK, NLM_F_REQUEST | NLM_F_DUMP, 7);
         assert!(req[16..].iter().all(|&b| b == 0));
     }
 
@@ -426,11 +422,7 @@ mod tests {
     #[test]
     fn the_stats_request_asks_for_the_64_bit_counters_of_every_link() {
         let req = getstats_dump_request(9);
-        assert_eq!(req.len(), 28);
-        assert_eq!(u32::from_ne_bytes([req[0], req[1], req[2], req[3]]), 28);
-        assert_eq!(u16::from_ne_bytes([req[4], req[5]]), RTM_GETSTATS);
-        assert_eq!(u16::from_ne_bytes([req[6], req[7]]), NLM_F_REQUEST | NLM_F_DUMP);
-        assert_eq!(u32::from_ne_bytes([req[8], req[9], req[10], req[11]]), 9);
+        crate::netlink::assert_request_header(&req, 28, RTM_GETSTATS, NLM_F_REQUEST | NLM_F_DUMP, 9);
         assert!(req[16..24].iter().all(|&b| b == 0), "AF_UNSPEC, every ifindex");
         assert_eq!(
             u32::from_ne_bytes([req[24], req[25], req[26], req[27]]),
