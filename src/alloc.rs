@@ -69,7 +69,12 @@ mod tests {
     #[test]
     fn the_option_index_names_arena_eager_commit() {
         if overridden_by_environment() {
-            return; // the environment decides; nothing of ours to check
+            // The environment decides: ours must leave its value alone.
+            let before = arena_eager_commit();
+            configure_before_first_allocation();
+            assert_eq!(arena_eager_commit(), before);
+            assert!(configured());
+            return;
         }
         assert_eq!(arena_eager_commit(), 2, "mimalloc's default for arena_eager_commit");
         assert!(!configured());

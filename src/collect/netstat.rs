@@ -202,15 +202,15 @@ impl Netstat {
 
     /// Reads and emits `/proc/net/snmp` (`which` 0) or `/proc/net/netstat` (1).
     fn read_table(&mut self, ctx: &CollectContext, which: usize, out: &mut Emitter) -> Result<(), CollectError> {
-        let (rel, source) = [
-            (SharedFile::Snmp.rel(), "/proc/net/snmp"),
-            ("net/netstat", "/proc/net/netstat"),
+        let (rel, source, shared) = [
+            (SharedFile::Snmp.rel(), "/proc/net/snmp", Some(SharedFile::Snmp)),
+            ("net/netstat", "/proc/net/netstat", None),
         ][which];
         let Some(path) = self.read_file(ctx, rel, false)? else {
             return Ok(());
         };
-        if which == 0 {
-            ctx.tick_files.keep(SharedFile::Snmp, &self.buf);
+        if let Some(file) = shared {
+            ctx.tick_files.keep(file, &self.buf);
         }
         let (descs, rows) = (&mut self.descs, &mut self.tables[which]);
         let mut i = 0;

@@ -109,16 +109,22 @@ pub fn parse_getstats_dump(
     mut on_stats: impl FnMut(u32, Stats64),
 ) -> Result<Walked, CtnlError> {
     walk_messages(bytes, seq, |header, payload| {
-        if header.kind != RTM_NEWSTATS {
-            return Err(CtnlError::malformed(
-                header.offset,
-                format!("message type {}, expected RTM_NEWSTATS", header.kind),
-            ));
-        }
+        expect_kind(&header, RTM_NEWSTATS, "RTM_NEWSTATS")?;
         let (index, stats) = parse_stats(payload).map_err(|m| CtnlError::malformed(header.offset, m))?;
         on_stats(index, stats);
         Ok(Walk::Continue)
     })
+}
+
+/// A reply message of another type than expected is malformed.
+fn expect_kind(header: &super::MessageHeader, kind: u16, name: &str) -> Result<(), CtnlError> {
+    if header.kind == kind {
+        return Ok(());
+    }
+    Err(CtnlError::malformed(
+        header.offset,
+        format!("message type {}, expected {name}", header.kind),
+    ))
 }
 
 fn parse_stats(payload: &[u8]) -> Result<(u32, Stats64), String> {
@@ -159,12 +165,7 @@ pub fn parse_getlink_dump(
     mut on_link: impl FnMut(Link<'_>),
 ) -> Result<Walked, CtnlError> {
     walk_messages(bytes, seq, |header, payload| {
-        if header.kind != RTM_NEWLINK {
-            return Err(CtnlError::malformed(
-                header.offset,
-                format!("message type {}, expected RTM_NEWLINK", header.kind),
-            ));
-        }
+        expect_kind(&header, RTM_NEWLINK, "RTM_NEWLINK")?;
         on_link(parse_link(payload).map_err(|m| CtnlError::malformed(header.offset, m))?);
         Ok(Walk::Continue)
     })
